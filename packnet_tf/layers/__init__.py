@@ -1,0 +1,16 @@
+"""Keras layers whose weights are shared between tasks by owner masks."""
+
+from packnet_tf.layers.base import PackedLayer
+from packnet_tf.layers.batch_norm import TaskBatchNormalization
+from packnet_tf.layers.conv import PackedConv1D, PackedConv2D
+from packnet_tf.layers.dense import PackedDense
+from packnet_tf.layers.depthwise_conv import PackedDepthwiseConv2D
+
+__all__ = [
+    "PackedConv1D",
+    "PackedConv2D",
+    "PackedDense",
+    "PackedDepthwiseConv2D",
+    "PackedLayer",
+    "TaskBatchNormalization",
+]

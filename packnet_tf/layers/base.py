@@ -1,0 +1,212 @@
+"""`PackedLayer`: the per-task state every packed layer shares.
+
+A packed layer holds
+- zero or more *packed kernels*, each with a uint8 owner variable of its
+  shape (see `packnet_tf.ownership`);
+- zero or more *per-task variables* whose first axis has one slot per task
+  (biases, batch-norm parameters and statistics);
+- an int32 scalar `active_task`: the task the layer computes for.
+
+`PackNetModel` drives these through the methods below; the layers' `call`
+only reads them.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from packnet_tf import ownership
+
+
+def validate_max_tasks(max_tasks, allow_none=True):
+    """Checks a `max_tasks` argument.
+
+    Args:
+        max_tasks: int in [1, 255], or None when `allow_none`.
+        allow_none: whether None (size decided later) is accepted.
+
+    Returns:
+        `max_tasks` unchanged.
+
+    Raises:
+        ValueError: if it is not an int in range.
+    """
+    if max_tasks is None and allow_none:
+        return None
+    if (
+        isinstance(max_tasks, bool)
+        or not isinstance(max_tasks, (int, np.integer))
+        or not 1 <= max_tasks <= ownership.MAX_TASKS_LIMIT
+    ):
+        raise ValueError(
+            "Expected `max_tasks` to be an int in [1, "
+            f"{ownership.MAX_TASKS_LIMIT}] (owners are 8-bit). "
+            f"Received: max_tasks={max_tasks!r}"
+        )
+    return int(max_tasks)
+
+
+class PackedLayer(keras.layers.Layer):
+    """Base class of layers whose state is split between tasks.
+
+    Args:
+        max_tasks: number of task slots for per-task variables. None builds
+            one slot; `PackNetModel` rebuilds its trunk with its own
+            `max_tasks`.
+        **kwargs: base `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, max_tasks=None, **kwargs):
+        super().__init__(**kwargs)
+        self.max_tasks = validate_max_tasks(max_tasks)
+        # Attribute names, not variables: keeps Keras' tracker from seeing
+        # the same variable twice.
+        self._packed_names = []
+        self._per_task_names = []
+
+    @property
+    def num_task_slots(self):
+        """Slots on the first axis of every per-task variable."""
+        return self.max_tasks or 1
+
+    # -- building ---------------------------------------------------------
+
+    def _add_active_task(self):
+        self.active_task = self.add_weight(
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            name="active_task",
+            aggregation="only_first_replica",
+        )
+
+    def _add_packed_kernel(self, name, shape, initializer, regularizer,
+                           constraint):
+        """Adds `name` and its owner variable `name + "_owner"`."""
+        kernel = self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+            trainable=True,
+        )
+        owner = self.add_weight(
+            shape=shape,
+            name=f"{name}_owner",
+            dtype=ownership.OWNER_DTYPE,
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        setattr(self, name, kernel)
+        setattr(self, f"{name}_owner", owner)
+        self._packed_names.append(name)
+        return kernel
+
+    def _add_per_task(self, name, shape, initializer, regularizer=None,
+                      constraint=None, trainable=True, aggregation="none"):
+        """Adds a variable of shape `(num_task_slots,) + shape`."""
+        variable = self.add_weight(
+            shape=(self.num_task_slots,) + tuple(shape),
+            name=name,
+            initializer=initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+            trainable=trainable,
+            autocast=trainable,
+            aggregation=aggregation,
+        )
+        setattr(self, name, variable)
+        self._per_task_names.append(name)
+        return variable
+
+    # -- what `call` uses -------------------------------------------------
+
+    def _task_index(self):
+        return ops.maximum(ops.convert_to_tensor(self.active_task) - 1, 0)
+
+    def visible(self, name):
+        """Kernel `name` with every weight the active task cannot see zeroed."""
+        kernel = getattr(self, name)
+        owner = getattr(self, f"{name}_owner")
+        mask = ownership.visible_mask(owner, self.active_task)
+        return ops.where(mask, kernel, ops.zeros_like(kernel))
+
+    def task_row(self, name):
+        """The active task's slot of per-task variable `name`."""
+        return ops.take(getattr(self, name), self._task_index(), axis=0)
+
+    # -- what `PackNetModel` uses -----------------------------------------
+
+    def packed_kernels(self):
+        """Returns `[(name, kernel, owner), ...]` for every packed kernel."""
+        return [
+            (n, getattr(self, n), getattr(self, f"{n}_owner"))
+            for n in self._packed_names
+        ]
+
+    def per_task_variables(self):
+        """Returns the variables with one slot per task on axis 0."""
+        return [getattr(self, n) for n in self._per_task_names]
+
+    def train_masks(self, task_id):
+        """Which entries of each trainable variable `task_id` may change.
+
+        Args:
+            task_id: the training task (Python int).
+
+        Returns:
+            A list of `(variable, bool mask)` pairs.
+        """
+        masks = [
+            (kernel, ownership.trainable_mask(owner, task_id))
+            for _, kernel, owner in self.packed_kernels()
+        ]
+        for variable in self.per_task_variables():
+            if not variable.trainable:
+                continue
+            row = np.zeros([self.num_task_slots], dtype=bool)
+            row[task_id - 1] = True
+            row = row.reshape([-1] + [1] * (len(variable.shape) - 1))
+            masks.append(
+                (variable, tf.broadcast_to(row, tuple(variable.shape)))
+            )
+        return masks
+
+    def set_active_task(self, task_id):
+        """Makes the layer compute for `task_id` (0 = no task)."""
+        self.active_task.assign(task_id)
+
+    def claim_free(self, task_id):
+        """Gives every free weight of every packed kernel to `task_id`."""
+        for _, _, owner in self.packed_kernels():
+            owner.assign(ownership.claim_free(owner, task_id))
+
+    def copy_task_slot(self, source_id, target_id):
+        """Starts task `target_id`'s per-task values from `source_id`'s."""
+        onehot = np.arange(self.num_task_slots) == target_id - 1
+        for variable in self.per_task_variables():
+            row = ops.take(variable, source_id - 1, axis=0)
+            mask = onehot.reshape([-1] + [1] * (len(variable.shape) - 1))
+            variable.assign(
+                ops.where(mask, ops.expand_dims(row, 0), variable)
+            )
+
+    def ownership(self):
+        """Owner ids of every packed kernel, as NumPy arrays by name."""
+        return {
+            n: np.asarray(owner.numpy())
+            for n, _, owner in self.packed_kernels()
+        }
+
+    def num_packed_weights(self):
+        """Total number of weights in packed kernels."""
+        return int(sum(np.prod(k.shape) for _, k, _ in self.packed_kernels()))
+
+    def get_config(self):
+        config = super().get_config()
+        config["max_tasks"] = self.max_tasks
+        return config

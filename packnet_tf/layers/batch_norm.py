@@ -1,0 +1,177 @@
+"""`TaskBatchNormalization`: batch norm with gamma, beta and statistics per task."""
+
+import keras
+from keras import constraints, initializers, ops, regularizers
+
+from packnet_tf.layers.base import PackedLayer
+
+
+@keras.saving.register_keras_serializable(package="packnet_tf")
+class TaskBatchNormalization(PackedLayer):
+    """Batch normalization that keeps gamma, beta and moving statistics per task.
+
+    Same arguments as `keras.layers.BatchNormalization` (without
+    `synchronized` and renorm), plus `max_tasks`. For the active task t it
+    normalizes with task t's statistics and scales with task t's gamma and
+    beta; in training it updates task t's moving statistics only. A new task
+    starts from the previous task's values (`PackNetModel.add_task`).
+
+    Args:
+        axis: the features axis.
+        momentum: momentum of the moving statistics.
+        epsilon: small float added to the variance.
+        center: whether to add a per-task offset `beta`.
+        scale: whether to multiply by a per-task `gamma`.
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+        moving_variance_initializer, beta_regularizer, gamma_regularizer,
+        beta_constraint, gamma_constraint: as in
+        `keras.layers.BatchNormalization`.
+        max_tasks: task slots (see `PackedLayer`).
+        **kwargs: base layer arguments.
+
+    Raises:
+        ValueError: if `axis` is not an int.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        max_tasks=None,
+        **kwargs,
+    ):
+        super().__init__(max_tasks=max_tasks, **kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ValueError(
+                f"Expected `axis` to be an int. Received: axis={axis!r}"
+            )
+        self.axis = axis
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = center
+        self.scale = scale
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(
+            moving_mean_initializer
+        )
+        self.moving_variance_initializer = initializers.get(
+            moving_variance_initializer
+        )
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        axis = self.axis % rank
+        shape = (input_shape[axis],)
+        if self.scale:
+            self._add_per_task(
+                "gamma", shape, self.gamma_initializer,
+                self.gamma_regularizer, self.gamma_constraint,
+            )
+        if self.center:
+            self._add_per_task(
+                "beta", shape, self.beta_initializer,
+                self.beta_regularizer, self.beta_constraint,
+            )
+        # "mean" aggregation, as replicas each see their own batch.
+        self._add_per_task(
+            "moving_mean", shape, self.moving_mean_initializer,
+            trainable=False, aggregation="mean",
+        )
+        self._add_per_task(
+            "moving_variance", shape, self.moving_variance_initializer,
+            trainable=False, aggregation="mean",
+        )
+        self._add_active_task()
+        self._reduction_axes = [i for i in range(rank) if i != axis]
+        self._broadcast_shape = [1] * rank
+        self._broadcast_shape[axis] = input_shape[axis]
+        self.input_spec = keras.layers.InputSpec(
+            ndim=rank, axes={axis: input_shape[axis]}
+        )
+
+    def _broadcast(self, row):
+        return ops.reshape(row, self._broadcast_shape)
+
+    def _update_moving(self, name, batch_value):
+        variable = getattr(self, name)
+        row = self.task_row(name)
+        new_row = row * self.momentum + batch_value * (1.0 - self.momentum)
+        slots = ops.arange(self.num_task_slots)
+        is_active = ops.expand_dims(ops.equal(slots, self._task_index()), 1)
+        variable.assign(
+            ops.where(is_active, ops.expand_dims(new_row, 0), variable)
+        )
+
+    def call(self, inputs, training=None):
+        compute_dtype = inputs.dtype
+        x = ops.cast(inputs, "float32")
+        if training and self.trainable:
+            mean, variance = ops.moments(x, axes=self._reduction_axes)
+            self._update_moving("moving_mean", mean)
+            self._update_moving("moving_variance", variance)
+        else:
+            mean = self.task_row("moving_mean")
+            variance = self.task_row("moving_variance")
+        inv = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            inv = inv * ops.cast(self.task_row("gamma"), "float32")
+        offset = -mean * inv
+        if self.center:
+            offset = offset + ops.cast(self.task_row("beta"), "float32")
+        outputs = x * self._broadcast(inv) + self._broadcast(offset)
+        return ops.cast(outputs, compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "axis": self.axis,
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "center": self.center,
+                "scale": self.scale,
+                "beta_initializer": initializers.serialize(
+                    self.beta_initializer
+                ),
+                "gamma_initializer": initializers.serialize(
+                    self.gamma_initializer
+                ),
+                "moving_mean_initializer": initializers.serialize(
+                    self.moving_mean_initializer
+                ),
+                "moving_variance_initializer": initializers.serialize(
+                    self.moving_variance_initializer
+                ),
+                "beta_regularizer": regularizers.serialize(
+                    self.beta_regularizer
+                ),
+                "gamma_regularizer": regularizers.serialize(
+                    self.gamma_regularizer
+                ),
+                "beta_constraint": constraints.serialize(self.beta_constraint),
+                "gamma_constraint": constraints.serialize(
+                    self.gamma_constraint
+                ),
+            }
+        )
+        return config
