@@ -53,9 +53,10 @@ class CapacityReport:
 
     def __str__(self):
         columns = list(self.task_names) + ["free"]
+        widths = [max(8, len(c) + 2) for c in columns]
         width = max([len("total")] + [len(n) for n in self.counts]) + 2
         header = f"{'layer':<{width}}{'weights':>10}" + "".join(
-            f"{c:>10}" for c in columns
+            f"{c:>{w}}" for c, w in zip(columns, widths)
         )
         lines = [header, "-" * len(header)]
         rows = list(self.counts.items()) + [("total", self.total)]
@@ -64,6 +65,6 @@ class CapacityReport:
             shares = [c / size for c in counts[1:]] + [counts[0] / size]
             lines.append(
                 f"{name:<{width}}{int(np.sum(counts)):>10}"
-                + "".join(f"{s:>10.1%}" for s in shares)
+                + "".join(f"{s:>{w}.1%}" for s, w in zip(shares, widths))
             )
         return "\n".join(lines)

@@ -47,7 +47,7 @@ def check_trunk(trunk):
         UnsupportedLayerError: if a layer holds weights but is not packed.
         ValueError: if it has more than one input or output.
     """
-    if not isinstance(trunk, keras.Model) or not hasattr(trunk, "inputs"):
+    if not isinstance(trunk, keras.Model):
         raise TypeError(
             "Expected `trunk` to be a Keras functional or Sequential model "
             f"made of packed layers. Received: {type(trunk).__name__}"

@@ -17,12 +17,14 @@ def conv_bn_trunk(max_tasks=None):
     return keras.Sequential(
         [
             keras.Input((6, 6, 2)),
-            layers.PackedConv2D(4, 3, padding="same", max_tasks=max_tasks),
-            layers.TaskBatchNormalization(max_tasks=max_tasks),
+            layers.PackedConv2D(4, 3, padding="same", max_tasks=max_tasks,
+                                name="conv"),
+            layers.TaskBatchNormalization(max_tasks=max_tasks, name="bn"),
             keras.layers.ReLU(),
-            layers.PackedDepthwiseConv2D(3, max_tasks=max_tasks),
+            layers.PackedDepthwiseConv2D(3, max_tasks=max_tasks, name="dw"),
             keras.layers.Flatten(),
-            layers.PackedDense(8, activation="relu", max_tasks=max_tasks),
+            layers.PackedDense(8, activation="relu", max_tasks=max_tasks,
+                              name="dense"),
         ],
         name="trunk",
     )

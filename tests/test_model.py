@@ -1,0 +1,181 @@
+"""PackNetModel: earlier tasks stay bit-identical, whatever trains later."""
+
+import keras
+import numpy as np
+import pytest
+
+import packnet_tf as pn
+from packnet_tf import layers
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _outputs(model, task, probe):
+    model.use_task(task)
+    return keras.ops.convert_to_numpy(model(probe, training=False))
+
+
+def _run_task(model, name, data, optimizer, fraction):
+    x, y, num_classes = data
+    model.add_task(name, num_classes=num_classes)
+    model.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    if fraction:
+        model.prune(fraction)
+        model.compile(optimizer=optimizer.__class__.from_config(
+            optimizer.get_config()), loss=LOSS)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.end_task()
+
+
+def _assert_unchanged(model, recorded, probe):
+    for name, expected in recorded.items():
+        np.testing.assert_array_equal(
+            _outputs(model, name, probe), expected,
+            err_msg=f"task {name!r} changed")
+
+
+def test_earlier_tasks_are_bit_identical_after_later_tasks_and_reload(
+        trunk, task_data, probe, tmp_path):
+    model = pn.PackNetModel(trunk, max_tasks=4)
+    optimizers = [
+        keras.optimizers.Adam(1e-2),
+        keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+        keras.optimizers.SGD(1e-2, momentum=0.9),
+    ]
+    recorded = {}
+    for index, (data, optimizer) in enumerate(zip(task_data, optimizers)):
+        name = f"t{index + 1}"
+        kernel_before = model.trunk.layers[0].kernel.numpy().copy()
+        _run_task(model, name, data, optimizer, fraction=0.5)
+        # Training really moved this task's weights.
+        assert not np.array_equal(
+            kernel_before, model.trunk.layers[0].kernel.numpy())
+        _assert_unchanged(model, recorded, probe)
+        recorded[name] = _outputs(model, name, probe)
+
+    path = tmp_path / "packed.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [t.name for t in loaded.tasks] == ["t1", "t2", "t3"]
+    assert all(t.state == "frozen" for t in loaded.tasks)
+    _assert_unchanged(loaded, recorded, probe)
+    for a, b in zip(model.trunk.weights, loaded.trunk.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # The loaded model goes on learning, with an EMA optimizer this time.
+    x, y, _ = task_data[0]
+    _run_task(loaded, "t4", (x, y, 5),
+              keras.optimizers.Adam(1e-2, use_ema=True,
+                                    ema_overwrite_frequency=2), None)
+    _assert_unchanged(loaded, recorded, probe)
+
+
+def test_batch_norm_statistics_are_per_task(trunk, task_data, probe):
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    _run_task(model, "a", task_data[0], keras.optimizers.Adam(), 0.5)
+    bn = model.trunk.layers[1]
+    stats_a = bn.moving_mean.numpy()[0].copy()
+    _run_task(model, "b", task_data[1], keras.optimizers.Adam(), 0.5)
+    np.testing.assert_array_equal(bn.moving_mean.numpy()[0], stats_a)
+    assert not np.array_equal(bn.moving_mean.numpy()[1], stats_a)
+
+
+def test_prune_counts_are_exact_and_free_the_smallest(trunk):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    model.add_task("a", num_classes=2)
+    rng = np.random.default_rng(0)
+    for layer in model.trunk.layers:
+        for _, kernel, _ in getattr(layer, "packed_kernels", list)():
+            size = int(np.prod(kernel.shape))
+            kernel.assign(rng.permutation(np.linspace(0.01, 1.0, size))
+                          .reshape(kernel.shape).astype("float32"))
+    freed = model.prune(0.75)
+    dense = model.trunk.layers[-1]
+    # 3x3x2x4 conv, 3x3x4x1 depthwise, (4*4*4)x8 dense kernels.
+    assert freed == {
+        "conv/kernel": 54, "dw/depthwise_kernel": 27, "dense/kernel": 384}
+    owner, kernel = dense.kernel_owner.numpy(), dense.kernel.numpy()
+    assert (owner == 0).sum() == 384 and (owner == 1).sum() == 128
+    assert np.all(kernel[owner == 0] == 0)
+    # The survivors are exactly the 128 largest of the 512 linspace values.
+    np.testing.assert_allclose(
+        np.sort(kernel[owner == 1]), np.linspace(0.01, 1.0, 512)[384:],
+        rtol=1e-6)
+    # Pruning again takes the fraction of what the task still owns.
+    freed = model.prune(0.5)
+    assert freed["dense/kernel"] == 64
+    report = model.capacity()
+    assert report.counts["dense"].tolist() == [448, 64]
+    assert report.fractions("dense") == {"free": 0.875, "a": 0.125}
+
+
+def test_new_task_gets_exactly_the_free_weights(trunk, task_data):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    _run_task(model, "a", task_data[0], keras.optimizers.Adam(), 0.5)
+    before = model.capacity()
+    model.add_task("b", num_classes=3)
+    after = model.capacity()
+    for name, counts in before.counts.items():
+        assert after.counts[name].tolist() == [0, counts[1], counts[0]]
+        assert counts[0] > 0
+
+
+def test_tasks_and_use_task(trunk, task_data, probe):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    _run_task(model, "a", task_data[0], keras.optimizers.Adam(), 0.5)
+    model.add_task("b", num_classes=3)
+    assert [(t.name, t.task_id, t.num_classes, t.state)
+            for t in model.tasks] == [("a", 1, 2, "frozen"),
+                                      ("b", 2, 3, "training")]
+    assert model.use_task("a").name == "a"
+    assert model.predict(probe, verbose=0).shape == (10, 2)
+    model.use_task("b")
+    assert model.predict(probe, verbose=0).shape == (10, 3)
+    # The list is a copy: editing it changes nothing.
+    model.tasks[0].state = "training"
+    assert model.tasks[0].state == "frozen"
+
+
+def test_custom_head_is_used_and_saved(trunk, probe, tmp_path):
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    head = keras.Sequential([keras.layers.Dense(6, activation="relu"),
+                             keras.layers.Dense(4)])
+    info = model.add_task("a", head=head)
+    assert info.num_classes == 4
+    expected = keras.ops.convert_to_numpy(model(probe))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded(probe)), expected)
+
+
+def test_trunk_is_resized_and_keeps_weights():
+    keras.utils.set_random_seed(1)
+    trunk = keras.Sequential([keras.Input((3,)), layers.PackedDense(4)])
+    kernel = trunk.layers[0].kernel.numpy()
+    model = pn.PackNetModel(trunk, max_tasks=5)
+    assert model.trunk.layers[0].bias.shape == (5, 4)
+    np.testing.assert_array_equal(model.trunk.layers[0].kernel.numpy(),
+                                  kernel)
+
+
+def test_train_task_runs_the_whole_cycle(trunk, task_data, probe):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    x, y, k = task_data[0]
+    result = pn.train_task(model, "a", (x, y), num_classes=k, epochs=1,
+                           prune_fraction=0.5, finetune_epochs=1,
+                           batch_size=16, verbose=0)
+    assert result.task.state == "frozen"
+    assert result.freed["dense/kernel"] == 256
+    assert result.finetune_history.history["loss"]
+    recorded = _outputs(model, "a", probe)
+    x, y, k = task_data[1]
+    ds = __import__("tensorflow").data.Dataset.from_tensor_slices(
+        (x, y)).batch(16)
+    result = pn.train_task(model, "b", ds, num_classes=k, epochs=1,
+                           prune_fraction=None, optimizer="sgd",
+                           verbose=0)
+    assert result.freed == {} and result.finetune_history is None
+    np.testing.assert_array_equal(_outputs(model, "a", probe), recorded)
+    assert model.capacity().counts["dense"].tolist() == [0, 256, 256]
