@@ -120,15 +120,20 @@ class PackNetModel(keras.Model):
         )
 
     def _activate(self, index):
+        # A traced predict function stays valid until the next compile(),
+        # which makes a new compile config.
+        compiled_as = id(getattr(self, "_compile_config", None))
         if self._active is not None and self.predict_function is not None:
-            self._predict_functions[self._active] = self.predict_function
+            self._predict_functions[self._active] = (
+                compiled_as, self.predict_function)
         self._active = index
         for layer in self._packed():
             layer.set_active_task(index + 1)
         # The head is chosen in Python: traced functions must be rebuilt.
         self.train_function = None
         self.test_function = None
-        self.predict_function = self._predict_functions.get(index)
+        cached_as, function = self._predict_functions.get(index, (None, None))
+        self.predict_function = function if cached_as == compiled_as else None
 
     def _require_trainable(self, action):
         task = None if self._active is None else self._tasks[self._active]
@@ -410,12 +415,6 @@ class PackNetModel(keras.Model):
         )
         self._update_loss_metric(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def compile(self, *args, **kwargs):
-        """`keras.Model.compile`; also drops the cached predict functions."""
-        self._predict_functions = {}
-        self.predict_function = None
-        return super().compile(*args, **kwargs)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on the active task; see the class docstring.

@@ -59,7 +59,8 @@ def _fit(model, data, epochs, batch_size, fit_kwargs):
         x, y = data
         return model.fit(x, y, epochs=epochs, batch_size=batch_size,
                          **fit_kwargs)
-    return model.fit(data, epochs=epochs, **fit_kwargs)
+    # A dataset is shuffled (or not) by its own pipeline.
+    return model.fit(data, epochs=epochs, shuffle=False, **fit_kwargs)
 
 
 def train_task(

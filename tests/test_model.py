@@ -179,3 +179,23 @@ def test_train_task_runs_the_whole_cycle(trunk, task_data, probe):
     assert result.freed == {} and result.finetune_history is None
     np.testing.assert_array_equal(_outputs(model, "a", probe), recorded)
     assert model.capacity().counts["dense"].tolist() == [0, 256, 256]
+
+
+def test_switching_tasks_reuses_each_tasks_predict_function(
+        trunk, task_data, probe):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    _run_task(model, "a", task_data[0], keras.optimizers.Adam(), 0.5)
+    model.add_task("b", num_classes=3)
+    model.use_task("a")
+    first_a = model.predict(probe, verbose=0)
+    function_a = model.predict_function
+    model.use_task("b")
+    assert model.predict(probe, verbose=0).shape == (10, 3)
+    model.use_task("a")
+    np.testing.assert_array_equal(model.predict(probe, verbose=0), first_a)
+    assert model.predict_function is function_a
+    # A new compile may change how functions are traced: no reuse then.
+    model.compile("adam", LOSS)
+    model.use_task("b")
+    model.use_task("a")
+    assert model.predict_function is None
