@@ -23,6 +23,9 @@ from packnet_tf.task import FROZEN, PRUNED, TRAINING, TaskInfo
 from packnet_tf.task import validate_task_name
 from packnet_tf.trunk import check_trunk, packed_layers, sized_trunk
 
+#: Examples in the probe batch a finished task's fingerprint is taken on.
+FINGERPRINT_BATCH = 4
+
 
 def validate_fraction(fraction):
     """Checks a prune fraction: a number in [0, 1).
@@ -278,9 +281,48 @@ class PackNetModel(keras.Model):
             TaskStateError: if no task is training.
         """
         task = self._require_trainable("end_task()")
+        outputs = self(self._probe(task.task_id), training=False)
+        task.fingerprint = keras.ops.convert_to_numpy(outputs).tolist()
         task.state = FROZEN
         self._activate(self._active)
         return self.active_task
+
+    def _probe(self, task_id):
+        """The fixed probe batch a task's fingerprint is computed on."""
+        spec = self.trunk.inputs[0]
+        shape = (FINGERPRINT_BATCH,) + tuple(spec.shape[1:])
+        rng = np.random.default_rng(task_id)
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+            return rng.integers(0, 2, size=shape).astype(spec.dtype)
+        return rng.normal(size=shape).astype(spec.dtype)
+
+    def verify(self):
+        """Recomputes every frozen task's fingerprint.
+
+        `end_task()` stores the task's outputs on a fixed probe batch (made
+        from the task id, so only the outputs are stored, in the model's
+        config). Any change to an earlier task's weights, biases, statistics
+        or head shows here.
+
+        Returns:
+            A dict `{task name: max |recomputed - stored|}`; all zeros when
+            nothing changed.
+        """
+        active = self._active
+        diffs = {}
+        try:
+            for index, task in enumerate(self._tasks):
+                if task.fingerprint is None:
+                    continue
+                self._activate(index)
+                now = keras.ops.convert_to_numpy(
+                    self(self._probe(task.task_id), training=False))
+                stored = np.asarray(task.fingerprint, dtype=now.dtype)
+                diffs[task.name] = float(np.max(np.abs(now - stored)))
+        finally:
+            if active is not None:
+                self._activate(active)
+        return diffs
 
     # -- pruning ----------------------------------------------------------
 
@@ -293,6 +335,31 @@ class PackNetModel(keras.Model):
             )
             kernel.assign(tf.where(freed, tf.zeros_like(kernel), kernel))
             owner.assign(new_owner)
+
+    def _kernels(self):
+        """Yields `("layer/kernel", kernel, owner)` for every packed kernel."""
+        for layer in self._packed():
+            for name, kernel, owner in layer.packed_kernels():
+                yield f"{layer.name}/{name}", kernel, owner
+
+    def owned_counts(self):
+        """Weights the active task owns, per packed kernel.
+
+        Returns:
+            A dict `{"layer/kernel": count}`.
+
+        Raises:
+            TaskStateError: if there is no task.
+        """
+        if self._active is None:
+            raise TaskStateError(
+                "`owned_counts()` needs a task: call `add_task(...)` first."
+            )
+        task_id = self._active + 1
+        return {
+            key: int(np.sum(ownership.trainable_mask(owner, task_id)))
+            for key, _, owner in self._kernels()
+        }
 
     def prune(self, fraction):
         """Frees the smallest-magnitude `fraction` of the active task's weights.
@@ -312,20 +379,53 @@ class PackNetModel(keras.Model):
             TaskStateError: if no task is training.
         """
         fraction = validate_fraction(fraction)
+        self._require_trainable("prune()")
+        return self.prune_counts({
+            key: ownership.count_to_free(owned, fraction)
+            for key, owned in self.owned_counts().items()
+        })
+
+    def prune_counts(self, counts):
+        """Frees exactly `counts[key]` smallest weights of the active task.
+
+        The primitive under `prune` and gradual pruning: per packed kernel
+        (keys as in `owned_counts()`), the given number of the active
+        task's smallest-magnitude weights are zeroed and freed. Kernels not
+        in `counts` are left alone. Nothing changes if any count is bad.
+
+        Args:
+            counts: dict `{"layer/kernel": number to free}`.
+
+        Returns:
+            The dict of counts freed.
+
+        Raises:
+            ValueError: for an unknown kernel or a count outside
+                [0, owned].
+            TaskStateError: if no task is training.
+        """
         task = self._require_trainable("prune()")
-        plan, freed = [], {}
-        for layer in self._packed():
-            for name, kernel, owner in layer.packed_kernels():
-                owned = int(np.sum(ownership.trainable_mask(
-                    owner, task.task_id)))
-                count = ownership.count_to_free(owned, fraction)
-                new_owner = ownership.prune_owner(
-                    kernel, owner, task.task_id, count)
-                plan.append((kernel, owner, new_owner))
-                freed[f"{layer.name}/{name}"] = count
+        owned = self.owned_counts()
+        unknown = sorted(set(counts) - set(owned))
+        if unknown:
+            raise ValueError(
+                f"Unknown packed kernel(s) {unknown}. Known: {sorted(owned)}."
+            )
+        for key, count in counts.items():
+            if not 0 <= count <= owned[key]:
+                raise ValueError(
+                    f"Expected a count in [0, {owned[key]}] for {key!r} (the "
+                    f"weights task {task.name!r} owns there). "
+                    f"Received: {count!r}"
+                )
+        plan = [
+            (kernel, owner, ownership.prune_owner(
+                kernel, owner, task.task_id, int(counts[key])))
+            for key, kernel, owner in self._kernels() if key in counts
+        ]
         self._apply_owners(plan, task.task_id)
         task.state = PRUNED
-        return freed
+        return {key: int(count) for key, count in counts.items()}
 
     def capacity(self):
         """Who owns the packed weights, per layer and in total.

@@ -25,12 +25,15 @@ class TaskInfo:
         task_id: its owner id in the masks (1 for the first task).
         num_classes: the width of its head's output.
         state: one of "training", "pruned", "frozen".
+        fingerprint: the task's outputs on its probe batch, stored by
+            `end_task()` (see `PackNetModel.verify`).
     """
 
     name: str
     task_id: int
     num_classes: int
     state: str = TRAINING
+    fingerprint: list = None
 
     @property
     def finished(self):

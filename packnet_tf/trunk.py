@@ -12,6 +12,7 @@ SUPPORTED_LAYERS = (
     "PackedConv1D",
     "PackedConv2D",
     "PackedDepthwiseConv2D",
+    "PackedSeparableConv2D",
     "TaskBatchNormalization",
 )
 

@@ -199,3 +199,39 @@ def test_switching_tasks_reuses_each_tasks_predict_function(
     model.use_task("b")
     model.use_task("a")
     assert model.predict_function is None
+
+
+def test_fingerprints_verify_after_reload_and_catch_tampering(
+        trunk, task_data, tmp_path):
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    _run_task(model, "a", task_data[0], keras.optimizers.Adam(), 0.5)
+    _run_task(model, "b", task_data[1], keras.optimizers.AdamW(), 0.5)
+    assert model.verify() == {"a": 0.0, "b": 0.0}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.verify() == {"a": 0.0, "b": 0.0}
+    # Move one weight task "a" owns: both tasks read it, both fingerprints
+    # change.
+    dense = loaded.trunk.get_layer("dense")
+    kernel, owner = dense.kernel.numpy(), dense.kernel_owner.numpy()
+    kernel[owner == 1] += 0.5
+    dense.kernel.assign(kernel)
+    diffs = loaded.verify()
+    assert diffs["a"] > 0 and diffs["b"] > 0
+
+
+def test_prune_counts_frees_exact_counts_or_nothing(trunk):
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    model.add_task("a", num_classes=2)
+    assert model.owned_counts() == {
+        "conv/kernel": 72, "dw/depthwise_kernel": 36, "dense/kernel": 512}
+    before = [w.numpy().copy() for w in model.trunk.weights]
+    with pytest.raises(ValueError, match=r"\[0, 36\] for 'dw/depthwise"):
+        model.prune_counts({"conv/kernel": 10, "dw/depthwise_kernel": 37})
+    with pytest.raises(ValueError, match="Unknown packed kernel"):
+        model.prune_counts({"nope/kernel": 1})
+    for a, b in zip(before, model.trunk.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert model.prune_counts({"conv/kernel": 10}) == {"conv/kernel": 10}
+    assert model.owned_counts()["conv/kernel"] == 62
+    assert model.owned_counts()["dense/kernel"] == 512

@@ -5,6 +5,7 @@ from packnet_tf.layers.batch_norm import TaskBatchNormalization
 from packnet_tf.layers.conv import PackedConv1D, PackedConv2D
 from packnet_tf.layers.dense import PackedDense
 from packnet_tf.layers.depthwise_conv import PackedDepthwiseConv2D
+from packnet_tf.layers.separable_conv import PackedSeparableConv2D
 
 __all__ = [
     "PackedConv1D",
@@ -12,5 +13,6 @@ __all__ = [
     "PackedDense",
     "PackedDepthwiseConv2D",
     "PackedLayer",
+    "PackedSeparableConv2D",
     "TaskBatchNormalization",
 ]
