@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf import ownership
+from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import CapacityError, TaskStateError
 from packnet_tf.layers.base import validate_max_tasks
@@ -46,7 +47,7 @@ def validate_fraction(fraction):
 
 
 @keras.saving.register_keras_serializable(package="packnet_tf")
-class PackNetModel(keras.Model):
+class PackNetModel(MultiWorkerFitMixin, keras.Model):
     """A shared trunk of packed layers with one head per task.
 
     Args:
@@ -185,7 +186,9 @@ class PackNetModel(keras.Model):
         try:
             width = head.compute_output_spec(features).shape[-1]
             if not head.built:
-                head(features)
+                # Variables made under the model's strategy, like the trunk's.
+                with self.distribute_strategy.scope():
+                    head(features)
         except Exception as error:  # shape errors come in many types
             raise ValueError(
                 f"The head '{head.name}' cannot read the trunk's features of "
@@ -502,7 +505,8 @@ class PackNetModel(keras.Model):
         ]
         self.optimizer.apply(gradients, variables)
         self._restore(pairs, backups)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self._step_results(
+            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -514,7 +518,8 @@ class PackNetModel(keras.Model):
             training=False,
         )
         self._update_loss_metric(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self._step_results(
+            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on the active task; see the class docstring.
@@ -528,7 +533,8 @@ class PackNetModel(keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             # Slots for every head, so that a saved optimizer loads back
             # whichever task it was saved during.
-            self.optimizer.build(self.trainable_variables)
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         ema = bool(getattr(self.optimizer, "use_ema", False))
         if ema:
             pairs = self._train_masks(task.task_id)

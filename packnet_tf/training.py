@@ -54,6 +54,16 @@ def fresh_optimizer(optimizer, learning_rate=None):
     return optimizer.__class__.from_config(config)
 
 
+def _compile(model, make_optimizer, optimizer, learning_rate, loss, metrics):
+    # Keras optimizers bind to the strategy they are created under.
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=make_optimizer(optimizer, learning_rate),
+            loss=loss,
+            metrics=list(metrics or []),
+        )
+
+
 def _fit(model, data, epochs, batch_size, fit_kwargs):
     if isinstance(data, tuple):
         x, y = data
@@ -144,11 +154,7 @@ def train_task(
         "verbose": verbose,
     }
     model.add_task(name, num_classes=num_classes, head=head)
-    model.compile(
-        optimizer=fresh_optimizer(optimizer, learning_rate),
-        loss=loss,
-        metrics=list(metrics or []),
-    )
+    _compile(model, fresh_optimizer, optimizer, learning_rate, loss, metrics)
     result = TaskResult(
         task=None,
         train_history=_fit(model, train_data, epochs, batch_size, fit_kwargs),
@@ -156,11 +162,8 @@ def train_task(
     if prune_fraction:
         result.freed = model.prune(prune_fraction)
         if finetune_epochs:
-            model.compile(
-                optimizer=fresh_optimizer(optimizer, finetune_learning_rate),
-                loss=loss,
-                metrics=list(metrics or []),
-            )
+            _compile(model, fresh_optimizer, optimizer,
+                     finetune_learning_rate, loss, metrics)
             result.finetune_history = _fit(
                 model, train_data, finetune_epochs, batch_size, fit_kwargs
             )

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from packnet_tf import ownership
+from packnet_tf import distribute, ownership
 
 
 def validate_max_tasks(max_tasks, allow_none=True):
@@ -96,7 +96,7 @@ class PackedLayer(keras.layers.Layer):
         owner = self.add_weight(
             shape=shape,
             name=f"{name}_owner",
-            dtype=ownership.OWNER_DTYPE,
+            dtype=distribute.owner_dtype(),
             initializer="zeros",
             trainable=False,
             aggregation="only_first_replica",

@@ -1,6 +1,7 @@
 """`TaskBatchNormalization`: batch norm with gamma, beta and statistics per task."""
 
 import keras
+import tensorflow as tf
 from keras import constraints, initializers, ops, regularizers
 
 from packnet_tf.layers.base import PackedLayer
@@ -10,8 +11,8 @@ from packnet_tf.layers.base import PackedLayer
 class TaskBatchNormalization(PackedLayer):
     """Batch normalization that keeps gamma, beta and moving statistics per task.
 
-    Same arguments as `keras.layers.BatchNormalization` (without
-    `synchronized` and renorm), plus `max_tasks`. For the active task t it
+    Same arguments as `keras.layers.BatchNormalization` (without renorm),
+    plus `max_tasks`. For the active task t it
     normalizes with task t's statistics and scales with task t's gamma and
     beta; in training it updates task t's moving statistics only. A new task
     starts from the previous task's values (`PackNetModel.add_task`).
@@ -26,6 +27,10 @@ class TaskBatchNormalization(PackedLayer):
         moving_variance_initializer, beta_regularizer, gamma_regularizer,
         beta_constraint, gamma_constraint: as in
         `keras.layers.BatchNormalization`.
+        synchronized: under a `tf.distribute` strategy, compute the batch
+            statistics over the global batch (all replicas) rather than each
+            replica's share, so training matches one device on the same
+            batches.
         max_tasks: task slots (see `PackedLayer`).
         **kwargs: base layer arguments.
 
@@ -48,10 +53,12 @@ class TaskBatchNormalization(PackedLayer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        synchronized=False,
         max_tasks=None,
         **kwargs,
     ):
         super().__init__(max_tasks=max_tasks, **kwargs)
+        self.synchronized = bool(synchronized)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise ValueError(
                 f"Expected `axis` to be an int. Received: axis={axis!r}"
@@ -119,11 +126,27 @@ class TaskBatchNormalization(PackedLayer):
             ops.where(is_active, ops.expand_dims(new_row, 0), variable)
         )
 
+    def _moments(self, x):
+        context = tf.distribute.get_replica_context()
+        if not self.synchronized or context is None:
+            return ops.moments(x, axes=self._reduction_axes)
+        count = ops.cast(ops.size(x) // ops.shape(x)[self.axis], x.dtype)
+        total, squares, count = context.all_reduce(
+            "sum",
+            [
+                ops.sum(x, axis=self._reduction_axes),
+                ops.sum(ops.square(x), axis=self._reduction_axes),
+                count,
+            ],
+        )
+        mean = total / count
+        return mean, ops.maximum(squares / count - ops.square(mean), 0.0)
+
     def call(self, inputs, training=None):
         compute_dtype = inputs.dtype
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
-            mean, variance = ops.moments(x, axes=self._reduction_axes)
+            mean, variance = self._moments(x)
             self._update_moving("moving_mean", mean)
             self._update_moving("moving_variance", variance)
         else:
@@ -150,6 +173,7 @@ class TaskBatchNormalization(PackedLayer):
                 "epsilon": self.epsilon,
                 "center": self.center,
                 "scale": self.scale,
+                "synchronized": self.synchronized,
                 "beta_initializer": initializers.serialize(
                     self.beta_initializer
                 ),
