@@ -1,0 +1,432 @@
+"""`convert`: an existing Keras model -> a `PackNetModel`.
+
+The model's graph is cloned with `keras.models.clone_model(recursive=True)`:
+every Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D and
+BatchNormalization becomes its packed twin with the same arguments and
+weights (kernels whole, biases and batch-norm values in task slot 0);
+layers without weights pass through unchanged; an adapted `Normalization`
+(fixed input statistics, as EfficientNet has) becomes the same layer with
+its statistics as constants. Any other layer with weights is rejected with
+`UnsupportedLayerError`, before anything is built.
+
+The final classifier (a Dense, or a 1x1 Conv2D as in MobileNet/MobileNetV3,
+with the layers without weights after it, e.g. its softmax) is cut off the
+trunk. It becomes task 1's head when `first_task` names the task, or is
+dropped.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+from keras.src.models.functional import Functional  # no public alias
+
+from packnet_tf import layers as packed
+from packnet_tf.errors import UnsupportedLayerError
+from packnet_tf.layers.base import validate_max_tasks
+from packnet_tf.model import PackNetModel
+from packnet_tf.task import validate_task_name
+from packnet_tf.trunk import iter_layers
+
+#: Keras class -> (packed twin, {Keras weight attribute: twin attribute}).
+TWINS = {
+    keras.layers.Dense: (packed.PackedDense,
+                         {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.Conv1D: (packed.PackedConv1D,
+                          {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.Conv2D: (packed.PackedConv2D,
+                          {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.DepthwiseConv2D: (
+        packed.PackedDepthwiseConv2D,
+        {"kernel": "depthwise_kernel", "bias": "bias"}),
+    keras.layers.SeparableConv2D: (
+        packed.PackedSeparableConv2D,
+        {"depthwise_kernel": "depthwise_kernel",
+         "pointwise_kernel": "pointwise_kernel", "bias": "bias"}),
+    keras.layers.BatchNormalization: (
+        packed.TaskBatchNormalization,
+        {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
+         "moving_variance": "moving_variance"}),
+}
+
+#: Keras arguments the twins lack, with the value that means "not used":
+#: any other value is an error, never silently dropped.
+INERT_ARGUMENTS = {
+    "quantization_config": None,
+    "lora_rank": None,
+    "lora_alpha": None,
+    "synchronized": False,
+    "renorm": False,
+}
+
+#: Layer names listed per unsupported class in the error.
+MAX_NAMES_SHOWN = 3
+
+SUPPORTED_MESSAGE = (
+    "Supported layers with weights: Dense, Conv1D, Conv2D, DepthwiseConv2D, "
+    "SeparableConv2D, BatchNormalization (packed per task), Normalization "
+    "(its statistics become constants), and Functional/Sequential models "
+    "made of these; any layer without weights passes through."
+)
+
+
+def _accepted_arguments(cls):
+    """Names every `__init__` along `cls`'s MRO takes."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.add(p.name)
+    names.discard("self")
+    return names
+
+
+def _describe(layer):
+    return f"'{layer.name}' ({type(layer).__name__})"
+
+
+def twin_config(layer, max_tasks):
+    """The packed twin's config for a supported Keras `layer`.
+
+    Args:
+        layer: a layer whose exact type is a key of `TWINS`.
+        max_tasks: task slots of the twin.
+
+    Returns:
+        `(twin class, config)`.
+
+    Raises:
+        UnsupportedLayerError: for an argument the twin cannot honour
+            (LoRA, quantization, batch renormalization, synchronized batch
+            norm, a multi-axis batch norm).
+    """
+    twin_cls, _ = TWINS[type(layer)]
+    config = dict(layer.get_config())
+    # Dense leaves activity_regularizer out of its config.
+    config["activity_regularizer"] = keras.regularizers.serialize(
+        layer.activity_regularizer)
+    if getattr(layer.dtype_policy, "quantization_mode", None):
+        raise UnsupportedLayerError(
+            f"Layer {_describe(layer)} is quantized "
+            f"({layer.dtype_policy.name}); packed layers need float "
+            "weights. Convert the float model before quantizing it."
+        )
+    if isinstance(layer, keras.layers.BatchNormalization):
+        axis = config["axis"]
+        if isinstance(axis, (list, tuple)):
+            if len(axis) != 1:
+                raise UnsupportedLayerError(
+                    f"Layer {_describe(layer)} normalizes over axes {axis}; "
+                    "TaskBatchNormalization normalizes over one axis."
+                )
+            config["axis"] = axis[0]
+        config["axis"] = int(config["axis"])
+        if not config.get("renorm"):
+            # Unused without renorm, in Keras as here.
+            config.pop("renorm_clipping", None)
+            config.pop("renorm_momentum", None)
+    accepted = _accepted_arguments(twin_cls)
+    for key in list(config):
+        if key in accepted:
+            continue
+        value = config.pop(key)
+        if key in INERT_ARGUMENTS and value == INERT_ARGUMENTS[key]:
+            continue
+        raise UnsupportedLayerError(
+            f"Layer {_describe(layer)} has {key}={value!r}, which "
+            f"{twin_cls.__name__} does not support. Rebuild the layer "
+            f"without `{key}` (or with {key}="
+            f"{INERT_ARGUMENTS.get(key)!r}) before converting."
+        )
+    config["max_tasks"] = max_tasks
+    return twin_cls, config
+
+
+def _check_weights_mapped(layer):
+    """Raises if `layer` holds a weight the twin would not receive."""
+    _, weight_map = TWINS[type(layer)]
+    mapped = {
+        id(getattr(layer, name)) for name in weight_map
+        if getattr(layer, name, None) is not None
+    }
+    left = [w.path for w in layer.weights if id(w) not in mapped]
+    if left:
+        raise UnsupportedLayerError(
+            f"Layer {_describe(layer)} holds weights {left} that its packed "
+            "twin has no place for (LoRA or renorm state?). Remove them "
+            "before converting."
+        )
+
+
+def check_convertible(model, max_tasks=1):
+    """Raises if any layer of `model` cannot be converted.
+
+    Args:
+        model: a Keras model (nested models are checked layer by layer).
+        max_tasks: used to validate the twins' arguments.
+
+    Raises:
+        UnsupportedLayerError: naming every layer with weights that has no
+            packed twin, or the first argument a twin cannot honour.
+    """
+    bad = {}
+    for layer in iter_layers(model):
+        if isinstance(layer, (Functional, keras.Sequential)):
+            continue  # its layers follow in iter_layers
+        if type(layer) in TWINS:
+            twin_config(layer, max_tasks)
+            _check_weights_mapped(layer)
+        elif isinstance(layer, keras.layers.Normalization):
+            continue
+        elif layer.weights:
+            bad.setdefault(type(layer).__name__, []).append(layer.name)
+    if bad:
+        found = "; ".join(
+            f"{len(names)} {cls} ("
+            + ", ".join(repr(n) for n in names[:MAX_NAMES_SHOWN])
+            + (", ..." if len(names) > MAX_NAMES_SHOWN else "") + ")"
+            for cls, names in bad.items()
+        )
+        raise UnsupportedLayerError(
+            f"Cannot convert '{model.name}': it has layers with weights "
+            f"that have no packed twin: {found}. A layer with weights must "
+            f"be packed so that tasks can share it. {SUPPORTED_MESSAGE} "
+            "Layers are matched by exact class: a subclass may compute "
+            "differently, so it is rejected too."
+        )
+
+
+def _copy_weights(source, twin):
+    """Copies `source`'s weights: kernels whole, per-task values to slot 0."""
+    _, weight_map = TWINS[type(source)]
+    per_task = {id(v) for v in twin.per_task_variables()}
+    for source_name, twin_name in weight_map.items():
+        variable = getattr(source, source_name, None)
+        if variable is None:
+            continue
+        value = keras.ops.convert_to_numpy(variable)
+        target = getattr(twin, twin_name)
+        if id(target) in per_task:
+            slots = keras.ops.convert_to_numpy(target).copy()
+            slots[0] = value
+            value = slots
+        target.assign(value)
+
+
+def _frozen_normalization(layer):
+    """`layer` (an adapted Normalization) with its statistics as constants."""
+    config = dict(layer.get_config())
+    config["mean"] = keras.ops.convert_to_numpy(layer.adapt_mean).tolist()
+    config["variance"] = keras.ops.convert_to_numpy(
+        layer.adapt_variance).tolist()
+    return keras.layers.Normalization.from_config(config)
+
+
+def _call_layer(layer, *args, **kwargs):
+    """Replays a recorded call on a clone, minus a `mask=None` it lacks.
+
+    Sequential models record `mask=None` for layers that accept a mask
+    (BatchNormalization); the packed twins take none.
+    """
+    if "mask" in kwargs and "mask" not in inspect.signature(
+            layer.call).parameters:
+        if kwargs["mask"] is not None:
+            raise UnsupportedLayerError(
+                f"Layer {_describe(layer)} receives a mask, which packed "
+                "layers do not apply. Remove the masking before converting."
+            )
+        kwargs.pop("mask")
+    return layer(*args, **kwargs)
+
+
+def _is_classifier(layer):
+    if type(layer) is keras.layers.Dense:
+        return True
+    return type(layer) is keras.layers.Conv2D and tuple(
+        layer.kernel_size) == (1, 1)
+
+
+def find_classifier(model):
+    """Walks back from `model`'s output to its final classifier.
+
+    Args:
+        model: a Functional or Sequential model with one output.
+
+    Returns:
+        `(classifier, node, chain, stop)`: the classifier layer and its
+        call node, the `(operation, node)` pairs without weights after it
+        (in call order), and None; or `(None, None, [], stop)` where `stop`
+        is the operation that ended the walk.
+    """
+    tensor = model.outputs[0]
+    chain = []
+    while True:
+        operation, node_index, _ = tensor._keras_history
+        if operation is None or isinstance(operation, keras.layers.InputLayer):
+            return None, None, [], operation
+        node = operation._inbound_nodes[node_index]
+        if _is_classifier(operation) and len(node.input_tensors) == 1:
+            return operation, node, chain[::-1], None
+        if (
+            getattr(operation, "weights", None)
+            or isinstance(operation, keras.Model)
+            or len(node.input_tensors) != 1
+        ):
+            return None, None, [], operation
+        chain.append((operation, node))
+        tensor = node.input_tensors[0]
+
+
+def _build_head(classifier, node, chain, name):
+    """A copy of the classifier plus the layers after it, as one layer."""
+    features = node.input_tensors[0]
+    config = classifier.get_config()
+    if not chain:
+        config["name"] = f"head_{name}"
+    dense = type(classifier).from_config(config)
+    head_input = keras.Input(
+        batch_shape=tuple(features.shape), dtype=features.dtype)
+    x = dense(head_input)
+    dense.set_weights(classifier.get_weights())
+    if not chain:
+        return dense
+    previous = node.outputs[0]
+    for operation, op_node in chain:
+        args, kwargs = op_node.arguments.fill_in({id(previous): x})
+        x = operation(*args, **kwargs)
+        previous = op_node.outputs[0]
+    return keras.Model(head_input, x, name=f"head_{name}")
+
+
+def _check_model(model):
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise TypeError(
+            "Expected a Keras Functional or Sequential model (the graph is "
+            "cloned layer by layer). Received: "
+            f"{type(model).__name__}. Rebuild a subclassed model with the "
+            "functional API first."
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"The model '{model.name}' is not built: start it with "
+            "`keras.Input(shape=...)` or call `model.build(input_shape)`."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            "Expected a model with one input and one output. Received "
+            f"{len(inputs)} inputs and {len(outputs)} outputs in "
+            f"'{model.name}'."
+        )
+
+
+def convert(model, max_tasks, first_task=None):
+    """Turns a Keras Functional or Sequential model into a `PackNetModel`.
+
+    The trunk is the model's graph from its input to the input of its final
+    classifier, with every Dense, Conv1D, Conv2D, DepthwiseConv2D,
+    SeparableConv2D and BatchNormalization replaced by its packed twin
+    (same arguments, weights copied; biases and batch-norm values go to
+    task slot 0). Layers without weights pass through; an adapted
+    Normalization keeps its statistics as constants. Trainable flags are
+    kept: a layer with `trainable=False` will not train for later tasks
+    either (set `model.trunk.trainable = True` to change that).
+
+    The final classifier is the Dense (or 1x1 Conv2D) that produces the
+    output, together with the layers without weights after it (Activation,
+    Softmax, Flatten, Reshape, ...).
+
+    - `first_task="name"`: the classifier, activation included, becomes the
+      head of task 1, which owns every weight of the trunk and is active and
+      still training (`prune`, `fit`, then `end_task`). Right after
+      conversion the model gives the original's outputs (the original's
+      probabilities if it ends in a softmax: fine-tune task 1 with a loss
+      on probabilities, `from_logits=False`).
+    - `first_task=None`: the classifier is dropped and no task exists; the
+      weights are free and the first `add_task` starts from them. If the
+      output does not come from a classifier (e.g. `include_top=False`),
+      the whole model is the trunk.
+
+    Args:
+        model: a built Keras Functional or Sequential model with one input
+            and one output (nested Functional/Sequential models are
+            converted too).
+        max_tasks: the most tasks the network will hold, in [1, 255].
+        first_task: name for the model's own task, or None.
+
+    Returns:
+        A `PackNetModel`.
+
+    Raises:
+        UnsupportedLayerError: for a layer with weights that has no packed
+            twin (Embedding, LayerNormalization, MultiHeadAttention,
+            Conv2DTranspose, LSTM, subclassed layers, ...) or an argument a
+            twin cannot honour; nothing is built then.
+        TypeError, ValueError: for a subclassed or unbuilt model, bad
+            `max_tasks` or `first_task`, or a `first_task` without a
+            classifier to become its head.
+
+    Example:
+
+    >>> base = keras.applications.MobileNetV2(
+    ...     input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10)
+    >>> model = convert(base, max_tasks=4, first_task="cifar10")
+    >>> model.prune(0.5)         # frees half of task 1's weights
+    >>> model.end_task()
+    >>> train_task(model, "svhn", (x, y), num_classes=10)
+    """
+    max_tasks = validate_max_tasks(max_tasks, allow_none=False)
+    if first_task is not None:
+        validate_task_name(first_task, [])
+    _check_model(model)
+    classifier, node, chain, stop = find_classifier(model)
+    if first_task is not None and classifier is None:
+        where = "its input" if stop is None or isinstance(
+            stop, keras.layers.InputLayer) else _describe(stop)
+        raise ValueError(
+            f"`first_task={first_task!r}` makes the model's classifier the "
+            "task's head, but the output of "
+            f"'{model.name}' is not produced by a Dense (or 1x1 Conv2D) "
+            "followed only by layers without weights; it comes from "
+            f"{where}. Pass first_task=None to convert the whole model as "
+            "a trunk, then `add_task(...)`."
+        )
+    cut = model.outputs[0] if classifier is None else node.input_tensors[0]
+    source = keras.Model(model.inputs, cut, name=f"{model.name}_trunk")
+    if classifier is not None and any(
+            l is classifier for l in iter_layers(source)):
+        raise ValueError(
+            f"The classifier {_describe(classifier)} is also used inside "
+            "the trunk; a head serves one task only. Give the trunk its "
+            "own layer."
+        )
+    check_convertible(source, max_tasks)
+
+    pairs = []
+
+    def clone_layer(layer):
+        if type(layer) in TWINS:
+            twin_cls, config = twin_config(layer, max_tasks)
+            twin = twin_cls.from_config(config)
+            pairs.append((layer, twin))
+            return twin
+        if isinstance(layer, keras.layers.Normalization) and layer.weights:
+            return _frozen_normalization(layer)
+        return layer  # no weights: shared as is
+
+    trunk = keras.models.clone_model(
+        source, clone_function=clone_layer, call_function=_call_layer,
+        recursive=True)
+    for layer, twin in pairs:
+        _copy_weights(layer, twin)
+    packnet = PackNetModel(trunk, max_tasks=max_tasks, name=model.name)
+    if first_task is not None:
+        head = _build_head(classifier, node, chain, first_task)
+        packnet.add_task(first_task, head=head)
+    return packnet

@@ -1,0 +1,163 @@
+"""Capacity planning: how much of its weights each planned task prunes.
+
+PackNet decides the network's split between tasks by the prune fraction of
+each task: task k keeps `1 - fraction` of what it was given and frees the
+rest for the tasks after it. A plan (`spec`) is one of
+
+- a number in [0, 1): every task prunes that fraction;
+- a list or tuple with one number in [0, 1) per planned task;
+- `"equal"`: each of the planned tasks ends with the same share of every
+  layer. With `tasks_left` tasks still to come after task k, task k prunes
+  `tasks_left / (tasks_left + 1)` of its weights (the last task prunes
+  nothing), which leaves every task 1/num_tasks of each packed kernel,
+  within one weight (exact counts round per kernel).
+
+These are pure functions of the plan; `train_task` and the command-line
+tool call `prune_fraction_for`.
+"""
+
+import numbers
+
+#: The plan that gives every planned task the same share of the network.
+EQUAL = "equal"
+
+
+def _check_count(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"Expected `{name}` to be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Expected `{name}` to be an int >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def _check_fraction(value, where):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise ValueError(
+            f"Expected a prune fraction in [0, 1) {where}: the share of a "
+            f"task's weights to free. Received: {value!r}"
+        )
+    return float(value)
+
+
+def validate_spec(spec, num_tasks):
+    """Checks a whole plan for `num_tasks` tasks, before any task starts.
+
+    Args:
+        spec: a number in [0, 1), a list/tuple of `num_tasks` such numbers,
+            or `"equal"`.
+        num_tasks: the number of planned tasks (an int >= 1).
+
+    Returns:
+        `spec` normalized: a float, a tuple of floats, or `"equal"`.
+
+    Raises:
+        ValueError: on anything else, saying what was expected.
+    """
+    num_tasks = _check_count(num_tasks, "num_tasks", 1)
+    if isinstance(spec, str):
+        if spec != EQUAL:
+            raise ValueError(
+                "Expected `prune_fraction` to be a number in [0, 1), a list "
+                f"with one such number per task, or {EQUAL!r}. "
+                f"Received: {spec!r}"
+            )
+        return EQUAL
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != num_tasks:
+            raise ValueError(
+                f"Expected one prune fraction per planned task "
+                f"(num_tasks={num_tasks}). Received {len(spec)} fractions: "
+                f"{list(spec)!r}. Give {num_tasks} fractions, or plan "
+                f"num_tasks={len(spec)} tasks."
+            )
+        return tuple(
+            _check_fraction(value, f"at index {index} of the list")
+            for index, value in enumerate(spec)
+        )
+    if isinstance(spec, bool) or not isinstance(spec, numbers.Real):
+        raise ValueError(
+            "Expected `prune_fraction` to be a number in [0, 1), a list "
+            f"with one such number per task, or {EQUAL!r}. "
+            f"Received: {spec!r} of type {type(spec).__name__}"
+        )
+    return _check_fraction(spec, "for every task")
+
+
+def equal_share_fraction(task_index, num_tasks):
+    """The fraction task `task_index` prunes to leave equal shares.
+
+    Args:
+        task_index: 0-based index of the task among the planned ones.
+        num_tasks: the number of planned tasks.
+
+    Returns:
+        `tasks_left / (tasks_left + 1)` with
+        `tasks_left = num_tasks - task_index - 1`; 0.0 for the last task.
+    """
+    tasks_left = num_tasks - task_index - 1
+    return tasks_left / (tasks_left + 1)
+
+
+def prune_fraction_for(spec, task_index, num_tasks):
+    """The prune fraction of one task under plan `spec`.
+
+    Args:
+        spec: a number in [0, 1) (every task prunes it), a list/tuple with
+            one number in [0, 1) per planned task, or `"equal"` (every
+            planned task ends with the same share of each layer; the last
+            task prunes 0).
+        task_index: 0-based index of the task: 0 for the first task.
+        num_tasks: the number of planned tasks (an int >= 1).
+
+    Returns:
+        A float in [0, 1).
+
+    Raises:
+        ValueError: on a bad plan, a list of the wrong length, or a
+            `task_index` outside [0, num_tasks).
+
+    Example:
+
+    >>> [prune_fraction_for("equal", i, 4) for i in range(4)]
+    [0.75, 0.6666666666666666, 0.5, 0.0]
+    """
+    spec = validate_spec(spec, num_tasks)
+    task_index = _check_count(task_index, "task_index", 0)
+    if task_index >= num_tasks:
+        raise ValueError(
+            f"Task index {task_index} (0-based) is past the plan of "
+            f"num_tasks={num_tasks} tasks. Plan more tasks (a larger "
+            "`num_tasks`, or a model with a larger `max_tasks`)."
+        )
+    if spec == EQUAL:
+        return equal_share_fraction(task_index, num_tasks)
+    if isinstance(spec, tuple):
+        return spec[task_index]
+    return spec
+
+
+def plan(spec, num_tasks):
+    """Every planned task's prune fraction, in order.
+
+    Args:
+        spec: as in `prune_fraction_for`.
+        num_tasks: the number of planned tasks.
+
+    Returns:
+        A list of `num_tasks` floats.
+
+    Raises:
+        ValueError: as `prune_fraction_for`.
+    """
+    spec = validate_spec(spec, num_tasks)
+    return [prune_fraction_for(spec, i, num_tasks) for i in range(num_tasks)]
