@@ -18,211 +18,22 @@ dropped.
 import inspect
 
 import keras
-import numpy as np
-from keras.src.models.functional import Functional  # no public alias
 
-from packnet_tf import layers as packed
 from packnet_tf.errors import UnsupportedLayerError
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.model import PackNetModel
 from packnet_tf.task import validate_task_name
 from packnet_tf.trunk import iter_layers
-
-#: Keras class -> (packed twin, {Keras weight attribute: twin attribute}).
-TWINS = {
-    keras.layers.Dense: (packed.PackedDense,
-                         {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.Conv1D: (packed.PackedConv1D,
-                          {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.Conv2D: (packed.PackedConv2D,
-                          {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.DepthwiseConv2D: (
-        packed.PackedDepthwiseConv2D,
-        {"kernel": "depthwise_kernel", "bias": "bias"}),
-    keras.layers.SeparableConv2D: (
-        packed.PackedSeparableConv2D,
-        {"depthwise_kernel": "depthwise_kernel",
-         "pointwise_kernel": "pointwise_kernel", "bias": "bias"}),
-    keras.layers.BatchNormalization: (
-        packed.TaskBatchNormalization,
-        {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
-         "moving_variance": "moving_variance"}),
-}
-
-#: Keras arguments the twins lack, with the value that means "not used":
-#: any other value is an error, never silently dropped.
-INERT_ARGUMENTS = {
-    "quantization_config": None,
-    "lora_rank": None,
-    "lora_alpha": None,
-    "synchronized": False,
-    "renorm": False,
-}
-
-#: Layer names listed per unsupported class in the error.
-MAX_NAMES_SHOWN = 3
-
-SUPPORTED_MESSAGE = (
-    "Supported layers with weights: Dense, Conv1D, Conv2D, DepthwiseConv2D, "
-    "SeparableConv2D, BatchNormalization (packed per task), Normalization "
-    "(its statistics become constants), and Functional/Sequential models "
-    "made of these; any layer without weights passes through."
+from packnet_tf.twins import (
+    TWINS,
+    check_convertible,
+    copy_weights,
+    describe,
+    frozen_normalization,
+    is_frozen_statistics,
+    is_graph_model,
+    twin_config,
 )
-
-
-def _accepted_arguments(cls):
-    """Names every `__init__` along `cls`'s MRO takes."""
-    names = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                names.add(p.name)
-    names.discard("self")
-    return names
-
-
-def _describe(layer):
-    return f"'{layer.name}' ({type(layer).__name__})"
-
-
-def twin_config(layer, max_tasks):
-    """The packed twin's config for a supported Keras `layer`.
-
-    Args:
-        layer: a layer whose exact type is a key of `TWINS`.
-        max_tasks: task slots of the twin.
-
-    Returns:
-        `(twin class, config)`.
-
-    Raises:
-        UnsupportedLayerError: for an argument the twin cannot honour
-            (LoRA, quantization, batch renormalization, synchronized batch
-            norm, a multi-axis batch norm).
-    """
-    twin_cls, _ = TWINS[type(layer)]
-    config = dict(layer.get_config())
-    # Dense leaves activity_regularizer out of its config.
-    config["activity_regularizer"] = keras.regularizers.serialize(
-        layer.activity_regularizer)
-    if getattr(layer.dtype_policy, "quantization_mode", None):
-        raise UnsupportedLayerError(
-            f"Layer {_describe(layer)} is quantized "
-            f"({layer.dtype_policy.name}); packed layers need float "
-            "weights. Convert the float model before quantizing it."
-        )
-    if isinstance(layer, keras.layers.BatchNormalization):
-        axis = config["axis"]
-        if isinstance(axis, (list, tuple)):
-            if len(axis) != 1:
-                raise UnsupportedLayerError(
-                    f"Layer {_describe(layer)} normalizes over axes {axis}; "
-                    "TaskBatchNormalization normalizes over one axis."
-                )
-            config["axis"] = axis[0]
-        config["axis"] = int(config["axis"])
-        if not config.get("renorm"):
-            # Unused without renorm, in Keras as here.
-            config.pop("renorm_clipping", None)
-            config.pop("renorm_momentum", None)
-    accepted = _accepted_arguments(twin_cls)
-    for key in list(config):
-        if key in accepted:
-            continue
-        value = config.pop(key)
-        if key in INERT_ARGUMENTS and value == INERT_ARGUMENTS[key]:
-            continue
-        raise UnsupportedLayerError(
-            f"Layer {_describe(layer)} has {key}={value!r}, which "
-            f"{twin_cls.__name__} does not support. Rebuild the layer "
-            f"without `{key}` (or with {key}="
-            f"{INERT_ARGUMENTS.get(key)!r}) before converting."
-        )
-    config["max_tasks"] = max_tasks
-    return twin_cls, config
-
-
-def _check_weights_mapped(layer):
-    """Raises if `layer` holds a weight the twin would not receive."""
-    _, weight_map = TWINS[type(layer)]
-    mapped = {
-        id(getattr(layer, name)) for name in weight_map
-        if getattr(layer, name, None) is not None
-    }
-    left = [w.path for w in layer.weights if id(w) not in mapped]
-    if left:
-        raise UnsupportedLayerError(
-            f"Layer {_describe(layer)} holds weights {left} that its packed "
-            "twin has no place for (LoRA or renorm state?). Remove them "
-            "before converting."
-        )
-
-
-def check_convertible(model, max_tasks=1):
-    """Raises if any layer of `model` cannot be converted.
-
-    Args:
-        model: a Keras model (nested models are checked layer by layer).
-        max_tasks: used to validate the twins' arguments.
-
-    Raises:
-        UnsupportedLayerError: naming every layer with weights that has no
-            packed twin, or the first argument a twin cannot honour.
-    """
-    bad = {}
-    for layer in iter_layers(model):
-        if isinstance(layer, (Functional, keras.Sequential)):
-            continue  # its layers follow in iter_layers
-        if type(layer) in TWINS:
-            twin_config(layer, max_tasks)
-            _check_weights_mapped(layer)
-        elif isinstance(layer, keras.layers.Normalization):
-            continue
-        elif layer.weights:
-            bad.setdefault(type(layer).__name__, []).append(layer.name)
-    if bad:
-        found = "; ".join(
-            f"{len(names)} {cls} ("
-            + ", ".join(repr(n) for n in names[:MAX_NAMES_SHOWN])
-            + (", ..." if len(names) > MAX_NAMES_SHOWN else "") + ")"
-            for cls, names in bad.items()
-        )
-        raise UnsupportedLayerError(
-            f"Cannot convert '{model.name}': it has layers with weights "
-            f"that have no packed twin: {found}. A layer with weights must "
-            f"be packed so that tasks can share it. {SUPPORTED_MESSAGE} "
-            "Layers are matched by exact class: a subclass may compute "
-            "differently, so it is rejected too."
-        )
-
-
-def _copy_weights(source, twin):
-    """Copies `source`'s weights: kernels whole, per-task values to slot 0."""
-    _, weight_map = TWINS[type(source)]
-    per_task = {id(v) for v in twin.per_task_variables()}
-    for source_name, twin_name in weight_map.items():
-        variable = getattr(source, source_name, None)
-        if variable is None:
-            continue
-        value = keras.ops.convert_to_numpy(variable)
-        target = getattr(twin, twin_name)
-        if id(target) in per_task:
-            slots = keras.ops.convert_to_numpy(target).copy()
-            slots[0] = value
-            value = slots
-        target.assign(value)
-
-
-def _frozen_normalization(layer):
-    """`layer` (an adapted Normalization) with its statistics as constants."""
-    config = dict(layer.get_config())
-    config["mean"] = keras.ops.convert_to_numpy(layer.adapt_mean).tolist()
-    config["variance"] = keras.ops.convert_to_numpy(
-        layer.adapt_variance).tolist()
-    return keras.layers.Normalization.from_config(config)
 
 
 def _call_layer(layer, *args, **kwargs):
@@ -235,7 +46,7 @@ def _call_layer(layer, *args, **kwargs):
             layer.call).parameters:
         if kwargs["mask"] is not None:
             raise UnsupportedLayerError(
-                f"Layer {_describe(layer)} receives a mask, which packed "
+                f"Layer {describe(layer)} receives a mask, which packed "
                 "layers do not apply. Remove the masking before converting."
             )
         kwargs.pop("mask")
@@ -302,7 +113,7 @@ def _build_head(classifier, node, chain, name):
 
 
 def _check_model(model):
-    if not isinstance(model, (Functional, keras.Sequential)):
+    if not is_graph_model(model):
         raise TypeError(
             "Expected a Keras Functional or Sequential model (the graph is "
             "cloned layer by layer). Received: "
@@ -388,7 +199,7 @@ def convert(model, max_tasks, first_task=None):
     classifier, node, chain, stop = find_classifier(model)
     if first_task is not None and classifier is None:
         where = "its input" if stop is None or isinstance(
-            stop, keras.layers.InputLayer) else _describe(stop)
+            stop, keras.layers.InputLayer) else describe(stop)
         raise ValueError(
             f"`first_task={first_task!r}` makes the model's classifier the "
             "task's head, but the output of "
@@ -402,7 +213,7 @@ def convert(model, max_tasks, first_task=None):
     if classifier is not None and any(
             l is classifier for l in iter_layers(source)):
         raise ValueError(
-            f"The classifier {_describe(classifier)} is also used inside "
+            f"The classifier {describe(classifier)} is also used inside "
             "the trunk; a head serves one task only. Give the trunk its "
             "own layer."
         )
@@ -416,15 +227,15 @@ def convert(model, max_tasks, first_task=None):
             twin = twin_cls.from_config(config)
             pairs.append((layer, twin))
             return twin
-        if isinstance(layer, keras.layers.Normalization) and layer.weights:
-            return _frozen_normalization(layer)
+        if is_frozen_statistics(layer):
+            return frozen_normalization(layer)
         return layer  # no weights: shared as is
 
     trunk = keras.models.clone_model(
         source, clone_function=clone_layer, call_function=_call_layer,
         recursive=True)
     for layer, twin in pairs:
-        _copy_weights(layer, twin)
+        copy_weights(layer, twin)
     packnet = PackNetModel(trunk, max_tasks=max_tasks, name=model.name)
     if first_task is not None:
         head = _build_head(classifier, node, chain, first_task)

@@ -95,16 +95,18 @@ def schedule_from_config(config):
         ) from error
 
 
-def polynomial_decay(final_sparsity, begin_step, end_step, frequency=1,
-                     power=3, initial_sparsity=0.0):
+def polynomial_decay(final_sparsity, *, end_step, begin_step=0,
+                     frequency=100, power=3, initial_sparsity=0.0):
     """tfmot's `PolynomialDecay`, imported lazily (see `import_tfmot`).
+
+    Defaults are tfmot's. Steps count training batches from 1, as in tfmot.
 
     Args:
         final_sparsity: sparsity at `end_step`, in [0, 1).
-        begin_step: first step that prunes (steps count training batches
-            from 1, as in tfmot).
         end_step: the step that reaches `final_sparsity`.
-        frequency: prune every `frequency` steps.
+        begin_step: pruning steps are `begin_step + k * frequency`.
+        frequency: prune every `frequency` steps (and at `end_step`, see
+            `GradualPruning`).
         power: exponent of the decay.
         initial_sparsity: sparsity at `begin_step`.
 
@@ -205,8 +207,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     Example:
 
-    >>> schedule = polynomial_decay(0.75, begin_step=0, end_step=100,
-    ...                             frequency=10)
+    >>> schedule = polynomial_decay(0.75, end_step=100, frequency=10)
     >>> model.fit(x, y, epochs=2, callbacks=[GradualPruning(schedule)])
     >>> model.end_task()
     """

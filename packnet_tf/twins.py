@@ -1,0 +1,226 @@
+"""Packed twins of Keras layers: their arguments, weights, and what cannot be packed.
+
+`convert` replaces every Dense, Conv1D, Conv2D, DepthwiseConv2D,
+SeparableConv2D and BatchNormalization with its packed twin. This module
+says, per layer, which twin, with which arguments (an argument a twin cannot
+honour is an error, never dropped), and how the weights move over: kernels
+whole, biases and batch-norm values to task slot 0. An adapted
+`Normalization` has fixed statistics, so it becomes the same layer with its
+statistics as constants (no weights left to share).
+"""
+
+import inspect
+
+import keras
+from keras.src.models.functional import Functional  # no public alias
+
+from packnet_tf import layers as packed
+from packnet_tf.errors import UnsupportedLayerError
+from packnet_tf.trunk import iter_layers
+
+#: Keras class -> (packed twin, {Keras weight attribute: twin attribute}).
+TWINS = {
+    keras.layers.Dense: (packed.PackedDense,
+                         {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.Conv1D: (packed.PackedConv1D,
+                          {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.Conv2D: (packed.PackedConv2D,
+                          {"kernel": "kernel", "bias": "bias"}),
+    keras.layers.DepthwiseConv2D: (
+        packed.PackedDepthwiseConv2D,
+        {"kernel": "depthwise_kernel", "bias": "bias"}),
+    keras.layers.SeparableConv2D: (
+        packed.PackedSeparableConv2D,
+        {"depthwise_kernel": "depthwise_kernel",
+         "pointwise_kernel": "pointwise_kernel", "bias": "bias"}),
+    keras.layers.BatchNormalization: (
+        packed.TaskBatchNormalization,
+        {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
+         "moving_variance": "moving_variance"}),
+}
+
+#: Keras arguments the twins lack, with the value that means "not used":
+#: any other value is an error, never silently dropped.
+INERT_ARGUMENTS = {
+    "quantization_config": None,
+    "lora_rank": None,
+    "lora_alpha": None,
+    "synchronized": False,
+    "renorm": False,
+}
+
+#: Layer names listed per unsupported class in the error.
+MAX_NAMES_SHOWN = 3
+
+SUPPORTED_MESSAGE = (
+    "Supported layers with weights: Dense, Conv1D, Conv2D, DepthwiseConv2D, "
+    "SeparableConv2D, BatchNormalization (packed per task), Normalization "
+    "(its statistics become constants), and Functional/Sequential models "
+    "made of these; any layer without weights passes through."
+)
+
+
+def accepted_arguments(cls):
+    """Names every `__init__` along `cls`'s MRO takes."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.add(p.name)
+    names.discard("self")
+    return names
+
+
+def describe(layer):
+    """`'name' (Class)`, for messages."""
+    return f"'{layer.name}' ({type(layer).__name__})"
+
+
+def is_graph_model(obj):
+    """Whether `obj` is a Functional or Sequential model (a known graph)."""
+    return isinstance(obj, (Functional, keras.Sequential))
+
+
+def is_frozen_statistics(layer):
+    """Whether `layer` is an adapted `Normalization` (statistics as weights)."""
+    return type(layer) is keras.layers.Normalization and bool(layer.weights)
+
+
+def twin_config(layer, max_tasks):
+    """The packed twin's config for a supported Keras `layer`.
+
+    Args:
+        layer: a layer whose exact type is a key of `TWINS`.
+        max_tasks: task slots of the twin.
+
+    Returns:
+        `(twin class, config)`.
+
+    Raises:
+        UnsupportedLayerError: for an argument the twin cannot honour
+            (LoRA, quantization, batch renormalization, synchronized batch
+            norm, a multi-axis batch norm).
+    """
+    twin_cls, _ = TWINS[type(layer)]
+    config = dict(layer.get_config())
+    # Dense leaves activity_regularizer out of its config.
+    config["activity_regularizer"] = keras.regularizers.serialize(
+        layer.activity_regularizer)
+    if getattr(layer.dtype_policy, "quantization_mode", None):
+        raise UnsupportedLayerError(
+            f"Layer {describe(layer)} is quantized "
+            f"({layer.dtype_policy.name}); packed layers need float "
+            "weights. Convert the float model before quantizing it."
+        )
+    if isinstance(layer, keras.layers.BatchNormalization):
+        axis = config["axis"]
+        if isinstance(axis, (list, tuple)):
+            if len(axis) != 1:
+                raise UnsupportedLayerError(
+                    f"Layer {describe(layer)} normalizes over axes {axis}; "
+                    "TaskBatchNormalization normalizes over one axis."
+                )
+            config["axis"] = axis[0]
+        config["axis"] = int(config["axis"])
+        if not config.get("renorm"):
+            # Unused without renorm, in Keras as here.
+            config.pop("renorm_clipping", None)
+            config.pop("renorm_momentum", None)
+    accepted = accepted_arguments(twin_cls)
+    for key in list(config):
+        if key in accepted:
+            continue
+        value = config.pop(key)
+        if key in INERT_ARGUMENTS and value == INERT_ARGUMENTS[key]:
+            continue
+        raise UnsupportedLayerError(
+            f"Layer {describe(layer)} has {key}={value!r}, which "
+            f"{twin_cls.__name__} does not support. Rebuild the layer "
+            f"without `{key}` (or with {key}="
+            f"{INERT_ARGUMENTS.get(key)!r}) before converting."
+        )
+    config["max_tasks"] = max_tasks
+    return twin_cls, config
+
+
+def check_weights_mapped(layer):
+    """Raises if `layer` holds a weight the twin would not receive."""
+    _, weight_map = TWINS[type(layer)]
+    mapped = {
+        id(getattr(layer, name)) for name in weight_map
+        if getattr(layer, name, None) is not None
+    }
+    left = [w.path for w in layer.weights if id(w) not in mapped]
+    if left:
+        raise UnsupportedLayerError(
+            f"Layer {describe(layer)} holds weights {left} that its packed "
+            "twin has no place for (LoRA or renorm state?). Remove them "
+            "before converting."
+        )
+
+
+def check_convertible(model, max_tasks=1):
+    """Raises if any layer of `model` cannot be converted.
+
+    Args:
+        model: a Keras model (nested models are checked layer by layer).
+        max_tasks: used to validate the twins' arguments.
+
+    Raises:
+        UnsupportedLayerError: naming every layer with weights that has no
+            packed twin, or the first argument a twin cannot honour.
+    """
+    bad = {}
+    for layer in iter_layers(model):
+        if is_graph_model(layer):
+            continue  # its layers follow in iter_layers
+        if type(layer) in TWINS:
+            twin_config(layer, max_tasks)
+            check_weights_mapped(layer)
+        elif is_frozen_statistics(layer):
+            continue
+        elif layer.weights:
+            bad.setdefault(type(layer).__name__, []).append(layer.name)
+    if bad:
+        found = "; ".join(
+            f"{len(names)} {cls} ("
+            + ", ".join(repr(n) for n in names[:MAX_NAMES_SHOWN])
+            + (", ..." if len(names) > MAX_NAMES_SHOWN else "") + ")"
+            for cls, names in bad.items()
+        )
+        raise UnsupportedLayerError(
+            f"Cannot convert '{model.name}': it has layers with weights "
+            f"that have no packed twin: {found}. A layer with weights must "
+            f"be packed so that tasks can share it. {SUPPORTED_MESSAGE} "
+            "Layers are matched by exact class: a subclass may compute "
+            "differently, so it is rejected too."
+        )
+
+
+def copy_weights(source, twin):
+    """Copies `source`'s weights: kernels whole, per-task values to slot 0."""
+    _, weight_map = TWINS[type(source)]
+    per_task = {id(v) for v in twin.per_task_variables()}
+    for source_name, twin_name in weight_map.items():
+        variable = getattr(source, source_name, None)
+        if variable is None:
+            continue
+        value = keras.ops.convert_to_numpy(variable)
+        target = getattr(twin, twin_name)
+        if id(target) in per_task:
+            slots = keras.ops.convert_to_numpy(target).copy()
+            slots[0] = value
+            value = slots
+        target.assign(value)
+
+
+def frozen_normalization(layer):
+    """`layer` (an adapted Normalization) with its statistics as constants."""
+    config = dict(layer.get_config())
+    config["mean"] = keras.ops.convert_to_numpy(layer.adapt_mean).tolist()
+    config["variance"] = keras.ops.convert_to_numpy(
+        layer.adapt_variance).tolist()
+    return keras.layers.Normalization.from_config(config)
