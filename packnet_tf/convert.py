@@ -209,7 +209,8 @@ def convert(model, max_tasks, first_task=None):
             "a trunk, then `add_task(...)`."
         )
     cut = model.outputs[0] if classifier is None else node.input_tensors[0]
-    source = keras.Model(model.inputs, cut, name=f"{model.name}_trunk")
+    # One tensor, not a list of one: the trunk is called with a tensor.
+    source = keras.Model(model.inputs[0], cut, name=f"{model.name}_trunk")
     if classifier is not None and any(
             l is classifier for l in iter_layers(source)):
         raise ValueError(
