@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Runs an exported .tflite file on images or a .npy batch; prints top-k per task.
+
+Needs only NumPy and the LiteRT interpreter (`pip install ai-edge-litert`),
+plus Pillow for image files: no TensorFlow, Keras or packnet_tf, so it runs
+on the device itself.
+
+    python litert_run.py cars.tflite photo1.jpg photo2.png
+    python litert_run.py all_tasks.tflite batch.npy --task cars --top-k 3
+    python litert_run.py all_tasks.tflite batch.npy --labels labels.json
+
+Every signature of a file exported by `packnet_tf.export.tflite` is
+`task_<name>`, reads a float batch `inputs` and returns `outputs` (logits,
+for the default heads); all of them run unless `--task` picks some.
+Images are resized to the model's input size and scaled by `--scale`
+(default 1/255, pixels in [0, 1]). `--labels` is a JSON file
+`{"<task>": ["class 0", "class 1", ...]}`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+SIGNATURE_PREFIX = "task_"
+
+
+def load_interpreter(path, num_threads=None, xnnpack=True):
+    """A LiteRT interpreter for `path`, with tensors allocated.
+
+    Sparse files (`sparse=True` exports) fail to prepare under the default
+    XNNPACK delegate; they are retried without it.
+
+    Args:
+        path: the .tflite file.
+        num_threads: CPU threads (default: the interpreter's).
+        xnnpack: try the default XNNPACK delegate first.
+
+    Returns:
+        An `ai_edge_litert.interpreter.Interpreter`.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolvers = [OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES]
+    if xnnpack:
+        resolvers.insert(0, OpResolverType.AUTO)
+    for index, resolver in enumerate(resolvers):
+        interpreter = Interpreter(
+            model_path=path, num_threads=num_threads,
+            experimental_op_resolver_type=resolver)
+        try:
+            for key in interpreter.get_signature_list():
+                interpreter.get_signature_runner(key)
+            interpreter.allocate_tensors()
+            return interpreter
+        except (RuntimeError, ValueError):
+            if index == len(resolvers) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def input_details(interpreter, key):
+    """`(shape, dtype)` of signature `key`'s one input."""
+    details = interpreter.get_signature_runner(key).get_input_details()
+    (detail,) = details.values()
+    return tuple(detail["shape_signature"]), detail["dtype"]
+
+
+def read_images(paths, height, width, channels, scale):
+    """Decodes, resizes and scales image files into a float batch."""
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise SystemExit(
+            "Reading image files needs Pillow: pip install pillow "
+            "(or pass a .npy batch).") from error
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise SystemExit(
+            f"The model reads {channels} channels per pixel; images give 1, "
+            "3 or 4. Pass a .npy batch instead.")
+    batch = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert(mode).resize((width, height),
+                                               Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) * scale
+        batch.append(pixels.reshape(height, width, channels))
+    return np.stack(batch)
+
+
+def read_inputs(paths, shape, dtype, scale):
+    """The batch to run and a name per example.
+
+    Args:
+        paths: one .npy file, or image files.
+        shape: the model's input shape (batch first, -1 if dynamic).
+        dtype: the model's input dtype.
+        scale: factor applied to image pixels.
+
+    Returns:
+        `(batch, names)`.
+    """
+    if len(paths) == 1 and paths[0].endswith(".npy"):
+        batch = np.load(paths[0])
+        if batch.ndim == len(shape) - 1:
+            batch = batch[None]
+        names = [f"{os.path.basename(paths[0])}[{i}]"
+                 for i in range(len(batch))]
+    else:
+        if len(shape) != 4:
+            raise SystemExit(
+                f"The model reads inputs of shape {shape}, not images; pass "
+                "a .npy batch.")
+        batch = read_images(paths, shape[1], shape[2], shape[3], scale)
+        names = [os.path.basename(p) for p in paths]
+    if tuple(batch.shape[1:]) != tuple(shape[1:]):
+        raise SystemExit(
+            f"Expected inputs of shape (batch,) + {tuple(shape[1:])}. "
+            f"Received: {batch.shape}")
+    return batch.astype(dtype), names
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(interpreter, key, batch, k):
+    """Runs signature `key`; returns `[(class ids, outputs, probs)]` per example."""
+    runner = interpreter.get_signature_runner(key)
+    (output,) = runner(inputs=batch).values()
+    output = output.reshape(len(batch), -1)
+    probs = softmax(output.astype(np.float64))
+    order = np.argsort(-output, axis=-1, kind="stable")[:, :k]
+    return [(order[i], output[i], probs[i]) for i in range(len(batch))]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="the exported .tflite file")
+    parser.add_argument("inputs", nargs="+",
+                        help="image files, or one .npy batch")
+    parser.add_argument("--task", action="append",
+                        help="task to run (repeatable); default all")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--labels", help='JSON {"task": ["class", ...]}')
+    parser.add_argument("--scale", type=float, default=1 / 255,
+                        help="factor for image pixels (default 1/255)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-xnnpack", action="store_true",
+                        help="run without the default XNNPACK delegate")
+    args = parser.parse_args(argv)
+
+    interpreter = load_interpreter(args.model, args.threads,
+                                   xnnpack=not args.no_xnnpack)
+    keys = sorted(interpreter.get_signature_list())
+    tasks = {k[len(SIGNATURE_PREFIX):] if k.startswith(SIGNATURE_PREFIX)
+             else k: k for k in keys}
+    chosen = args.task or list(tasks)
+    unknown = [t for t in chosen if t not in tasks]
+    if unknown:
+        raise SystemExit(
+            f"Unknown task(s) {unknown}; this file holds {list(tasks)}.")
+    labels = {}
+    if args.labels:
+        with open(args.labels) as file:
+            labels = json.load(file)
+    shape, dtype = input_details(interpreter, tasks[chosen[0]])
+    batch, names = read_inputs(args.inputs, shape, dtype, args.scale)
+    for task in chosen:
+        names_of = labels.get(task)
+        for name, (ids, output, probs) in zip(
+                names, top_k(interpreter, tasks[task], batch, args.top_k)):
+            picks = "  ".join(
+                f"{names_of[i] if names_of else i} "
+                f"(logit {output[i]:.4f}, p={probs[i]:.3f})" for i in ids)
+            print(f"{task}\t{name}\t{picks}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Deployment: TF Serving SavedModels and LiteRT (TFLite) files of a PackNetModel.
+
+Everything exported is plain TensorFlow (or a LiteRT flatbuffer): it runs
+without packnet_tf or Keras, and gives the outputs the model gives for the
+same task.
+
+- `saved_model(model, base_dir, tasks=None, version=1, layout="per_task")`:
+  the TF Serving layout `<base_dir>/<task>/<version>/` plus `models.config`;
+  `layout="multi"` writes one SavedModel with a `task_<name>` signature per
+  task sharing one copy of the weights.
+- `tflite(model, path, task=None, tasks=None, quantize=None,
+  representative_data=None, sparse=False)`: one task per file, or one file
+  with a signature per task.
+- `plain_model(model, task)`: the task as a plain Keras model (masks baked
+  in, batch norm folded).
+"""
+
+from packnet_tf.export.plain import plain_model
+from packnet_tf.export.saved_model import saved_model
+from packnet_tf.export.serving import write_models_config
+from packnet_tf.export.tflite import tflite
+
+__all__ = ["plain_model", "saved_model", "tflite", "write_models_config"]

@@ -1,0 +1,325 @@
+"""One task of a `PackNetModel` as a plain Keras network.
+
+Every packed layer becomes its Keras twin (`PackedConv2D` -> `Conv2D`, ...)
+holding the task's *effective* weights: kernel entries owned by tasks 1..t,
+zeros elsewhere, and task t's own bias. A `TaskBatchNormalization` that
+directly follows a linear convolution or dense layer is folded into it; any
+other one becomes a `BatchNormalization` with task t's statistics.
+
+The graph is rebuilt with `keras.models.clone_model` rather than traced by
+hand: Keras' own cloning already handles Sequential and functional trunks
+with branches (residual `Add`s, concatenations) and nested models, so only
+the packed layers need a rule; layers without weights are reused as they are.
+"""
+
+import keras
+import numpy as np
+
+from packnet_tf import ownership
+from packnet_tf.export.checks import select_tasks
+from packnet_tf.layers import (
+    PackedConv1D,
+    PackedConv2D,
+    PackedDense,
+    PackedDepthwiseConv2D,
+    PackedLayer,
+    PackedSeparableConv2D,
+    TaskBatchNormalization,
+)
+
+#: The Keras layer each packed layer becomes.
+TWINS = (
+    (PackedDense, keras.layers.Dense),
+    (PackedConv1D, keras.layers.Conv1D),
+    (PackedConv2D, keras.layers.Conv2D),
+    (PackedDepthwiseConv2D, keras.layers.DepthwiseConv2D),
+    (PackedSeparableConv2D, keras.layers.SeparableConv2D),
+    (TaskBatchNormalization, keras.layers.BatchNormalization),
+)
+#: Layers a following batch norm can fold into (when their activation is
+#: linear).
+FOLDABLE = (PackedDense, PackedConv1D, PackedConv2D, PackedDepthwiseConv2D,
+            PackedSeparableConv2D)
+#: Batch-norm variables, in the order Keras' `BatchNormalization` holds them.
+BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def twin_class(layer):
+    """The Keras class that `layer` (a `PackedLayer`) becomes."""
+    for packed, twin in TWINS:
+        if isinstance(layer, packed):
+            return twin
+    raise TypeError(f"No plain Keras twin for {type(layer).__name__}.")
+
+
+def twin_variable_name(layer, packed_name):
+    """Name of packed variable `packed_name` in `layer`'s Keras twin."""
+    if isinstance(layer, PackedDepthwiseConv2D) and (
+            packed_name == "depthwise_kernel"):
+        return "kernel"  # keras.layers.DepthwiseConv2D calls it `kernel`
+    return packed_name
+
+
+def make_twin(layer, with_bias=False):
+    """An unbuilt Keras twin of `layer` with the same arguments.
+
+    Args:
+        layer: a `PackedLayer`.
+        with_bias: force a bias (a folded batch norm needs one).
+    """
+    config = layer.get_config()
+    config.pop("max_tasks", None)
+    if with_bias:
+        config["use_bias"] = True
+    return twin_class(layer).from_config(config)
+
+
+def _row(layer, name, task_id):
+    return np.asarray(getattr(layer, name).numpy()[task_id - 1])
+
+
+def _is_linear(layer):
+    activation = getattr(layer, "activation", None)
+    return activation is None or activation is keras.activations.linear
+
+
+def _channel_axis(layer, rank):
+    if isinstance(layer, PackedDense):
+        return rank - 1
+    return 1 if layer.data_format == "channels_first" else rank - 1
+
+
+def _can_fold(producer, bn):
+    if not isinstance(producer, FOLDABLE) or not isinstance(
+            bn, TaskBatchNormalization) or not _is_linear(producer):
+        return False
+    rank = len(producer.output.shape)
+    return bn.axis % rank == _channel_axis(producer, rank)
+
+
+def _keras_histories(structure):
+    """`(layer, node, tensor)` of every Keras tensor in a node's config."""
+    if isinstance(structure, dict):
+        if structure.get("class_name") == "__keras_tensor__":
+            return [tuple(structure["config"]["keras_history"])]
+        return [h for v in structure.values() for h in _keras_histories(v)]
+    if isinstance(structure, (list, tuple)):
+        return [h for v in structure for h in _keras_histories(v)]
+    return []
+
+
+def _functional_pairs(model):
+    """`(producer, bn)` pairs of a functional model's graph.
+
+    Read from the model's config, the format Keras saves graphs in: a layer
+    config lists its inbound nodes with the (layer, node, tensor) each
+    argument comes from.
+    """
+    config = model.get_config()
+    nodes = {entry["name"]: entry.get("inbound_nodes", [])
+             for entry in config["layers"]}
+    readers = {}
+    for name, inbound in nodes.items():
+        for history in _keras_histories(inbound):
+            readers[history[0]] = readers.get(history[0], 0) + 1
+    for history in _keras_histories(config.get("output_layers", [])):
+        readers[history[0]] = readers.get(history[0], 0) + 1
+    pairs = []
+    for name, inbound in nodes.items():
+        sources = _keras_histories(inbound)
+        if len(inbound) != 1 or len(sources) != 1:
+            continue
+        producer = sources[0][0]
+        if len(nodes.get(producer, [])) == 1 and readers[producer] == 1:
+            pairs.append((model.get_layer(producer), model.get_layer(name)))
+    return pairs
+
+
+def fold_plan(model):
+    """The batch norms that fold into the layer right before them.
+
+    A `TaskBatchNormalization` folds when its only input is the output of a
+    packed convolution or dense layer with a linear activation, that output
+    feeds nothing else, both are called once, and the batch norm normalizes
+    the channel axis. Nested models are searched too (folds never cross a
+    model boundary).
+
+    Args:
+        model: a Sequential or functional Keras model.
+
+    Returns:
+        A list of `(producer, batch_norm)` layer pairs.
+    """
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        pairs = list(zip(layers[:-1], layers[1:]))
+    else:
+        pairs = _functional_pairs(model)
+    plan = [(p, bn) for p, bn in pairs if _can_fold(p, bn)]
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            plan.extend(fold_plan(layer))
+    return plan
+
+
+def batch_norm_affine(bn, task_id):
+    """Task `task_id`'s batch norm as `y = x * scale + shift` (float64).
+
+    Args:
+        bn: a `TaskBatchNormalization`.
+        task_id: the task.
+
+    Returns:
+        `(scale, shift)` NumPy vectors over the channels.
+    """
+    mean = _row(bn, "moving_mean", task_id).astype("float64")
+    variance = _row(bn, "moving_variance", task_id).astype("float64")
+    scale = 1.0 / np.sqrt(variance + bn.epsilon)
+    if bn.scale:
+        scale = scale * _row(bn, "gamma", task_id)
+    shift = -mean * scale
+    if bn.center:
+        shift = shift + _row(bn, "beta", task_id)
+    return scale, shift
+
+
+def task_values(layer, task_id, folded_bn=None):
+    """The weights of `layer`'s Keras twin for task `task_id`.
+
+    Args:
+        layer: a `PackedLayer`.
+        task_id: the task (1-based).
+        folded_bn: a `TaskBatchNormalization` to fold into the result.
+
+    Returns:
+        A dict `{twin variable name: NumPy array}`.
+    """
+    values = {}
+    for name, kernel, owner in layer.packed_kernels():
+        visible = np.asarray(ownership.visible_mask(owner, task_id))
+        values[twin_variable_name(layer, name)] = np.where(
+            visible, kernel.numpy(), 0).astype(kernel.dtype)
+    names = BN_NAMES if isinstance(layer, TaskBatchNormalization) else (
+        "bias",)
+    for name in names:
+        if hasattr(layer, name):
+            values[name] = _row(layer, name, task_id)
+    if folded_bn is not None:
+        values = _fold(layer, values, *batch_norm_affine(folded_bn, task_id))
+    return values
+
+
+def _fold(layer, values, scale, shift):
+    """Folds `y = x * scale + shift` into a linear layer's weights."""
+    if isinstance(layer, PackedSeparableConv2D):
+        name, per_output = "pointwise_kernel", scale
+    elif isinstance(layer, PackedDepthwiseConv2D):
+        # Output channel c * multiplier + m comes from kernel[..., c, m].
+        kernel = values["kernel"]
+        name, per_output = "kernel", scale.reshape(kernel.shape[-2:])
+    else:
+        name, per_output = "kernel", scale
+    dtype = values[name].dtype
+    folded = dict(values)
+    folded[name] = (values[name].astype("float64") * per_output).astype(dtype)
+    bias = values.get("bias", np.zeros_like(scale))
+    folded["bias"] = (bias.astype("float64") * scale + shift).astype(dtype)
+    return folded
+
+
+def plain_trunk(trunk, task_id=None, fold_batch_norm=True):
+    """Clones `trunk` with every packed layer swapped for its Keras twin.
+
+    Args:
+        trunk: a `PackNetModel`'s trunk.
+        task_id: the task whose weights the twins get; None leaves them at
+            their initial values (for callers that map the variables
+            themselves, see `packnet_tf.export.shared`).
+        fold_batch_norm: fold batch norms into the preceding layer where
+            `fold_plan` allows; the folded batch norm becomes an `Identity`.
+
+    Returns:
+        `(clone, twins)`: the Keras model, and a list of
+        `(packed layer, twin layer, folded batch norm or None)`.
+    """
+    plan = fold_plan(trunk) if fold_batch_norm else []
+    folds_into = {id(p): bn for p, bn in plan}
+    folded = {id(bn) for _, bn in plan}
+    twins = []
+
+    def clone_layer(layer):
+        if not isinstance(layer, PackedLayer):
+            return layer  # no weights: reused as it is
+        if id(layer) in folded:
+            return keras.layers.Identity(name=layer.name)
+        bn = folds_into.get(id(layer))
+        twin = make_twin(layer, with_bias=bn is not None)
+        twins.append((layer, twin, bn))
+        return twin
+
+    clone = keras.models.clone_model(
+        trunk, clone_function=clone_layer, recursive=True)
+    if task_id is not None:
+        for layer, twin, bn in twins:
+            values = task_values(layer, task_id, bn)
+            for variable in twin.weights:
+                variable.assign(values[variable.name])
+    return clone, twins
+
+
+def call_head_copy(head, features):
+    """Calls a copy of a task head, with its own weights, on `features`.
+
+    Heads are arbitrary Keras layers: a model is cloned, a layer rebuilt
+    from its config. A layer that cannot be rebuilt is used as it is (it
+    belongs to a finished task, so its weights no longer change).
+
+    Args:
+        head: the task's head layer.
+        features: a symbolic Keras tensor of the trunk's output.
+
+    Returns:
+        The symbolic output.
+    """
+    try:
+        if isinstance(head, keras.Model):
+            copy = keras.models.clone_model(head)
+        else:
+            copy = head.__class__.from_config(head.get_config())
+        outputs = copy(features, training=False)
+        copy.set_weights(head.get_weights())
+    except Exception:  # arbitrary user layers fail in many ways
+        return head(features, training=False)
+    return outputs
+
+
+def plain_model(model, task, fold_batch_norm=True):
+    """Task `task` of `model` as a plain Keras model.
+
+    Args:
+        model: a `PackNetModel`.
+        task: the name of a finished task.
+        fold_batch_norm: fold batch norms into the layer before them.
+
+    Returns:
+        A functional `keras.Model` from the trunk's input (named `inputs`)
+        to the task head's output, made of Keras' own layers; it computes
+        what `model` computes for `task` (up to float rounding).
+
+    Raises:
+        ValueError: for an unknown task.
+        TaskStateError: for a task that has not finished.
+
+    Example:
+
+    >>> keras_model = plain_model(model, "cars")
+    >>> keras_model.save("cars.keras")   # loads without packnet_tf
+    """
+    info = select_tasks(model, [task])[0]
+    trunk, _ = plain_trunk(model.trunk, info.task_id, fold_batch_norm)
+    spec = model.trunk.inputs[0]
+    inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype,
+                         name="inputs")
+    outputs = call_head_copy(model.heads[info.task_id - 1],
+                             trunk(inputs, training=False))
+    return keras.Model(inputs, outputs, name=info.name)

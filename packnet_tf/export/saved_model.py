@@ -1,0 +1,114 @@
+"""SavedModels for TF Serving: one per task, or one with a signature per task."""
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from packnet_tf.export import checks
+from packnet_tf.export.modules import SharedTasksModule, TaskModule
+from packnet_tf.export.serving import write_models_config
+
+#: `layout` values: one SavedModel per task, or one for all.
+LAYOUTS = ("per_task", "multi")
+
+
+def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
+    """Exports finished tasks as SavedModels in the TF Serving layout.
+
+    `layout="per_task"` writes `<base_dir>/<task>/<version>/` for every task:
+    a plain network with the task's masks baked into the weights and batch
+    norm folded, with the signatures `serving_default` and `task_<name>`.
+    `layout="multi"` writes one SavedModel, `<base_dir>/<model.name>/<version>/`,
+    with one signature `task_<name>` per task sharing one copy of the
+    weights and their uint8 owner masks (a task's signature masks the
+    kernels when it runs).
+
+    Every signature reads a float batch named `inputs` and returns
+    `{"outputs": <head output>}`. `<base_dir>/models.config` is rewritten to
+    serve every model in `base_dir` from one TF Serving process. Versions
+    already there are kept side by side; an existing version is never
+    overwritten. The export is written into a staging folder and renamed
+    into place, so a failure leaves nothing behind and a server never sees a
+    half-written version.
+
+    Args:
+        model: a `PackNetModel`.
+        base_dir: the export directory: absent, empty, or written by an
+            earlier export.
+        tasks: a name or list of names of finished tasks; default every
+            finished task.
+        version: the TF Serving version, an int >= 0.
+        layout: "per_task" or "multi".
+
+    Returns:
+        For "per_task", a dict `{task name: version folder}`; for "multi",
+        the version folder.
+
+    Raises:
+        ValueError: for an unknown task, a bad version or layout, or a model
+            name that cannot name a served model (multi).
+        TaskStateError: for a task that has not finished.
+        FileExistsError: if `base_dir` exists and is not an export
+            directory, or the version exists already.
+
+    Example:
+
+    >>> packnet_tf.export.saved_model(model, "exported", version=2)
+    {'cars': '/abs/exported/cars/2', 'birds': '/abs/exported/birds/2'}
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"Expected `layout` in {LAYOUTS}. Received: layout={layout!r}")
+    checks.validate_version(version)
+    infos = checks.select_tasks(model, tasks)
+    base_dir = checks.check_export_dir(base_dir)
+    if layout == "multi":
+        name = checks.validate_model_name(
+            model.name, "the model's name (`PackNetModel(..., name=...)`)")
+        if name in [t.name for t in model.tasks]:
+            raise ValueError(
+                f"The model's name {name!r} is also a task's name; in one "
+                "export directory they would share a folder. Build the "
+                "model with another `name=`.")
+        modules = {name: SharedTasksModule(model, infos)}
+    else:
+        modules = {info.name: TaskModule(model, info) for info in infos}
+    targets = {
+        name: checks.check_new_version(base_dir, name, version)
+        for name in modules}
+    _write(modules, targets, base_dir)
+    if layout == "multi":
+        return targets[name]
+    return targets
+
+
+def _write(modules, targets, base_dir):
+    """Saves every module to a staging folder, then renames them into place."""
+    created_base = not os.path.exists(base_dir)
+    os.makedirs(base_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=checks.STAGING_PREFIX, dir=base_dir)
+    created, moved = [], []
+    try:
+        for name, module in modules.items():
+            tf.saved_model.save(module, os.path.join(staging, name),
+                                signatures=module.signatures())
+        for name, target in targets.items():
+            model_dir = os.path.dirname(target)
+            if not os.path.isdir(model_dir):
+                os.mkdir(model_dir)
+                created.append(model_dir)
+            os.rename(os.path.join(staging, name), target)
+            moved.append(target)
+        write_models_config(base_dir)
+    except BaseException:
+        for target in moved:
+            shutil.rmtree(target, ignore_errors=True)
+        for model_dir in created:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_base:
+            shutil.rmtree(base_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
