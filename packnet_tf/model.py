@@ -12,42 +12,26 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from packnet_tf import ownership
 from packnet_tf.distribute import MultiWorkerFitMixin
-from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import CapacityError, TaskStateError
 from packnet_tf.layers.base import validate_max_tasks
-from packnet_tf.labels import check_labels
-from packnet_tf.task import FROZEN, PRUNED, TRAINING, TaskInfo
+from packnet_tf.masked_training import MaskedTrainingMixin
+from packnet_tf.pruning import PruningMixin, validate_fraction
+from packnet_tf.task import FROZEN, TRAINING, TaskInfo
 from packnet_tf.task import validate_task_name
 from packnet_tf.trunk import check_trunk, packed_layers, sized_trunk
+
+__all__ = ["PackNetModel", "validate_fraction"]
 
 #: Examples in the probe batch a finished task's fingerprint is taken on.
 FINGERPRINT_BATCH = 4
 
 
-def validate_fraction(fraction):
-    """Checks a prune fraction: a number in [0, 1).
-
-    Raises:
-        ValueError: otherwise.
-    """
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, (int, float, np.floating, np.integer))
-        or not 0.0 <= float(fraction) < 1.0
-    ):
-        raise ValueError(
-            "Expected `fraction` in [0, 1): the share of the active task's "
-            f"weights to free. Received: fraction={fraction!r}"
-        )
-    return float(fraction)
-
-
 @keras.saving.register_keras_serializable(package="packnet_tf")
-class PackNetModel(MultiWorkerFitMixin, keras.Model):
+class PackNetModel(
+    PruningMixin, MaskedTrainingMixin, MultiWorkerFitMixin, keras.Model
+):
     """A shared trunk of packed layers with one head per task.
 
     Args:
@@ -327,125 +311,6 @@ class PackNetModel(MultiWorkerFitMixin, keras.Model):
                 self._activate(active)
         return diffs
 
-    # -- pruning ----------------------------------------------------------
-
-    def _apply_owners(self, plan, task_id):
-        """Assigns new owners and zeroes the weights they free."""
-        for kernel, owner, new_owner in plan:
-            freed = tf.logical_and(
-                ownership.trainable_mask(owner, task_id),
-                tf.equal(new_owner, ownership.FREE),
-            )
-            kernel.assign(tf.where(freed, tf.zeros_like(kernel), kernel))
-            owner.assign(new_owner)
-
-    def _kernels(self):
-        """Yields `("layer/kernel", kernel, owner)` for every packed kernel."""
-        for layer in self._packed():
-            for name, kernel, owner in layer.packed_kernels():
-                yield f"{layer.name}/{name}", kernel, owner
-
-    def owned_counts(self):
-        """Weights the active task owns, per packed kernel.
-
-        Returns:
-            A dict `{"layer/kernel": count}`.
-
-        Raises:
-            TaskStateError: if there is no task.
-        """
-        if self._active is None:
-            raise TaskStateError(
-                "`owned_counts()` needs a task: call `add_task(...)` first."
-            )
-        task_id = self._active + 1
-        return {
-            key: int(np.sum(ownership.trainable_mask(owner, task_id)))
-            for key, _, owner in self._kernels()
-        }
-
-    def prune(self, fraction):
-        """Frees the smallest-magnitude `fraction` of the active task's weights.
-
-        In every packed kernel, among the weights the active task owns,
-        exactly `round(fraction * owned)` with the smallest |w| (ties: lower
-        position first) are set to zero and given back (owner 0).
-
-        Args:
-            fraction: share to free, in [0, 1).
-
-        Returns:
-            A dict `{"layer/kernel": number of weights freed}`.
-
-        Raises:
-            ValueError: if `fraction` is outside [0, 1).
-            TaskStateError: if no task is training.
-        """
-        fraction = validate_fraction(fraction)
-        self._require_trainable("prune()")
-        return self.prune_counts({
-            key: ownership.count_to_free(owned, fraction)
-            for key, owned in self.owned_counts().items()
-        })
-
-    def prune_counts(self, counts):
-        """Frees exactly `counts[key]` smallest weights of the active task.
-
-        The primitive under `prune` and gradual pruning: per packed kernel
-        (keys as in `owned_counts()`), the given number of the active
-        task's smallest-magnitude weights are zeroed and freed. Kernels not
-        in `counts` are left alone. Nothing changes if any count is bad.
-
-        Args:
-            counts: dict `{"layer/kernel": number to free}`.
-
-        Returns:
-            The dict of counts freed.
-
-        Raises:
-            ValueError: for an unknown kernel or a count outside
-                [0, owned].
-            TaskStateError: if no task is training.
-        """
-        task = self._require_trainable("prune()")
-        owned = self.owned_counts()
-        unknown = sorted(set(counts) - set(owned))
-        if unknown:
-            raise ValueError(
-                f"Unknown packed kernel(s) {unknown}. Known: {sorted(owned)}."
-            )
-        for key, count in counts.items():
-            if not 0 <= count <= owned[key]:
-                raise ValueError(
-                    f"Expected a count in [0, {owned[key]}] for {key!r} (the "
-                    f"weights task {task.name!r} owns there). "
-                    f"Received: {count!r}"
-                )
-        plan = [
-            (kernel, owner, ownership.prune_owner(
-                kernel, owner, task.task_id, int(counts[key])))
-            for key, kernel, owner in self._kernels() if key in counts
-        ]
-        self._apply_owners(plan, task.task_id)
-        task.state = PRUNED
-        return {key: int(count) for key, count in counts.items()}
-
-    def capacity(self):
-        """Who owns the packed weights, per layer and in total.
-
-        Returns:
-            A `CapacityReport`; `print()` it for a table.
-        """
-        num_ids = len(self._tasks) + 1
-        counts = {}
-        for layer in self._packed():
-            if layer.packed_kernels():
-                counts[layer.name] = sum(
-                    ownership.owner_counts(owner.numpy(), num_ids)
-                    for _, _, owner in layer.packed_kernels()
-                )
-        return CapacityReport(tuple(t.name for t in self._tasks), counts)
-
     # -- forward and training ---------------------------------------------
 
     def call(self, inputs, training=None):
@@ -455,96 +320,6 @@ class PackNetModel(MultiWorkerFitMixin, keras.Model):
             )
         features = self.trunk(inputs, training=training)
         return self.heads[self._active](features, training=training)
-
-    def _train_masks(self, task_id):
-        """`(variable, mask or None)` for every variable the task trains."""
-        masks = {}
-        for layer in self._packed():
-            for variable, mask in layer.train_masks(task_id):
-                masks[id(variable)] = mask
-        variables = list(self.trunk.trainable_variables) + list(
-            self.heads[task_id - 1].trainable_variables
-        )
-        return [(v, masks.get(id(v))) for v in variables]
-
-    @staticmethod
-    def _restore(pairs, backups):
-        for (variable, mask), backup in zip(pairs, backups):
-            if mask is not None:
-                variable.assign(tf.where(mask, variable.value, backup))
-
-    def _update_loss_metric(self, loss, x):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=batch)
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        task = self._require_trainable("fit()")
-        pairs = self._train_masks(task.task_id)
-        variables = [v for v, _ in pairs]
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                training=True,
-            )
-            self._update_loss_metric(loss, x)
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, variables)
-        gradients = [
-            g if g is None or m is None
-            else tf.where(m, tf.convert_to_tensor(g), tf.zeros_like(m, g.dtype))
-            for g, (_, m) in zip(gradients, pairs)
-        ]
-        # A copy, not a lazy read: the optimizer writes the variables next.
-        backups = [
-            tf.identity(v.value) if m is not None else None for v, m in pairs
-        ]
-        self.optimizer.apply(gradients, variables)
-        self._restore(pairs, backups)
-        return self._step_results(
-            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self._active is None:
-            self.call(x)  # raises the no-task error
-        y_pred = self(x, training=False)
-        loss = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-            training=False,
-        )
-        self._update_loss_metric(loss, x)
-        return self._step_results(
-            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on the active task; see the class docstring.
-
-        Raises:
-            TaskStateError: if no task is training.
-            ValueError: if labels do not fit the active task's head.
-        """
-        task = self._require_trainable("fit()")
-        check_labels(x, y, task.num_classes, task.name)
-        if self.optimizer is not None and not self.optimizer.built:
-            # Slots for every head, so that a saved optimizer loads back
-            # whichever task it was saved during.
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
-        ema = bool(getattr(self.optimizer, "use_ema", False))
-        if ema:
-            pairs = self._train_masks(task.task_id)
-            snapshot = [tf.identity(v.value) for v, _ in pairs]
-        history = super().fit(x, y, *args, **kwargs)
-        if ema:
-            # fit() ends by overwriting every weight with its moving average;
-            # the frozen ones must stay exactly as they were.
-            self._restore(pairs, snapshot)
-        return history
 
     # -- serialization ----------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""The masked training step of `PackNetModel`.
+
+Keras' own TensorFlow train step with two additions: gradients are masked to
+the entries the active task owns, and after every optimizer step every other
+entry is restored to its exact previous value (a copy taken just before), so
+no optimizer - weight decay, momentum, EMA - can move a frozen weight.
+"""
+
+import keras
+import tensorflow as tf
+
+from packnet_tf.labels import check_labels
+
+
+class MaskedTrainingMixin:
+    """`train_step`, `test_step` and `fit` for the active task.
+
+    Mixed into `PackNetModel`, which provides `_packed()`, `heads`, `trunk`,
+    `_active`, `_require_trainable()` and `_step_results()`.
+    """
+
+    def _train_masks(self, task_id):
+        """`(variable, mask or None)` for every variable the task trains."""
+        masks = {}
+        for layer in self._packed():
+            for variable, mask in layer.train_masks(task_id):
+                masks[id(variable)] = mask
+        variables = list(self.trunk.trainable_variables) + list(
+            self.heads[task_id - 1].trainable_variables
+        )
+        return [(v, masks.get(id(v))) for v in variables]
+
+    @staticmethod
+    def _restore(pairs, backups):
+        for (variable, mask), backup in zip(pairs, backups):
+            if mask is not None:
+                variable.assign(tf.where(mask, variable.value, backup))
+
+    def _update_loss_metric(self, loss, x):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas, sample_weight=batch)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        task = self._require_trainable("fit()")
+        pairs = self._train_masks(task.task_id)
+        variables = [v for v, _ in pairs]
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                training=True,
+            )
+            self._update_loss_metric(loss, x)
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, variables)
+        gradients = [
+            g if g is None or m is None
+            else tf.where(m, tf.convert_to_tensor(g), tf.zeros_like(m, g.dtype))
+            for g, (_, m) in zip(gradients, pairs)
+        ]
+        # A copy, not a lazy read: the optimizer writes the variables next.
+        backups = [
+            tf.identity(v.value) if m is not None else None for v, m in pairs
+        ]
+        self.optimizer.apply(gradients, variables)
+        self._restore(pairs, backups)
+        return self._step_results(
+            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._active is None:
+            self.call(x)  # raises the no-task error
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            training=False,
+        )
+        self._update_loss_metric(loss, x)
+        return self._step_results(
+            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on the active task; see the class docstring.
+
+        Raises:
+            TaskStateError: if no task is training.
+            ValueError: if labels do not fit the active task's head.
+        """
+        task = self._require_trainable("fit()")
+        check_labels(x, y, task.num_classes, task.name)
+        if self.optimizer is not None and not self.optimizer.built:
+            # Slots for every head, so that a saved optimizer loads back
+            # whichever task it was saved during.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        ema = bool(getattr(self.optimizer, "use_ema", False))
+        if ema:
+            pairs = self._train_masks(task.task_id)
+            snapshot = [tf.identity(v.value) for v, _ in pairs]
+        history = super().fit(x, y, *args, **kwargs)
+        if ema:
+            # fit() ends by overwriting every weight with its moving average;
+            # the frozen ones must stay exactly as they were.
+            self._restore(pairs, snapshot)
+        return history

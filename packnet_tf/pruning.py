@@ -1,0 +1,157 @@
+"""Pruning and capacity: the `PackNetModel` methods that move ownership.
+
+Kept apart from the model's task registry; every method works on the packed
+kernels of `self.trunk` and the active task (see `packnet_tf.model`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from packnet_tf import ownership
+from packnet_tf.capacity import CapacityReport
+from packnet_tf.errors import TaskStateError
+from packnet_tf.task import PRUNED
+
+
+def validate_fraction(fraction):
+    """Checks a prune fraction: a number in [0, 1).
+
+    Raises:
+        ValueError: otherwise.
+    """
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.floating, np.integer))
+        or not 0.0 <= float(fraction) < 1.0
+    ):
+        raise ValueError(
+            "Expected `fraction` in [0, 1): the share of the active task's "
+            f"weights to free. Received: fraction={fraction!r}"
+        )
+    return float(fraction)
+
+
+
+class PruningMixin:
+    """`prune`, `prune_counts`, `owned_counts` and `capacity`.
+
+    Mixed into `PackNetModel`, which provides `_packed()`, `_tasks`,
+    `_active` and `_require_trainable()`.
+    """
+
+    def _apply_owners(self, plan, task_id):
+        """Assigns new owners and zeroes the weights they free."""
+        for kernel, owner, new_owner in plan:
+            freed = tf.logical_and(
+                ownership.trainable_mask(owner, task_id),
+                tf.equal(new_owner, ownership.FREE),
+            )
+            kernel.assign(tf.where(freed, tf.zeros_like(kernel), kernel))
+            owner.assign(new_owner)
+
+    def _kernels(self):
+        """Yields `("layer/kernel", kernel, owner)` for every packed kernel."""
+        for layer in self._packed():
+            for name, kernel, owner in layer.packed_kernels():
+                yield f"{layer.name}/{name}", kernel, owner
+
+    def owned_counts(self):
+        """Weights the active task owns, per packed kernel.
+
+        Returns:
+            A dict `{"layer/kernel": count}`.
+
+        Raises:
+            TaskStateError: if there is no task.
+        """
+        if self._active is None:
+            raise TaskStateError(
+                "`owned_counts()` needs a task: call `add_task(...)` first."
+            )
+        task_id = self._active + 1
+        return {
+            key: int(np.sum(ownership.trainable_mask(owner, task_id)))
+            for key, _, owner in self._kernels()
+        }
+
+    def prune(self, fraction):
+        """Frees the smallest-magnitude `fraction` of the active task's weights.
+
+        In every packed kernel, among the weights the active task owns,
+        exactly `round(fraction * owned)` with the smallest |w| (ties: lower
+        position first) are set to zero and given back (owner 0).
+
+        Args:
+            fraction: share to free, in [0, 1).
+
+        Returns:
+            A dict `{"layer/kernel": number of weights freed}`.
+
+        Raises:
+            ValueError: if `fraction` is outside [0, 1).
+            TaskStateError: if no task is training.
+        """
+        fraction = validate_fraction(fraction)
+        self._require_trainable("prune()")
+        return self.prune_counts({
+            key: ownership.count_to_free(owned, fraction)
+            for key, owned in self.owned_counts().items()
+        })
+
+    def prune_counts(self, counts):
+        """Frees exactly `counts[key]` smallest weights of the active task.
+
+        The primitive under `prune` and gradual pruning: per packed kernel
+        (keys as in `owned_counts()`), the given number of the active
+        task's smallest-magnitude weights are zeroed and freed. Kernels not
+        in `counts` are left alone. Nothing changes if any count is bad.
+
+        Args:
+            counts: dict `{"layer/kernel": number to free}`.
+
+        Returns:
+            The dict of counts freed.
+
+        Raises:
+            ValueError: for an unknown kernel or a count outside
+                [0, owned].
+            TaskStateError: if no task is training.
+        """
+        task = self._require_trainable("prune()")
+        owned = self.owned_counts()
+        unknown = sorted(set(counts) - set(owned))
+        if unknown:
+            raise ValueError(
+                f"Unknown packed kernel(s) {unknown}. Known: {sorted(owned)}."
+            )
+        for key, count in counts.items():
+            if not 0 <= count <= owned[key]:
+                raise ValueError(
+                    f"Expected a count in [0, {owned[key]}] for {key!r} (the "
+                    f"weights task {task.name!r} owns there). "
+                    f"Received: {count!r}"
+                )
+        plan = [
+            (kernel, owner, ownership.prune_owner(
+                kernel, owner, task.task_id, int(counts[key])))
+            for key, kernel, owner in self._kernels() if key in counts
+        ]
+        self._apply_owners(plan, task.task_id)
+        task.state = PRUNED
+        return {key: int(count) for key, count in counts.items()}
+
+    def capacity(self):
+        """Who owns the packed weights, per layer and in total.
+
+        Returns:
+            A `CapacityReport`; `print()` it for a table.
+        """
+        num_ids = len(self._tasks) + 1
+        counts = {}
+        for layer in self._packed():
+            if layer.packed_kernels():
+                counts[layer.name] = sum(
+                    ownership.owner_counts(owner.numpy(), num_ids)
+                    for _, _, owner in layer.packed_kernels()
+                )
+        return CapacityReport(tuple(t.name for t in self._tasks), counts)
