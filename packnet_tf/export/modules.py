@@ -20,8 +20,14 @@ import tensorflow as tf
 
 from packnet_tf import ownership
 from packnet_tf.export.checks import signature_name
-from packnet_tf.export.plain import call_head_copy, plain_trunk, plain_model
-from packnet_tf.export.plain import twin_variable_name
+from packnet_tf.export.plain import (
+    call_head_copy,
+    expand_groups,
+    groups_of,
+    plain_model,
+    plain_trunk,
+    twin_variable_name,
+)
 
 #: Input and output names of every exported signature.
 INPUT_NAME = "inputs"
@@ -123,16 +129,21 @@ class SharedTasksModule(tf.Module):
                 self.kernels.append(tf.Variable(
                     np.where(kept, kernel.numpy(), 0), trainable=False,
                     name=f"{layer.name}_{name}"))
+                owner = np.where(kept, owner, ownership.FREE).astype(
+                    owner.dtype)
+                if run_time_task:
+                    # One more row to slice the owners from: see `_visible`.
+                    owner = np.concatenate(
+                        [owner, np.zeros((1,) + owner.shape[1:], owner.dtype)])
                 self.owners.append(tf.Variable(
-                    np.where(kept, owner, ownership.FREE).astype(owner.dtype),
-                    trainable=False, name=f"{layer.name}_{name}_owner"))
+                    owner, trainable=False, name=f"{layer.name}_{name}_owner"))
                 source[twin_variable_name(layer, name)] = (
-                    "kernel", len(self.kernels) - 1)
+                    "kernel", len(self.kernels) - 1, groups_of(layer))
             for variable in layer.per_task_variables():
                 self.slots.append(tf.Variable(
                     variable.numpy()[:top], trainable=False,
                     name=f"{layer.name}_{variable.name}"))
-                source[variable.name] = ("slot", len(self.slots) - 1)
+                source[variable.name] = ("slot", len(self.slots) - 1, 1)
             self._keras.sources.append((twin, source))
         self.head_weights = []
         for task in tasks:
@@ -148,11 +159,15 @@ class SharedTasksModule(tf.Module):
 
     def _visible(self, index, task_id, zero):
         owner = self.owners[index]
-        if self._run_time_task:
-            # A reshape to a run-time shape keeps the uint8 owners stored as
-            # they are: a converter would otherwise fold the int32 cast.
-            owner = tf.reshape(owner, tf.shape(owner) + zero)
         kernel = self.kernels[index]
+        if self._run_time_task:
+            # The owners are sliced from one row more, at a run-time start
+            # (0): a converter can neither fold the slice (start unknown)
+            # nor drop it (it is not the whole tensor), so the uint8 owners
+            # stay stored as they are instead of as a folded int32 copy, and
+            # the static shape TFLite needs is kept.
+            owner = tf.slice(owner, tf.fill([len(owner.shape)], zero),
+                             kernel.shape)
         # A scalar zero: `zeros_like` would be stored as a kernel-sized
         # constant in a TFLite file.
         return tf.where(ownership.visible_mask(owner, task_id), kernel,
@@ -162,9 +177,10 @@ class SharedTasksModule(tf.Module):
         mapping = []
         for twin, source in self._keras.sources:
             for variable in twin.weights:
-                kind, index = source[variable.name]
+                kind, index, groups = source[variable.name]
                 if kind == "kernel":
-                    value = self._visible(index, task_id, zero)
+                    value = expand_groups(
+                        self._visible(index, task_id, zero), groups)
                 else:
                     value = tf.gather(self.slots[index], task_id - 1)
                 mapping.append((variable, value))

@@ -14,6 +14,7 @@ the packed layers need a rule; layers without weights are reused as they are.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from packnet_tf import ownership
 from packnet_tf.export.checks import select_tasks
@@ -60,6 +61,39 @@ def twin_variable_name(layer, packed_name):
     return packed_name
 
 
+def groups_of(layer):
+    """The `groups` of a grouped convolution, else 1."""
+    return getattr(layer, "groups", 1)
+
+
+def expand_groups(kernel, groups):
+    """A grouped convolution's kernel as the equivalent ungrouped one.
+
+    Keras' TensorFlow backend runs grouped convolutions through an XLA
+    (`jit_compile`) function, which TF Serving does not run unless started
+    with `--xla_cpu_compilation_enabled`. The twin is an ungrouped
+    convolution instead: input group j meets output group j's weights and
+    zeros elsewhere (exact; `groups` times the multiply-adds).
+
+    Args:
+        kernel: a `(..., in_channels // groups, filters)` tensor.
+        groups: the number of groups.
+
+    Returns:
+        A `(..., in_channels, filters)` tensor.
+    """
+    if groups == 1:
+        return kernel
+    filters = kernel.shape[-1]
+    per_group = filters // groups
+    blocks = []
+    for group in range(groups):
+        mask = np.zeros([filters], tf.as_dtype(kernel.dtype).as_numpy_dtype)
+        mask[group * per_group:(group + 1) * per_group] = 1
+        blocks.append(kernel * mask)
+    return tf.concat(blocks, axis=-2)
+
+
 def make_twin(layer, with_bias=False):
     """An unbuilt Keras twin of `layer` with the same arguments.
 
@@ -71,6 +105,8 @@ def make_twin(layer, with_bias=False):
     config.pop("max_tasks", None)
     if with_bias:
         config["use_bias"] = True
+    if groups_of(layer) > 1:
+        config["groups"] = 1  # see `expand_groups`
     return twin_class(layer).from_config(config)
 
 
@@ -197,8 +233,9 @@ def task_values(layer, task_id, folded_bn=None):
     values = {}
     for name, kernel, owner in layer.packed_kernels():
         visible = np.asarray(ownership.visible_mask(owner, task_id))
-        values[twin_variable_name(layer, name)] = np.where(
-            visible, kernel.numpy(), 0).astype(kernel.dtype)
+        visible = np.where(visible, kernel.numpy(), 0).astype(kernel.dtype)
+        values[twin_variable_name(layer, name)] = np.asarray(
+            expand_groups(visible, groups_of(layer)))
     names = BN_NAMES if isinstance(layer, TaskBatchNormalization) else (
         "bias",)
     for name in names:

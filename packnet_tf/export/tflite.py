@@ -23,6 +23,7 @@ is a quarter of a float one: T tasks cost about T/4 float networks).
 
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -156,7 +157,14 @@ def convert(model, infos, layout=None, quantize=None,
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.optimizations = optimizations
-        return converter.convert()
+        with warnings.catch_warnings():
+            # TF's calibrator itself builds a `tf.lite.Interpreter` for
+            # multi-signature files; its deprecation warning is not the
+            # caller's to act on.
+            warnings.filterwarnings(
+                "ignore", message=".*tf.lite.Interpreter is deprecated",
+                category=UserWarning)
+            return converter.convert()
 
 
 def _check_path(path):
