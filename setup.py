@@ -32,7 +32,15 @@ setup(
         "scikit-learn>=1.3",
         "numpy",
     ],
-    extras_require={"dev": ["pytest>=8"]},
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            # export tests: models.config and PredictRequest protos, and the
+            # LiteRT runner's image decoding.
+            "tensorflow-serving-api>=2.21",
+            "pillow",
+        ],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,0 +1,152 @@
+"""The deployment recipes in export/: LiteRT runner and TF Serving requests.
+
+No TF Serving server can run here, so the request helpers are checked
+against the exported SavedModel itself: the request is read the way the
+server reads it and run on the signature it names.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from packnet_tf import export
+
+from test_export_plain import (
+    FLOAT_TOLERANCE,
+    model_outputs,
+    packed_model,
+    probe_inputs,
+    wide_trunk,
+)
+
+RECIPES = pathlib.Path(__file__).resolve().parents[1] / "export"
+TASKS = ("a", "b", "c")
+
+#: Runs the LiteRT runner where TensorFlow, Keras and packnet_tf cannot be
+#: imported, as on a device.
+DEVICE = (
+    "import runpy, sys\n"
+    "for name in ('tensorflow', 'keras', 'tf_keras', 'packnet_tf'):\n"
+    "    sys.modules[name] = None\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def _load_recipe(name):
+    spec = importlib.util.spec_from_file_location(
+        name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model():
+    return packed_model(wide_trunk(), classes=(4, 3, 5))
+
+
+def _run_runner(*args):
+    result = subprocess.run(
+        [sys.executable, "-c", DEVICE, str(RECIPES / "litert_run.py"),
+         *map(str, args)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in result.stdout.splitlines()
+            if line.count("\t") == 2]
+    return rows
+
+
+def _top(picks):
+    return [p.split(" (")[0] for p in picks.split("  ")]
+
+
+@pytest.mark.slow
+def test_litert_runner_prints_top_k_per_task_for_a_npy_batch(model,
+                                                              tmp_path):
+    path = export.tflite(model, tmp_path / "all.tflite")
+    x = probe_inputs(model, count=4)
+    np.save(tmp_path / "batch.npy", x)
+    rows = _run_runner(path, tmp_path / "batch.npy", "--top-k", "2")
+    assert [row[0] for row in rows] == [t for t in TASKS for _ in range(4)]
+    for task in TASKS:
+        expected = np.argsort(-model_outputs(model, task, x), axis=1)[:, :2]
+        got = [_top(r[2]) for r in rows if r[0] == task]
+        assert got == [[str(i) for i in row] for row in expected]
+    rows = _run_runner(path, tmp_path / "batch.npy", "--task", "b")
+    assert {row[0] for row in rows} == {"b"}
+    assert all(len(_top(row[2])) == 3 for row in rows)  # b has 3 classes
+
+
+@pytest.mark.slow
+def test_litert_runner_reads_image_files(model, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    names = []
+    for index in range(3):
+        pixels = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+        name = tmp_path / f"image{index}.png"
+        Image.fromarray(pixels).save(name)
+        names.append(name)
+    path = export.tflite(model, tmp_path / "a.tflite", task="a")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a": ["cat", "dog", "owl", "fox"]}))
+    rows = _run_runner(path, *names, "--top-k", "1", "--labels", labels)
+    # The same decoding and resizing as the runner, then the packed model.
+    x = np.stack([
+        np.asarray(Image.open(n).convert("RGB").resize((8, 8),
+                   Image.BILINEAR), dtype=np.float32) / 255 for n in names])
+    best = model_outputs(model, "a", x).argmax(axis=1)
+    assert [row[1] for row in rows] == [n.name for n in names]
+    assert [_top(row[2]) for row in rows] == [
+        [["cat", "dog", "owl", "fox"][i]] for i in best]
+
+
+def _serve(base, model_name, signature, inputs, version=None):
+    """What TF Serving does with a request: load, pick the signature, run."""
+    folder = base / model_name
+    version = version or max(int(v) for v in os.listdir(folder))
+    loaded = tf.saved_model.load(str(folder / str(version)))
+    function = loaded.signatures[signature]
+    return function(**{k: tf.constant(v, tf.float32)
+                       for k, v in inputs.items()})
+
+
+def test_rest_request_runs_on_the_exported_signature(model, tmp_path):
+    client = _load_recipe("serving_client")
+    export.saved_model(model, tmp_path, tasks=["b"])
+    x = probe_inputs(model)
+    url, body = client.rest_request("localhost:8501", "b", x, version=1)
+    assert url == "http://localhost:8501/v1/models/b/versions/1:predict"
+    request = json.loads(body)
+    outputs = _serve(tmp_path, "b", request["signature_name"],
+                     request["inputs"], version=1)
+    reply = json.dumps({"outputs": outputs["outputs"].numpy().tolist()})
+    np.testing.assert_allclose(
+        client.parse_rest_reply(reply), model_outputs(model, "b", x),
+        rtol=0, atol=FLOAT_TOLERANCE)
+
+
+def test_grpc_request_runs_on_the_multi_task_signature(model, tmp_path):
+    client = _load_recipe("serving_client")
+    from tensorflow_serving.apis import predict_pb2
+
+    export.saved_model(model, tmp_path, layout="multi")
+    x = probe_inputs(model)
+    sent = client.grpc_request("multi_model", x, signature="task_c")
+    request = predict_pb2.PredictRequest.FromString(sent.SerializeToString())
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    outputs = _serve(tmp_path, request.model_spec.name,
+                     request.model_spec.signature_name, inputs)
+    np.testing.assert_allclose(
+        outputs["outputs"].numpy(), model_outputs(model, "c", x), rtol=0,
+        atol=FLOAT_TOLERANCE)
