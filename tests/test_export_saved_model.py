@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 import packnet_tf as pn
 from packnet_tf import export
@@ -20,9 +21,6 @@ from test_export_plain import (
     packed_model,
     probe_inputs,
 )
-
-model_server_config_pb2 = pytest.importorskip(
-    "tensorflow_serving.config.model_server_config_pb2")
 
 TASKS = ("a", "b", "c")
 
