@@ -77,3 +77,85 @@ def cifar_cnn_layers(module, width=1, packed=False):
         module.Flatten(),
         dense(256 * w, activation="relu"),
     ]
+
+
+# -- real data: split-cifar10-5 (shared/data/README.md) ----------------------
+
+#: ../shared/data/cifar10_jpg.zip, relative to the repository root.
+CIFAR10_ZIP = (pathlib.Path(__file__).resolve().parent.parent.parent
+               / "shared" / "data" / "cifar10_jpg.zip")
+
+#: The five tasks of split-cifar10-5, in order.
+SPLIT_CIFAR10_5 = (("airplane", "automobile"), ("bird", "cat"),
+                   ("deer", "dog"), ("frog", "horse"), ("ship", "truck"))
+
+#: Images decoded per pipeline batch (decoding only; not the training batch).
+_DECODE_BATCH = 256
+
+
+def decoded_split(path, classes, split, limit=None, seed=0):
+    """One split of a class subset, decoded once and held in memory.
+
+    Reads through packnet_tf's own image-folder source (class subset
+    relabelled 0..k-1 in the given order) and pipeline, then caches the
+    decoded uint8 images with `tf.data`'s in-memory `cache()`. The cache is
+    filled here, so later epochs, and every method of a benchmark, read
+    decoded images and never the JPEGs again. uint8 holds the decoded
+    pixels exactly and takes a quarter of float32's memory.
+
+    Args:
+        path: an image folder or zip of `<split>/<label>/*`.
+        classes: the class names, in the order of their labels.
+        split: the split to read.
+        limit: read only this many images, a seeded random subset (for
+            quick runs), or None for all.
+        seed: the seed of that subset.
+
+    Returns:
+        `(dataset, count)`: a cached `tf.data.Dataset` of single
+        `(uint8 image, int32 label)` examples, and its length.
+    """
+    import tensorflow as tf
+
+    from packnet_tf import data
+
+    source = data.ImageFolderSource(path, classes=list(classes))
+    # "none": 0-255 floats; the input size equals the images' size, so the
+    # pipeline's resize leaves every pixel as decoded.
+    dataset = data.batches(source, split, (32, 32, 3),
+                           batch_size=_DECODE_BATCH, preprocess="none",
+                           shuffle=limit is not None, seed=seed).unbatch()
+    if limit is not None:
+        dataset = dataset.take(limit)
+    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.uint8), y)).cache()
+    count = int(dataset.reduce(0, lambda n, _: n + 1))  # fills the cache
+    return dataset, count
+
+
+def to_unit(x, y):
+    """uint8 pixels -> float32 in [0, 1], as the workload defines."""
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float32) / 255.0, y
+
+
+def training_batches(cached, count, batch_size, seed=0):
+    """Shuffled (seeded, reshuffled every epoch) batches of a cached split.
+
+    Every call gives the same sequence of epoch orders, so methods compared
+    in one run see the same batches.
+    """
+    import tensorflow as tf
+
+    return (cached.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size).map(to_unit, num_parallel_calls=2)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def as_arrays(cached):
+    """A cached split as NumPy `(float32 x in [0, 1], int32 y)` arrays."""
+    import tensorflow as tf
+
+    x, y = next(iter(cached.batch(1 << 20).map(to_unit)
+                     .prefetch(tf.data.AUTOTUNE)))
+    return x.numpy(), y.numpy()
