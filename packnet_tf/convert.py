@@ -12,10 +12,13 @@ its statistics as constants. Any other layer with weights is rejected with
 The final classifier (a Dense, or a 1x1 Conv2D as in MobileNet/MobileNetV3,
 with the layers without weights after it, e.g. its softmax) is cut off the
 trunk. It becomes task 1's head when `first_task` names the task, or is
-dropped.
+dropped. A 1x1 Conv2D classifier on a 1x1 map leaves `(batch, 1, 1, C)`
+features: the trunk then ends in a Flatten, so that new tasks' Dense heads
+read vectors, and task 1's head reshapes them back.
 """
 
 import inspect
+import math
 
 import keras
 
@@ -60,6 +63,18 @@ def _is_classifier(layer):
         layer.kernel_size) == (1, 1)
 
 
+def _reads_a_vector(classifier, features):
+    """Whether `classifier` is a 1x1 Conv2D on a 1x1 map (MobileNet's).
+
+    Such a trunk ends in `(batch, 1, 1, channels)` features; it is given a
+    Flatten so that new tasks' Dense heads read plain vectors, and the head
+    reshapes them back.
+    """
+    shape = tuple(features.shape[1:])
+    return type(classifier) is keras.layers.Conv2D and None not in shape and (
+        math.prod(shape) == max(shape))
+
+
 def find_classifier(model):
     """Walks back from `model`'s output to its final classifier.
 
@@ -95,14 +110,21 @@ def _build_head(classifier, node, chain, name):
     """A copy of the classifier plus the layers after it, as one layer."""
     features = node.input_tensors[0]
     config = classifier.get_config()
-    if not chain:
+    flat = _reads_a_vector(classifier, features)
+    if not chain and not flat:
         config["name"] = f"head_{name}"
     dense = type(classifier).from_config(config)
-    head_input = keras.Input(
-        batch_shape=tuple(features.shape), dtype=features.dtype)
-    x = dense(head_input)
+    if flat:
+        head_input = keras.Input(
+            shape=(math.prod(features.shape[1:]),), dtype=features.dtype)
+        x = keras.layers.Reshape(tuple(features.shape[1:]))(head_input)
+    else:
+        head_input = keras.Input(
+            batch_shape=tuple(features.shape), dtype=features.dtype)
+        x = head_input
+    x = dense(x)
     dense.set_weights(classifier.get_weights())
-    if not chain:
+    if not chain and not flat:
         return dense
     previous = node.outputs[0]
     for operation, op_node in chain:
@@ -151,7 +173,8 @@ def convert(model, max_tasks, first_task=None):
 
     The final classifier is the Dense (or 1x1 Conv2D) that produces the
     output, together with the layers without weights after it (Activation,
-    Softmax, Flatten, Reshape, ...).
+    Softmax, Flatten, Reshape, ...). Behind a 1x1 Conv2D on a 1x1 map the
+    trunk gets a Flatten, so its features are vectors.
 
     - `first_task="name"`: the classifier, activation included, becomes the
       head of task 1, which owns every weight of the trunk and is active and
@@ -237,6 +260,9 @@ def convert(model, max_tasks, first_task=None):
         recursive=True)
     for layer, twin in pairs:
         copy_weights(layer, twin)
+    if classifier is not None and _reads_a_vector(classifier, cut):
+        flat = keras.layers.Flatten(name=f"{classifier.name}_features")
+        trunk = keras.Model(trunk.input, flat(trunk.output), name=trunk.name)
     packnet = PackNetModel(trunk, max_tasks=max_tasks, name=model.name)
     if first_task is not None:
         head = _build_head(classifier, node, chain, first_task)

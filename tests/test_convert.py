@@ -250,6 +250,12 @@ def test_conv_classifier_and_adapted_normalization():
               if isinstance(l, keras.layers.Normalization)]
     assert len(frozen) == 1 and not frozen[0].weights
     assert converted.active_task.num_classes == 3
+    # The (batch, 1, 1, 4) map is flattened for the next tasks' Dense heads.
+    assert converted.trunk.output.shape == (None, 4)
+    converted.prune(0.5)
+    converted.end_task()
+    converted.add_task("next", num_classes=2)
+    assert outputs(converted, images((6, 6, 2))).shape == (4, 2)
 
 
 def test_batch_norm_axis_as_a_list_of_one_int_converts():
