@@ -31,7 +31,12 @@ setup(
         "ai-edge-litert>=2.3.0",
         "scikit-learn>=1.3",
         "numpy",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
     ],
+    entry_points={
+        "console_scripts": ["packnet-tf = packnet_tf.cli.main:main"],
+    },
     extras_require={
         "dev": [
             "pytest>=8",

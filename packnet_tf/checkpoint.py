@@ -1,0 +1,241 @@
+"""Model files that are always whole: atomic saves and checked loads.
+
+A training run writes its model after every phase. If the process dies
+(SIGKILL, power loss, a full disk) while writing, the previous file must
+still be there, complete. So every file is written next to its target as
+`<file>.tmp-<pid>.keras`, flushed to disk with `fsync`, and moved over the
+target with `os.replace`, which is atomic on POSIX and Windows. (Keras'
+public `save_model` insists on the `.keras` suffix, hence the suffix after
+the pid.)
+
+Loading checks the archive before Keras reads it, so that a truncated or
+foreign file gives one clear sentence instead of a stack trace from deep in
+Keras' deserialisation.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import pathlib
+import zipfile
+
+import keras
+
+#: Members every `.keras` archive has (see `keras.saving.save_model`).
+KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+
+
+class CheckpointError(ValueError):
+    """A model file is missing, truncated, corrupt, or not a PackNet model."""
+
+
+def _fsync_dir(directory):
+    # The rename itself must reach the disk too; not every OS allows
+    # opening a directory (Windows does not), and there it is not needed.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_file(path):
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Deletes `<file>.tmp-<pid>*` left by processes that died mid-write."""
+    for stale in path.parent.glob(f"{path.name}.tmp-*"):
+        pid = stale.name[len(path.name) + len(".tmp-"):].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(
+                int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path next to `path`; moves it there on success.
+
+    The caller writes the temporary file; when the block ends without an
+    exception the file is fsynced and atomically replaces `path`. On any
+    exception (including KeyboardInterrupt) the temporary file is removed
+    and `path` is left as it was.
+
+    Args:
+        path: the final file.
+        suffix: appended to the temporary name (`".keras"` for Keras).
+
+    Yields:
+        The temporary `pathlib.Path`.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_model(model, path, include_optimizer=True):
+    """Saves `model` to the `.keras` file `path` atomically.
+
+    Args:
+        model: a Keras model (a `PackNetModel`).
+        path: the target, ending in `.keras`.
+        include_optimizer: whether the optimizer's state goes in the file.
+            PackNet starts every phase with a fresh optimizer, so a run
+            does not need it; Adam's slots would triple the file.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Raises:
+        ValueError: if `path` does not end in `.keras`.
+        OSError: if writing fails (e.g. a full disk); `path` is unchanged.
+    """
+    path = pathlib.Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(
+            "Expected a model path ending in '.keras' (the Keras 3 format). "
+            f"Received: {str(path)!r}"
+        )
+    optimizer = getattr(model, "optimizer", None)
+    with atomic_path(path, suffix=".keras") as tmp:
+        try:
+            if not include_optimizer and optimizer is not None:
+                # Keras 3 saves whatever `model.optimizer` holds and has no
+                # `include_optimizer` for .keras files: detach it meanwhile.
+                model.optimizer = None
+            model.save(tmp)
+        finally:
+            if optimizer is not None:
+                model.optimizer = optimizer
+    return path
+
+
+def write_json(path, data):
+    """Writes `data` as JSON to `path` atomically (see `atomic_path`).
+
+    Args:
+        path: the target file.
+        data: a JSON-serialisable object.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def file_digest(path):
+    """The SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_archive(path):
+    """Checks that `path` is a complete `.keras` archive, without loading it.
+
+    Args:
+        path: the file.
+
+    Raises:
+        CheckpointError: with the reason, if it is missing, not a zip file,
+            truncated, fails its checksums, or lacks a Keras member.
+    """
+    path = pathlib.Path(path)
+    fix = (
+        "If a copy was interrupted, copy it again; a `packnet-tf train` "
+        "run never leaves a half-written model, so re-running it resumes "
+        "from the last complete state."
+    )
+    if not path.exists():
+        raise CheckpointError(f"No model file at {str(path)!r}.")
+    if path.is_dir() or path.suffix != ".keras":
+        raise CheckpointError(
+            f"{str(path)!r} is not a .keras model file (expected a file "
+            "written by `model.save('....keras')`)."
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{str(path)!r} is not a complete .keras file: it is not a zip "
+            f"archive (truncated or overwritten, {path.stat().st_size} "
+            f"bytes). {fix}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [m for m in KERAS_MEMBERS
+                       if m not in archive.namelist()]
+            bad = None if missing else archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(
+            f"{str(path)!r} is a corrupt .keras file ({error}). {fix}"
+        ) from error
+    if missing:
+        raise CheckpointError(
+            f"{str(path)!r} is a zip file but not a Keras model: it lacks "
+            f"{', '.join(missing)}."
+        )
+    if bad is not None:
+        raise CheckpointError(
+            f"{str(path)!r} is a corrupt .keras file: member {bad!r} fails "
+            f"its checksum. {fix}"
+        )
+
+
+def load_model(path, packnet_only=True):
+    """Loads a `PackNetModel` from a `.keras` file, checking it first.
+
+    Args:
+        path: the file.
+        packnet_only: whether any other Keras model is an error.
+
+    Returns:
+        The model (a `PackNetModel` unless `packnet_only` is False), not
+        compiled.
+
+    Raises:
+        CheckpointError: if the file is missing, truncated, corrupt, not a
+            Keras model or (with `packnet_only`) not a `PackNetModel`.
+    """
+    from packnet_tf.model import PackNetModel
+
+    check_archive(path)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types on bad content
+        first = str(error).strip().splitlines()[0] if str(error) else ""
+        raise CheckpointError(
+            f"{str(path)!r} could not be loaded as a Keras model "
+            f"({type(error).__name__}: {first[:300]}). It may come from "
+            "another version of packnet_tf or Keras."
+        ) from error
+    if packnet_only and not isinstance(model, PackNetModel):
+        raise CheckpointError(
+            f"{str(path)!r} holds a {type(model).__name__}, not a "
+            "packnet_tf PackNetModel. Convert it with `packnet_tf.convert` "
+            "first."
+        )
+    return model

@@ -1,0 +1,196 @@
+"""`packnet-tf` commands that read a saved model: info, eval, verify, export.
+
+Each returns the process exit code; bad input raises `UsageError` (exit 2).
+"""
+
+import json
+import pathlib
+
+from packnet_tf import checkpoint
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit code 2)."""
+
+
+def load(path):
+    """Loads a model, turning a bad file into a `UsageError`."""
+    try:
+        return checkpoint.load_model(path)
+    except checkpoint.CheckpointError as error:
+        raise UsageError(str(error)) from None
+
+
+def info(args, out):
+    """Prints tasks, states and capacity per layer; optionally plots it."""
+    model = load(args.model)
+    report = model.capacity()
+    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    if args.json:
+        print(json.dumps({
+            "model": str(args.model), "max_tasks": model.max_tasks,
+            "input_shape": list(shape),
+            "tasks": [{"name": t.name, "id": t.task_id,
+                       "num_classes": t.num_classes, "state": t.state,
+                       "fingerprint": t.fingerprint is not None}
+                      for t in model.tasks],
+            "capacity": report.as_dict(),
+        }, indent=2), file=out)
+    else:
+        print(f"{args.model}: input {shape}, {len(model.tasks)} of "
+              f"max_tasks={model.max_tasks} tasks", file=out)
+        width = max([4] + [len(t.name) for t in model.tasks]) + 2
+        print(f"\n{'id':>3}  {'task':<{width}}{'classes':>8}  state",
+              file=out)
+        for t in model.tasks:
+            print(f"{t.task_id:>3}  {t.name:<{width}}{t.num_classes:>8}  "
+                  f"{t.state}", file=out)
+        print(f"\nWho owns the network:\n{report}", file=out)
+    if args.plot:
+        from packnet_tf.cli.plot import plot_capacity
+
+        plot_capacity(report, args.plot,
+                      title=f"Who owns {pathlib.Path(args.model).name}")
+        print(f"\nCapacity plot written to {args.plot}", file=out)
+    return 0
+
+
+def verify(args, out):
+    """Recomputes each finished task's fingerprint; 1 if any changed."""
+    model = load(args.model)
+    diffs = model.verify()
+    changed = {name: d for name, d in diffs.items() if d != 0.0}
+    for task in model.tasks:
+        if task.name in diffs:
+            status = ("CHANGED" if task.name in changed else "ok")
+            print(f"{task.name}: {status} (max |output - stored| = "
+                  f"{diffs[task.name]:.3g})", file=out)
+        else:
+            print(f"{task.name}: not finished ({task.state}), no "
+                  "fingerprint yet", file=out)
+    if changed:
+        names = ", ".join(repr(n) for n in changed)
+        print(f"VERIFY FAILED: the outputs of task(s) {names} changed "
+              f"since they were finished; {args.model} is not the model "
+              "that learned them. Restore it from a copy or retrain those "
+              "tasks.", file=out)
+        return 1
+    print(f"verified: {len(diffs)} finished task(s) give exactly their "
+          "stored outputs", file=out)
+    return 0
+
+
+def _source(args):
+    from packnet_tf.data import DataError, from_spec
+
+    spec = {"tfds": args.data[5:]} if args.data.startswith("tfds:") else (
+        {"npz": args.data} if args.data.lower().endswith(".npz")
+        else {"folder": args.data})
+    spec.update(train_split=args.split, test_split=None)
+    if args.data_dir and "tfds" in spec:
+        spec["data_dir"] = args.data_dir
+    if args.classes:
+        spec["classes"] = [c.strip() for c in args.classes.split(",")]
+    try:
+        return from_spec(spec)
+    except DataError as error:
+        raise UsageError(f"--data {args.data}: {error}") from None
+
+
+def evaluate(args, out):
+    """Accuracy and loss of one task on a data split."""
+    import keras
+
+    from packnet_tf.data import DataError, batches
+
+    model = load(args.model)
+    names = [t.name for t in model.tasks]
+    if args.task not in names:
+        raise UsageError(f"--task {args.task!r}: unknown task. "
+                         f"{args.model} holds {names}.")
+    info = next(t for t in model.tasks if t.name == args.task)
+    source = _source(args)
+    if source.num_classes != info.num_classes:
+        raise UsageError(
+            f"--data {args.data}: {source.num_classes} classes, but task "
+            f"{args.task!r} has a head of {info.num_classes}. Pick its "
+            "classes with --classes.")
+    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    try:
+        data = batches(source, args.split, shape, batch_size=args.batch_size,
+                       shuffle=False, preprocess=args.preprocess)
+    except DataError as error:
+        raise UsageError(f"--data {args.data}: {error}") from None
+    model.use_task(args.task)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not args.probabilities), metrics=["accuracy"])
+    logs = model.evaluate(data, verbose=0, return_dict=True)
+    print(f"{args.task} on {source.description} [{args.split}] "
+          f"({source.num_examples(args.split)} examples): accuracy "
+          f"{logs['accuracy']:.4f}, loss {logs['loss']:.4f}", file=out)
+    return 0
+
+
+def export(args, out):
+    """SavedModels (TF Serving layout) and/or LiteRT files of tasks."""
+    if not (args.saved_model or args.tflite or args.tflite_dir):
+        raise UsageError("say where to export: --saved-model DIR, "
+                         "--tflite FILE or --tflite-dir DIR.")
+    if args.tflite and args.tflite_dir:
+        raise UsageError("use --tflite FILE (one file) or --tflite-dir DIR "
+                         "(one file per task), not both.")
+    from packnet_tf import export as exporter
+
+    model = load(args.model)
+    tasks = args.task or None
+    representative = None
+    if args.quantize == "int8":
+        if not args.data:
+            raise UsageError("--quantize int8 calibrates on example "
+                             "inputs: pass --data with the task's data.")
+        representative = _representative(args, model)
+    try:
+        if args.saved_model:
+            written = exporter.saved_model(
+                model, args.saved_model, tasks=tasks, version=args.version,
+                layout=args.layout)
+            folders = (written.values() if isinstance(written, dict)
+                       else [written])
+            for folder in folders:
+                print(f"SavedModel: {folder}", file=out)
+        if args.tflite:
+            single = tasks[0] if tasks and len(tasks) == 1 else None
+            path = exporter.tflite(
+                model, args.tflite, task=single,
+                tasks=None if single else tasks, quantize=args.quantize,
+                representative_data=representative, sparse=args.sparse)
+            print(f"TFLite: {path}", file=out)
+        if args.tflite_dir:
+            names = tasks or [t.name for t in model.tasks if t.finished]
+            for name in names:
+                path = exporter.tflite(
+                    model, pathlib.Path(args.tflite_dir) / f"{name}.tflite",
+                    task=name, quantize=args.quantize,
+                    representative_data=representative, sparse=args.sparse)
+                print(f"TFLite: {path}", file=out)
+    except (ValueError, FileExistsError) as error:
+        raise UsageError(" ".join(str(error).split())) from None
+    except Exception as error:
+        from packnet_tf.errors import TaskStateError
+
+        if isinstance(error, TaskStateError):
+            raise UsageError(" ".join(str(error).split())) from None
+        raise
+    return 0
+
+
+def _representative(args, model):
+    import numpy as np
+
+    from packnet_tf.data import batches
+
+    source = _source(args)
+    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    data = batches(source, args.split, shape, batch_size=32, shuffle=False,
+                   preprocess=args.preprocess)
+    return np.concatenate([x.numpy() for x, _ in data.take(8)])

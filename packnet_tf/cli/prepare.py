@@ -1,0 +1,240 @@
+"""Everything checked before a run trains: model, data, labels, capacity.
+
+`prepare` turns a `RunConfig` into a `RunPlan`: the model (loaded from the
+run's file to resume, or built), and per task its data source, how its
+examples reach the network's input, its class count and prune fraction.
+Every problem is a one-line `ConfigError` naming the file and key, raised
+before the first training step.
+"""
+
+import dataclasses
+import json
+
+import keras
+
+from packnet_tf import checkpoint
+from packnet_tf.cli import networks
+from packnet_tf.cli.config import ConfigError
+from packnet_tf.data import DataError, DataSource, fit_plan, from_spec
+from packnet_tf.data.pipeline import preprocess_function
+
+
+@dataclasses.dataclass
+class TaskPlan:
+    """One task, ready to train.
+
+    Attributes:
+        config: its `TaskConfig`.
+        source: its `DataSource`.
+        num_classes: its head's width.
+        prune_fraction: what it prunes (0: not pruned, not fine-tuned).
+    """
+
+    config: object
+    source: object
+    num_classes: int
+    prune_fraction: float
+
+    @property
+    def name(self):
+        return self.config.name
+
+    @property
+    def options(self):
+        return self.config.options
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """A checked run.
+
+    Attributes:
+        config: the `RunConfig`.
+        model: the `PackNetModel` (loaded to resume, or new).
+        resumed: whether `model` was loaded from the run's file.
+        tasks: the `TaskPlan`s in order.
+        sidecar: the run's record from its last phase (a dict, maybe empty).
+    """
+
+    config: object
+    model: object
+    resumed: bool
+    tasks: list
+    sidecar: dict
+
+
+def sidecar_path(model_path):
+    """The run record kept next to the model file."""
+    return model_path.with_name(model_path.stem + ".run.json")
+
+
+def read_sidecar(model_path):
+    """The run record, or {} when there is none or it does not parse."""
+    try:
+        return json.loads(sidecar_path(model_path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def network_record(config):
+    """The network section as recorded in the run record (paths absolute)."""
+    spec = dict(config.network)
+    if "path" in spec:
+        spec["path"] = str(config.resolve(spec["path"]))
+    return spec
+
+
+def _load_or_build(config, sidecar):
+    if config.model.exists():
+        try:
+            model = checkpoint.load_model(config.model)
+        except checkpoint.CheckpointError as error:
+            raise ConfigError(config.path, "model", error) from None
+        if config.max_tasks is not None and (
+                config.max_tasks != model.max_tasks):
+            raise config.error(
+                "max_tasks", f"{config.max_tasks}, but {config.model} was "
+                f"built with max_tasks={model.max_tasks}, which cannot "
+                "change. Use a new `model` path for a new network.")
+        built_from = sidecar.get("network")
+        if built_from is not None and built_from != network_record(config):
+            raise config.error(
+                "network", f"differs from the network {config.model} was "
+                f"built with ({built_from}). Restore it, or use a new "
+                "`model` path for a new network.")
+        return model, True
+    max_tasks = config.max_tasks or len(config.tasks)
+    spec = network_record(config)
+    # The initial weights follow the run's seed, like every phase.
+    keras.utils.set_random_seed(config.seed)
+    try:
+        model = networks.build_network(
+            spec, max_tasks,
+            load=lambda p: checkpoint.load_model(p, packnet_only=False))
+    except checkpoint.CheckpointError as error:
+        raise config.error("network.path", error) from None
+    except (ValueError, TypeError) as error:
+        raise config.error("network", error) from None
+    if config.max_tasks is not None and config.max_tasks != model.max_tasks:
+        raise config.error("max_tasks", f"{config.max_tasks}, but the "
+                           f"network file has max_tasks={model.max_tasks}.")
+    return model, False
+
+
+def _check_model_tasks(config, model, resumed):
+    held = [t.name for t in model.tasks]
+    listed = [t.name for t in config.tasks]
+    if listed[:len(held)] != held:
+        what = config.model if resumed else "the network"
+        raise config.error(
+            "tasks", f"{what} holds tasks {held} in this order; the config "
+            f"must list them first, in the same order. Listed: {listed}.")
+    if len(listed) > model.max_tasks:
+        raise config.error(
+            "tasks", f"{len(listed)} tasks, but the network holds at most "
+            f"max_tasks={model.max_tasks}.")
+
+
+def _source(config, task):
+    where = f"tasks[{task.index}].data"
+    if isinstance(task.data, DataSource):
+        return task.data
+    try:
+        return from_spec(task.data, base_dir=config.base_dir)
+    except DataError as error:
+        key = f"{where}.{error.key}" if error.key and isinstance(
+            task.data, dict) else where
+        raise config.error(key, f"task {task.name!r}: {error}") from None
+
+
+def _prune_fraction(config, task, model):
+    from packnet_tf.planning import prune_fraction_for
+
+    value = task.options["prune_fraction"]
+    if not isinstance(value, (str, list, tuple)):
+        return float(value)
+    try:
+        return prune_fraction_for(value, task.index, model.max_tasks)
+    except ValueError as error:
+        raise config.error("defaults.prune_fraction", error) from None
+
+
+def _check_free(config, model, first_new):
+    if first_new is None or not model.tasks or not model.tasks[-1].finished:
+        return
+    report = model.capacity()
+    full = [name for name, c in report.counts.items() if c[0] == 0]
+    if full:
+        last = model.tasks[-1].name
+        raise config.error(
+            f"tasks[{first_new.index}]", f"no free weights left for task "
+            f"{first_new.name!r} in layer(s) {', '.join(full)}: task "
+            f"{last!r} took all it had when it ended (prune fraction 0). "
+            "Start a new model with more `max_tasks` planned, or a wider "
+            "network.")
+
+
+def prepare(config, strategy=None):
+    """Checks a run and builds (or loads) its model.
+
+    Args:
+        config: a `RunConfig`.
+        strategy: an optional `tf.distribute.Strategy` to build the model
+            under.
+
+    Returns:
+        A `RunPlan`.
+
+    Raises:
+        ConfigError: on any problem, before anything trains.
+    """
+    import contextlib
+
+    sidecar = read_sidecar(config.model)
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        model, resumed = _load_or_build(config, sidecar)
+    _check_model_tasks(config, model, resumed)
+    shape = networks.input_shape(model)
+    held = {t.name: t for t in model.tasks}
+    plans = []
+    for task in config.tasks:
+        where = f"tasks[{task.index}]"
+        source = _source(config, task)
+        try:
+            fit_plan(source, shape, resize=task.options["resize"])
+        except DataError as error:
+            raise config.error(f"{where}.data",
+                               f"task {task.name!r}: {error}") from None
+        dtype = "uint8" if source.encoded else None
+        try:
+            import tensorflow as tf
+
+            preprocess_function(task.options["preprocess"],
+                                tf.as_dtype(dtype or "float32"))
+        except DataError as error:
+            raise config.error(f"{where}.preprocess", error) from None
+        classes = source.num_classes
+        wanted = task.options.get("num_classes")
+        if wanted is not None and wanted != classes:
+            raise config.error(
+                f"{where}.num_classes", f"{wanted}, but the data of task "
+                f"{task.name!r} ({source.description}) has {classes} "
+                f"classes: {list(source.class_names)[:10]}.")
+        if task.name in held and held[task.name].num_classes != classes:
+            raise config.error(
+                f"{where}.data", f"task {task.name!r} in {config.model} has "
+                f"a head of {held[task.name].num_classes} classes, but its "
+                f"data ({source.description}) has {classes}. Give the task "
+                "its original data, or a new name.")
+        try:
+            from packnet_tf.training import fresh_optimizer
+
+            fresh_optimizer(keras.optimizers.get(task.options["optimizer"]))
+        except (ValueError, TypeError) as error:
+            raise config.error(f"{where}.optimizer", error) from None
+        plans.append(TaskPlan(task, source, classes,
+                              _prune_fraction(config, task, model)))
+    first_new = next((t for t in config.tasks if t.name not in held), None)
+    _check_free(config, model, first_new)
+    return RunPlan(config, model, resumed, plans, sidecar)

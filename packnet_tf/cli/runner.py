@@ -1,0 +1,321 @@
+"""A resumable run: the config's tasks, phase by phase, saved after each.
+
+Each task goes through the phases train -> prune -> fine-tune -> end (a
+task with prune fraction 0 skips prune and fine-tune). After every phase
+the model file is replaced atomically (`packnet_tf.checkpoint`), so a kill
+at any moment leaves the state at the end of the last finished phase. The
+run's position is read back from the model itself: a task's `state` says
+"training" (its train phase is done), "pruned" or "frozen". Only "pruned"
+is ambiguous (fine-tuned yet or not); the run record next to the model
+(`<model>.run.json`, also written atomically, after the model) names the
+last phase and the SHA-256 of the model file it describes, and is trusted
+only when that digest matches. If a kill falls between the two writes, the
+fine-tune phase runs again: time is lost, never a state.
+
+Every phase is seeded from the run's seed, the task's position and the
+phase, so a resumed run computes what an uninterrupted one would have.
+"""
+
+import contextlib
+import os
+import time
+
+import keras
+import numpy as np
+
+from packnet_tf import checkpoint
+from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
+from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
+from packnet_tf.cli.progress import accuracy_table, history_summary
+from packnet_tf.data import batches
+from packnet_tf.task import FROZEN, PRUNED, TRAINING
+from packnet_tf.training import fresh_optimizer
+
+#: Phases in order, with their number (for seeds and TensorBoard steps).
+PHASES = ("train", "prune", "finetune", "end")
+
+
+class RunLock:
+    """An exclusive lock on a run's model file, released if the process dies.
+
+    Two processes writing one run would interleave phases; `fcntl.flock` is
+    dropped by the kernel when its holder dies, so a killed run never
+    leaves a stale lock. (No-op where `fcntl` does not exist.)
+    """
+
+    def __init__(self, model_path):
+        self.path = model_path.with_name(model_path.name + ".lock")
+        self._file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise PhaseFailed(
+                f"Another process is training {self.path.with_suffix('')}: "
+                "wait for it to finish (or stop it) and re-run.") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()
+
+
+class Run:
+    """Trains a checked `RunPlan`, saving after every phase.
+
+    Args:
+        plan: a `RunPlan` (see `packnet_tf.cli.prepare.prepare`).
+        reporter: a `Reporter`.
+        verbose: Keras `fit` verbosity.
+        strategy: an optional `tf.distribute.Strategy` to compile under.
+    """
+
+    def __init__(self, plan, reporter, verbose="auto", strategy=None):
+        self.plan = plan
+        self.config = plan.config
+        self.model = plan.model
+        self.reporter = reporter
+        self.verbose = verbose
+        self.strategy = strategy
+        self._compiled_for = None
+        self.record = dict(plan.sidecar)
+        self.record.setdefault("accuracy", {})
+        self.record.setdefault("log", [])
+        digest_ok = plan.resumed and self.record.get(
+            "model_sha256") == checkpoint.file_digest(self.config.model)
+        self.last = self.record.get("last_phase") if digest_ok else None
+
+    # -- helpers ----------------------------------------------------------
+
+    def _scope(self):
+        if self.strategy is not None:
+            return self.strategy.scope()
+        return self.model.distribute_strategy.scope()
+
+    def _seed(self, task, phase):
+        return (self.config.seed * 1_000_003 + task.config.index * 10
+                + PHASES.index(phase))
+
+    def _data(self, task, split, seed, shuffle=None):
+        options = task.options
+        return batches(task.source, split, self._input_shape,
+                       batch_size=options["batch_size"], shuffle=shuffle,
+                       seed=seed, preprocess=options["preprocess"],
+                       resize=options["resize"])
+
+    @property
+    def _input_shape(self):
+        return tuple(int(d) for d in self.model.trunk.inputs[0].shape[1:])
+
+    def _loss(self, task):
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=task.options["from_logits"])
+
+    def _compile(self, task, learning_rate):
+        optimizer = keras.optimizers.get(task.options["optimizer"])
+        with self._scope():
+            self.model.compile(
+                optimizer=fresh_optimizer(optimizer, learning_rate),
+                loss=self._loss(task), metrics=["accuracy"])
+        self._compiled_for = task.name
+
+    def _fresh_optimizer_state(self, task, learning_rate):
+        """Starts a phase with a fresh optimizer.
+
+        Within a task the compiled optimizer is kept and its variables are
+        set to those of a new optimizer built the same way (step 0, empty
+        slots, the phase's learning rate): the same fresh start as a new
+        `compile()`, without retracing the train step.
+        """
+        current = getattr(self.model, "optimizer", None)
+        if current is None or not current.built or (
+                self._compiled_for != task.name):
+            self._compile(task, learning_rate)
+            return
+        with self._scope():
+            fresh = fresh_optimizer(current, learning_rate)
+            fresh.build(self.model.trainable_variables)
+        pairs = list(zip(current.variables, fresh.variables))
+        if len(current.variables) != len(fresh.variables) or any(
+                tuple(a.shape) != tuple(b.shape) for a, b in pairs):
+            self._compile(task, learning_rate)
+            return
+        for old, new in pairs:
+            old.assign(new)
+
+    def _save(self, task, phase):
+        checkpoint.save_model(self.model, self.config.model,
+                              include_optimizer=False)
+        self.record.update({
+            "format": 1,
+            "config": self.config.path,
+            "network": network_record(self.config),
+            "model_sha256": checkpoint.file_digest(self.config.model),
+            "last_phase": {"task": task.name, "phase": phase},
+        })
+        self.record["log"].append({"task": task.name, "phase": phase,
+                                   "time": time.time()})
+        checkpoint.write_json(sidecar_path(self.config.model), self.record)
+        step = task.config.index * len(PHASES) + PHASES.index(phase)
+        self.reporter.capacity(step, self.model.capacity())
+
+    def _fit(self, task, phase, epochs, learning_rate):
+        seed = self._seed(task, phase)
+        keras.utils.set_random_seed(seed)
+        self._fresh_optimizer_state(task, learning_rate)
+        guard = NanGuard()
+        validation = (self._data(task, task.source.test_split, seed)
+                      if task.options["validation"]
+                      and task.source.test_split else None)
+        start = time.perf_counter()
+        history = self.model.fit(
+            self._data(task, task.source.train_split, seed), epochs=epochs,
+            validation_data=validation, verbose=self.verbose, shuffle=False,
+            callbacks=[guard] + self.reporter.fit_callbacks(task.name,
+                                                            phase))
+        if guard.failed_at is not None:
+            epoch, batch, loss = guard.failed_at
+            raise PhaseFailed(
+                f"Task {task.name!r}, {phase}: the loss became {loss} at "
+                f"epoch {epoch + 1}, batch {batch + 1}; the phase was "
+                f"stopped and {self.config.model} keeps the state before "
+                "it. Lower the learning rate (or check the data for "
+                "NaN/inf) and re-run the same command to resume.")
+        return history_summary(history, epochs,
+                               time.perf_counter() - start)
+
+    def evaluate(self, task):
+        """Test accuracy of a task, or None without a test split."""
+        if not task.source.test_split:
+            return None
+        self.model.use_task(task.name)
+        data = self._data(task, task.source.test_split, 0, shuffle=False)
+        correct = total = 0
+        for x, y in data:
+            # The model's predict function, kept per task: no recompile.
+            logits = self.model.predict_on_batch(x)
+            correct += int(np.sum(np.argmax(logits, axis=-1) == y.numpy()))
+            total += int(y.shape[0])
+        return correct / max(total, 1)
+
+    # -- the phases -------------------------------------------------------
+
+    def _state(self, task):
+        for info in self.model.tasks:
+            if info.name == task.name:
+                return info.state
+        return None
+
+    def run_task(self, task):
+        """Runs the phases of `task` that are not done yet."""
+        index, name = task.config.index, task.name
+        say = lambda phase, text: self.reporter.phase(  # noqa: E731
+            index, name, phase, text)
+        state = self._state(task)
+        if state == FROZEN:
+            say("done", "finished in an earlier run")
+            return
+        options = task.options
+        prune = task.prune_fraction
+        # A task in a file loaded to resume has finished its train phase
+        # (files are written only at phase ends); a task in a new model
+        # (a converted network's own task) has not.
+        train_pending = state is None or not self.plan.resumed
+        if state is None:
+            keras.utils.set_random_seed(self._seed(task, "train"))
+            with self._scope():
+                self.model.add_task(name, num_classes=task.num_classes)
+            state = TRAINING
+        else:
+            self.model.use_task(name)
+            if self.plan.resumed:
+                say("resume", f"from state {state!r} in {self.config.model}")
+        if train_pending:
+            if hasattr(task.source, "prepare"):
+                task.source.prepare()
+            summary = (self._fit(task, "train", options["epochs"],
+                                 options["learning_rate"])
+                       if options["epochs"] else "0 epochs")
+            self._save(task, "train")
+            say("train", summary)
+        finetuned = self.last == {"task": name, "phase": "finetune"}
+        if prune and state == TRAINING:
+            owned = sum(self.model.owned_counts().values())
+            freed = sum(self.model.prune(prune).values())
+            self._save(task, "prune")
+            free = self.model.capacity().free_fraction()
+            say("prune", f"freed {freed:,} of its {owned:,} weights "
+                f"({prune:.1%}); the network is {free:.1%} free")
+            state, finetuned = PRUNED, False
+        if prune and state == PRUNED and not finetuned:
+            epochs = options["finetune_epochs"]
+            if epochs:
+                rate = options["finetune_learning_rate"] or (
+                    options["learning_rate"] / 10.0)
+                summary = self._fit(task, "finetune", epochs, rate)
+                self._save(task, "finetune")
+                say("finetune", summary)
+        self.model.end_task()
+        accuracy = self.evaluate(task)
+        self.record["accuracy"][name] = accuracy
+        self._save(task, "end")
+        if accuracy is not None:
+            self.reporter.scalars(index, {f"accuracy/{name}": accuracy})
+        say("end", ("" if accuracy is None else
+                    f"test accuracy {accuracy:.4f}; ") +
+            f"frozen and saved to {self.config.model}")
+
+    def run(self):
+        """Runs every task, then prints the accuracy and capacity tables.
+
+        Returns:
+            A dict `{task: test accuracy now}` (None without a test split).
+        """
+        with RunLock(self.config.model):
+            for task in self.plan.tasks:
+                self.run_task(task)
+        now = {t.name: self.evaluate(t) for t in self.plan.tasks}
+        rows = [(t.name, self.record["accuracy"].get(t.name), now[t.name])
+                for t in self.plan.tasks]
+        self.reporter.line("\nTest accuracy right after each task and now:")
+        self.reporter.line(accuracy_table(rows))
+        self.reporter.line(f"\nWho owns the network:\n{self.model.capacity()}")
+        return now
+
+
+def train(config, stream=None, verbose="auto", strategy=None):
+    """Checks and runs a config, resuming from its model file.
+
+    Args:
+        config: a `RunConfig`.
+        stream: where progress lines go (default stdout).
+        verbose: Keras progress-bar verbosity.
+        strategy: an optional `tf.distribute.Strategy`; the model is built
+            and compiled under its scope.
+
+    Returns:
+        `(model, {task: test accuracy})`.
+
+    Raises:
+        ConfigError: on a bad config, before anything trains.
+        PhaseFailed: if a phase stops (NaN loss) or another process holds
+            the run; the model file keeps its last complete state.
+    """
+    plan = prepare(config, strategy=strategy)
+    reporter = Reporter(stream=stream, log_dir=config.log_dir,
+                        num_tasks=len(plan.tasks))
+    if plan.resumed:
+        done = [t.name for t in plan.model.tasks if t.finished]
+        reporter.line(f"Resuming {config.model}: {len(done)} of "
+                      f"{len(plan.tasks)} tasks finished.")
+    run = Run(plan, reporter, verbose=verbose, strategy=strategy)
+    accuracy = run.run()
+    return plan.model, accuracy

@@ -1,0 +1,39 @@
+"""Task data for PackNet: TFDS names, image folders and zips, arrays.
+
+Every source gives labelled examples per split with class names (after an
+optional class subset, relabelled 0..k-1 in the given order);
+`batches(...)` turns one into shuffled (seeded), resized, preprocessed,
+batched and prefetched `tf.data` input for a network.
+
+Example:
+
+>>> from packnet_tf import data
+>>> source = data.from_spec({"folder": "cifar10_jpg.zip",
+...                          "classes": ["airplane", "automobile"]})
+>>> train = data.batches(source, "train", (32, 32, 3), batch_size=64)
+"""
+
+from packnet_tf.data.digits import digit_sources, digit_tasks
+from packnet_tf.data.folder import ImageFolderSource
+from packnet_tf.data.pipeline import FitPlan, batches, fit_plan
+from packnet_tf.data.source import ArraySource, DataError, DataSource
+from packnet_tf.data.source import DatasetSource, npz_source
+from packnet_tf.data.spec import from_spec, normalize_spec
+from packnet_tf.data.tfds_source import TFDSSource
+
+__all__ = [
+    "ArraySource",
+    "DataError",
+    "DataSource",
+    "DatasetSource",
+    "FitPlan",
+    "ImageFolderSource",
+    "TFDSSource",
+    "batches",
+    "digit_sources",
+    "digit_tasks",
+    "fit_plan",
+    "from_spec",
+    "normalize_spec",
+    "npz_source",
+]

@@ -1,0 +1,52 @@
+"""The embedded default data: scikit-learn's 8x8 digits as five 2-way tasks.
+
+1,797 real images ship with scikit-learn, so the demo and the README's first
+job run without any download.
+"""
+
+import numpy as np
+
+from packnet_tf.data.source import ArraySource
+
+#: Five tasks: (0, 1), (2, 3), ..., (8, 9).
+NUM_DIGIT_TASKS = 5
+
+
+def digit_tasks(seed=0, test_size=0.25):
+    """Five `(name, (x_train, y_train), (x_test, y_test))` 2-way tasks.
+
+    Images are float32 in [0, 1], shape (8, 8, 1); labels 0 and 1 stand
+    for the task's lower and higher digit.
+
+    Args:
+        seed: the train/test split's random state.
+        test_size: share of each task's images held out for testing.
+
+    Returns:
+        A list of five tuples, task "digits_0_1" first.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype("float32")[..., None]
+    tasks = []
+    for t in range(NUM_DIGIT_TASKS):
+        keep = np.isin(digits.target, (2 * t, 2 * t + 1))
+        x, y = images[keep], (digits.target[keep] - 2 * t).astype("int32")
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, y, test_size=test_size, random_state=seed, stratify=y)
+        tasks.append((f"digits_{2 * t}_{2 * t + 1}", (x_tr, y_tr),
+                      (x_te, y_te)))
+    return tasks
+
+
+def digit_sources(seed=0):
+    """The five digit tasks as `(name, ArraySource)` pairs."""
+    return [
+        (name, ArraySource({"train": train, "test": test},
+                           class_names=[name.split("_")[1],
+                                        name.split("_")[2]],
+                           description=f"digits {name}"))
+        for name, train, test in digit_tasks(seed)
+    ]

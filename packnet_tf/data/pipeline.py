@@ -1,0 +1,194 @@
+"""From a `DataSource` to the batches a network reads, the `tf.data` way.
+
+`fit_plan` decides, before anything is read, how a source's examples reach
+the network's input shape (decode, resize, add a channel axis, flatten) and
+raises a `DataError` naming both shapes when they cannot. `batches` builds
+the pipeline: shuffle (seeded, early: file names or encoded bytes), decode
+and resize in parallel, preprocess, batch, prefetch.
+"""
+
+import dataclasses
+import importlib
+
+import numpy as np
+import tensorflow as tf
+
+from packnet_tf.data.source import DataError
+
+#: `preprocess` names besides the `keras.applications` module names.
+PREPROCESS_MODES = ("auto", "unit", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitPlan:
+    """How examples of one shape become network inputs.
+
+    Attributes:
+        input_shape: the network's input shape (no batch axis).
+        decode_channels: channels to decode encoded images to, or None.
+        resize: (height, width) to resize images to, or None.
+        expand_channel: add a trailing channel axis (2-D grey images).
+        flatten: reshape to the network's 1-D input.
+    """
+
+    input_shape: tuple
+    decode_channels: int = None
+    resize: tuple = None
+    expand_channel: bool = False
+    flatten: bool = False
+
+
+def _shape_str(shape):
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + (
+        ",)" if len(shape) == 1 else ")")
+
+
+def fit_plan(source, input_shape, resize=True):
+    """Plans how `source`'s examples reach `input_shape`.
+
+    Images (rank 3, or encoded) go into an image network (input rank 3) by
+    decoding with its channel count and resizing height and width. Examples
+    whose size is known go into a 1-D input of the same size by flattening.
+    Anything else must match exactly.
+
+    Args:
+        source: a `DataSource`.
+        input_shape: the network's input shape without the batch axis.
+        resize: whether images may be resized (False: sizes must match).
+
+    Returns:
+        A `FitPlan`.
+
+    Raises:
+        DataError: saying both shapes, when the examples cannot fit.
+    """
+    target = tuple(int(d) for d in input_shape)
+    shape = tuple(source.example_shape)
+    if source.encoded:
+        shape = shape if len(shape) == 3 else (None, None, None)
+    received = _shape_str(shape)
+
+    def no_fit(why):
+        return DataError(
+            f"{source.description} yields examples of shape {received}, "
+            f"which do not fit the network's input {_shape_str(target)}: "
+            f"{why}")
+
+    if len(target) == 3:
+        expand = len(shape) == 2 and target[-1] == 1
+        if expand:
+            shape = shape + (1,)
+        if len(shape) != 3:
+            raise no_fit(f"expected images (height, width, channels).")
+        channels = None
+        if source.encoded:
+            channels = target[-1]
+        elif shape[-1] != target[-1]:
+            raise no_fit(
+                f"{shape[-1]} channels, the network reads {target[-1]}. "
+                "Convert the data or use a network with "
+                f"{shape[-1]} input channels.")
+        size = None
+        if tuple(shape[:2]) != target[:2]:
+            if not resize:
+                raise no_fit("sizes differ and `resize` is off.")
+            size = target[:2]
+        return FitPlan(target, channels, size, expand)
+    if shape == target:
+        return FitPlan(target)
+    if len(target) == 1 and None not in shape and not source.encoded and (
+            int(np.prod(shape)) == target[0]):
+        return FitPlan(target, flatten=True)
+    raise no_fit("expected the same shape (or as many values, for a 1-D "
+                 "input).")
+
+
+def preprocess_function(mode, dtype):
+    """The per-image preprocessing for `mode`.
+
+    Args:
+        mode: `"auto"` (uint8 -> [0, 1] floats, floats unchanged),
+            `"unit"` (divide by 255), `"none"`, or a `keras.applications`
+            module name (`"vgg16"`, `"resnet50"`, ...) whose
+            `preprocess_input` is applied to 0-255 pixels.
+        dtype: the source's example dtype.
+
+    Returns:
+        A function from a float32 tensor to a float32 tensor.
+
+    Raises:
+        DataError: (key "preprocess") for an unknown mode.
+    """
+    if mode == "none" or (mode == "auto" and dtype != tf.uint8 and
+                          not dtype.is_integer):
+        return lambda x: x
+    if mode in ("auto", "unit"):
+        return lambda x: x / 255.0
+    try:
+        module = importlib.import_module(f"keras.applications.{mode}")
+        function = module.preprocess_input
+    except (ImportError, AttributeError, ValueError):
+        raise DataError(
+            f"Unknown preprocess {mode!r}. Expected one of "
+            f"{list(PREPROCESS_MODES)} or a keras.applications module name "
+            "such as 'vgg16', 'resnet50', 'mobilenet_v2'.",
+            key="preprocess") from None
+    return lambda x: function(x)
+
+
+def batches(source, split, input_shape, batch_size=32, shuffle=None,
+            seed=0, preprocess="auto", resize=True, repeat=False):
+    """A batched, prefetched `tf.data.Dataset` of `(x, y)` for a network.
+
+    Args:
+        source: a `DataSource`.
+        split: the split to read.
+        input_shape: the network's input shape (no batch axis).
+        batch_size: examples per batch.
+        shuffle: whether to shuffle (default: for the train split only).
+        seed: shuffle seed; the order differs per epoch, the same per seed.
+        preprocess: see `preprocess_function`.
+        resize: whether images may be resized to the input size.
+        repeat: repeat forever (for step-based training).
+
+    Returns:
+        A `tf.data.Dataset` of float32 `x` batches and int32 labels.
+
+    Raises:
+        DataError: if the examples do not fit `input_shape` (see
+            `fit_plan`) or `preprocess` is unknown.
+
+    Example:
+
+    >>> train = batches(source, "train", (32, 32, 3), batch_size=64, seed=0)
+    """
+    plan = fit_plan(source, input_shape, resize=resize)
+    if shuffle is None:
+        shuffle = split == source.train_split
+    dataset = source.dataset(split, shuffle=bool(shuffle), seed=seed)
+    in_dtype = tf.uint8 if source.encoded else dataset.element_spec[0].dtype
+    prep = preprocess_function(preprocess, in_dtype)
+
+    def to_input(x, y):
+        if plan.decode_channels:
+            x = source.decode(x, plan.decode_channels)
+        if plan.expand_channel:
+            x = x[..., None]
+        x = tf.cast(x, tf.float32)
+        if plan.resize or source.encoded:
+            size = plan.input_shape[:2]
+            # Images already of the input size stay exact: bilinear
+            # resizing to the same size is off by float rounding.
+            x = tf.cond(
+                tf.reduce_all(tf.equal(tf.shape(x)[:2], size)),
+                lambda: x, lambda: tf.image.resize(x, size))
+        if plan.flatten:
+            x = tf.reshape(x, plan.input_shape)
+        x = tf.ensure_shape(prep(x), plan.input_shape)
+        return x, y
+
+    dataset = dataset.map(to_input, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

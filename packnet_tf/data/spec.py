@@ -1,0 +1,135 @@
+"""Task data described in a config: `"tfds:NAME"`, a path, or a dict.
+
+Forms accepted by `from_spec`:
+
+    data: tfds:oxford_flowers102          # a TFDS name, prepared locally
+    data: images/                         # an image folder, or a .zip of one
+    data: arrays.npz                      # x_train, y_train, x_test, y_test
+    data:
+      tfds: cifar10                       # or folder: PATH, or npz: PATH
+      data_dir: ~/tensorflow_datasets     # tfds only
+      download: false                     # tfds only; never unless asked
+      train_split: train
+      test_split: test                    # null: no evaluation split
+      classes: [airplane, automobile]     # a subset, labels 0..k-1 in order
+"""
+
+import os
+import pathlib
+
+from packnet_tf.data.folder import ImageFolderSource
+from packnet_tf.data.source import DataError, npz_source
+from packnet_tf.data.tfds_source import TFDSSource
+
+#: Keys every kind accepts.
+COMMON_KEYS = ("train_split", "test_split", "classes")
+#: Keys per kind of source (the kind key itself first).
+KIND_KEYS = {
+    "tfds": ("tfds", "data_dir", "download", "image_key", "label_key",
+             "shuffle_buffer"),
+    "folder": ("folder",),
+    "npz": ("npz", "x_key", "y_key"),
+}
+
+
+def normalize_spec(spec):
+    """Turns the short string forms into the dict form.
+
+    Args:
+        spec: a string or a dict.
+
+    Returns:
+        A new dict with exactly one kind key.
+
+    Raises:
+        DataError: if the spec is neither, names no kind or several, or has
+            keys its kind does not accept.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        text = str(spec)
+        if text.startswith("tfds:"):
+            return {"tfds": text[len("tfds:"):]}
+        if text.lower().endswith(".npz"):
+            return {"npz": text}
+        return {"folder": text}
+    if not isinstance(spec, dict):
+        raise DataError(
+            "Expected `data` to be 'tfds:NAME', a path, or a mapping with "
+            f"one of {sorted(KIND_KEYS)}. Received: {spec!r}")
+    kinds = [k for k in KIND_KEYS if k in spec]
+    if len(kinds) != 1:
+        raise DataError(
+            f"Expected exactly one of {sorted(KIND_KEYS)} in `data`. "
+            f"Received keys: {sorted(spec)}")
+    allowed = KIND_KEYS[kinds[0]] + COMMON_KEYS
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise DataError(
+            f"Unknown key {unknown[0]!r} for {kinds[0]} data. Allowed: "
+            f"{sorted(allowed)}.", key=unknown[0])
+    return dict(spec)
+
+
+def _path(value, base_dir, key):
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise DataError(f"Expected a path in `{key}`. Received: {value!r}",
+                        key=key)
+    path = pathlib.Path(os.path.expandvars(os.path.expanduser(str(value))))
+    if not path.is_absolute() and base_dir is not None:
+        path = pathlib.Path(base_dir) / path
+    return path
+
+
+def from_spec(spec, base_dir=None):
+    """Builds the `DataSource` a config's `data` value describes.
+
+    Relative paths (folders, `.npz` files, `data_dir`) are read from
+    `base_dir` (the config file's folder); `~` and `$VARS` are expanded.
+
+    Args:
+        spec: see the module docstring.
+        base_dir: the folder relative paths start from (default: the
+            current directory).
+
+    Returns:
+        A `DataSource`, checked: paths exist, a TFDS data set is prepared
+        (unless `download: true`), classes exist.
+
+    Raises:
+        DataError: with the key at fault, on any problem.
+    """
+    spec = normalize_spec(spec)
+    common = {
+        "classes": spec.get("classes"),
+        "train_split": spec.get("train_split", "train"),
+        "test_split": spec.get("test_split", "test"),
+    }
+    for key in ("train_split", "test_split"):
+        value = common[key]
+        if not (isinstance(value, str) and value) and not (
+                key == "test_split" and value is None):
+            raise DataError(f"Expected a split name in `{key}`. Received: "
+                            f"{value!r}", key=key)
+    if "tfds" in spec:
+        name = spec["tfds"]
+        if not isinstance(name, str) or not name:
+            raise DataError(f"Expected a TFDS name in `tfds`. Received: "
+                            f"{name!r}", key="tfds")
+        download = spec.get("download", False)
+        if not isinstance(download, bool):
+            raise DataError(f"Expected true or false in `download`. "
+                            f"Received: {download!r}", key="download")
+        data_dir = spec.get("data_dir")
+        if data_dir is not None:
+            data_dir = _path(data_dir, base_dir, "data_dir")
+        return TFDSSource(
+            name, data_dir=data_dir, download=download,
+            image_key=spec.get("image_key"), label_key=spec.get("label_key"),
+            shuffle_buffer=spec.get("shuffle_buffer", 10_000), **common)
+    if "npz" in spec:
+        return npz_source(
+            _path(spec["npz"], base_dir, "npz"),
+            x_key=spec.get("x_key", "x_{split}"),
+            y_key=spec.get("y_key", "y_{split}"), **common)
+    return ImageFolderSource(_path(spec["folder"], base_dir, "folder"),
+                             **common)
