@@ -1,5 +1,10 @@
 """`convert`: Keras models become PackNetModels with identical outputs."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -416,3 +421,20 @@ def test_converted_model_learns_two_more_tasks_and_keeps_task_one(tmp_path):
     loaded = keras.saving.load_model(path)
     loaded.use_task("orig")
     np.testing.assert_array_equal(outputs(loaded, x), task_one)
+
+
+@pytest.mark.slow
+def test_pretrained_to_tasks_example_runs(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "pretrained_to_tasks.py"),
+         "--epochs", "1", "--retrain-epochs", "0", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "max |output difference| 0.0e+00" in result.stdout
+    assert "task 1 outputs bit-identical after two more tasks: True" in (
+        result.stdout)
+    assert result.stdout.count("total ") == 3  # capacity() after each task
+    assert (tmp_path / "pretrained_to_tasks.keras").is_file()
