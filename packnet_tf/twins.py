@@ -101,8 +101,8 @@ def twin_config(layer, max_tasks):
 
     Raises:
         UnsupportedLayerError: for an argument the twin cannot honour
-            (LoRA, quantization, batch renormalization, synchronized batch
-            norm, a multi-axis batch norm).
+            (LoRA, quantization, batch renormalization, a multi-axis batch
+            norm, or any argument the twin does not know).
     """
     twin_cls, _ = TWINS[type(layer)]
     config = dict(layer.get_config())
@@ -136,11 +136,12 @@ def twin_config(layer, max_tasks):
         value = config.pop(key)
         if key in INERT_ARGUMENTS and value == INERT_ARGUMENTS[key]:
             continue
+        fix = (f" (or with {key}={INERT_ARGUMENTS[key]!r})"
+               if key in INERT_ARGUMENTS else "")
         raise UnsupportedLayerError(
             f"Layer {describe(layer)} has {key}={value!r}, which "
             f"{twin_cls.__name__} does not support. Rebuild the layer "
-            f"without `{key}` (or with {key}="
-            f"{INERT_ARGUMENTS.get(key)!r}) before converting."
+            f"without `{key}`{fix} before converting."
         )
     config["max_tasks"] = max_tasks
     return twin_cls, config
