@@ -124,7 +124,6 @@ def test_mobilenetv2_converts_with_identical_outputs():
     assert converted.active_task.num_classes == 10
 
 
-@pytest.mark.slow
 def test_resnet50_converts_with_identical_outputs():
     keras.utils.set_random_seed(0)
     model = randomize_statistics(keras.applications.ResNet50(
