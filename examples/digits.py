@@ -16,28 +16,12 @@ import time
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import packnet_tf as pn
 from packnet_tf import layers
+from packnet_tf.data import digit_tasks
 
 NUM_TASKS = 5
-
-
-def digit_tasks(seed=0):
-    """Five `(name, (x_train, y_train), (x_test, y_test))` 2-way tasks."""
-    digits = load_digits()
-    images = (digits.images / 16.0).astype("float32")[..., None]
-    tasks = []
-    for t in range(NUM_TASKS):
-        keep = np.isin(digits.target, (2 * t, 2 * t + 1))
-        x, y = images[keep], (digits.target[keep] - 2 * t).astype("int32")
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            x, y, test_size=0.25, random_state=seed, stratify=y)
-        tasks.append((f"digits_{2 * t}_{2 * t + 1}", (x_tr, y_tr),
-                      (x_te, y_te)))
-    return tasks
 
 
 def build_trunk():

@@ -23,7 +23,7 @@ DIGITS_NETWORK = {
 }
 #: What a demo writes into its folder (removed when a demo starts again).
 DEMO_OUTPUTS = ("digits.keras", "digits.run.json", "digits.keras.lock",
-                "serving", "tflite", "capacity.png")
+                "serving", "tflite", "capacity.png", "images")
 
 
 def demo_config(out, epochs=6, finetune_epochs=2, seed=0):
@@ -59,7 +59,8 @@ def _clear(out):
         return
     others = sorted(p.name for p in out.iterdir()
                     if p.name not in DEMO_OUTPUTS
-                    and not p.name.startswith("digits.keras.tmp-"))
+                    and not p.name.startswith("digits.keras.tmp-")
+                    and not p.name.endswith(".partial"))
     if others:
         from packnet_tf.cli.commands import UsageError
 
@@ -105,7 +106,10 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
     start = time.perf_counter()
     model, _ = train(config, stream=stream, verbose=verbose)
     seconds = time.perf_counter() - start
+    from packnet_tf.data import write_digit_folder
+
     written = {"model": config.model,
+               "images": write_digit_folder(out / "images"),
                "record": config.model.with_name("digits.run.json"),
                "plot": plot_capacity(model.capacity(), out / "capacity.png",
                                      title="Who owns the digits network")}
@@ -131,8 +135,13 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
             f"  LiteRT files:                  {out / 'tflite'}/<task>.tflite",
         ]
     lines += [
-        "Next: packnet-tf info " + str(written["model"]) +
-        " --plot capacity.png;  packnet-tf verify " + str(written["model"]),
+        f"  the digits as an image folder: {written['images']}"
+        "/<split>/<digit>/*.png",
+        "Next:",
+        f"  packnet-tf info {written['model']} --plot capacity.png",
+        f"  packnet-tf verify {written['model']}",
+        "  packnet-tf train examples/digits_folder.yaml   (the same tasks "
+        "from the image folder)",
     ]
     print("\n".join(lines), file=stream, flush=True)
     return written

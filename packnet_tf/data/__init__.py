@@ -14,6 +14,7 @@ Example:
 """
 
 from packnet_tf.data.digits import digit_sources, digit_tasks
+from packnet_tf.data.digits import write_digit_folder
 from packnet_tf.data.folder import ImageFolderSource
 from packnet_tf.data.pipeline import FitPlan, batches, fit_plan
 from packnet_tf.data.source import ArraySource, DataError, DataSource
@@ -36,4 +37,5 @@ __all__ = [
     "from_spec",
     "normalize_spec",
     "npz_source",
+    "write_digit_folder",
 ]

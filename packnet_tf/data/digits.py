@@ -50,3 +50,49 @@ def digit_sources(seed=0):
                            description=f"digits {name}"))
         for name, train, test in digit_tasks(seed)
     ]
+
+
+def write_digit_folder(root, seed=0, test_size=0.25):
+    """Writes the digits as an image folder `<root>/<split>/<digit>/*.png`.
+
+    The layout users have for their own images; `examples/digits_folder.yaml`
+    trains on it. Pixels 0..16 are stored as 0..255 greyscale PNGs. The
+    folder is written under a temporary name and renamed, so it is either
+    complete or absent.
+
+    Args:
+        root: the folder to create (must not exist).
+        seed: the train/test split's random state.
+        test_size: the share of each digit held out as `test`.
+
+    Returns:
+        `root` as a `pathlib.Path`.
+
+    Raises:
+        FileExistsError: if `root` exists.
+    """
+    import pathlib
+    import shutil
+
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    root = pathlib.Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root} exists; pick a new folder.")
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype("uint8")[..., None]
+    index = np.arange(len(images))
+    train, test = train_test_split(index, test_size=test_size,
+                                   random_state=seed, stratify=digits.target)
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for split, rows in (("train", train), ("test", test)):
+        for row in rows:
+            folder = staging / split / str(digits.target[row])
+            folder.mkdir(parents=True, exist_ok=True)
+            png = tf.io.encode_png(images[row]).numpy()
+            (folder / f"{row:04d}.png").write_bytes(png)
+    staging.rename(root)
+    return root
