@@ -3,8 +3,9 @@
 Every packed layer becomes its Keras twin (`PackedConv2D` -> `Conv2D`, ...)
 holding the task's *effective* weights: kernel entries owned by tasks 1..t,
 zeros elsewhere, and task t's own bias. A `TaskBatchNormalization` that
-directly follows a linear convolution or dense layer is folded into it; any
-other one becomes a `BatchNormalization` with task t's statistics.
+directly follows a linear convolution or dense layer is folded into it
+(`packnet_tf.export.folding`); any other one becomes a `BatchNormalization`
+with task t's statistics.
 
 The graph is rebuilt with `keras.models.clone_model` rather than traced by
 hand: Keras' own cloning already handles Sequential and functional trunks
@@ -18,6 +19,13 @@ import tensorflow as tf
 
 from packnet_tf import ownership
 from packnet_tf.export.checks import select_tasks
+from packnet_tf.export.folding import (
+    BN_NAMES,
+    batch_norm_affine,
+    fold_into,
+    fold_plan,
+    task_row,
+)
 from packnet_tf.layers import (
     PackedConv1D,
     PackedConv2D,
@@ -37,12 +45,6 @@ TWINS = (
     (PackedSeparableConv2D, keras.layers.SeparableConv2D),
     (TaskBatchNormalization, keras.layers.BatchNormalization),
 )
-#: Layers a following batch norm can fold into (when their activation is
-#: linear).
-FOLDABLE = (PackedDense, PackedConv1D, PackedConv2D, PackedDepthwiseConv2D,
-            PackedSeparableConv2D)
-#: Batch-norm variables, in the order Keras' `BatchNormalization` holds them.
-BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
 def twin_class(layer):
@@ -110,115 +112,6 @@ def make_twin(layer, with_bias=False):
     return twin_class(layer).from_config(config)
 
 
-def _row(layer, name, task_id):
-    return np.asarray(getattr(layer, name).numpy()[task_id - 1])
-
-
-def _is_linear(layer):
-    activation = getattr(layer, "activation", None)
-    return activation is None or activation is keras.activations.linear
-
-
-def _channel_axis(layer, rank):
-    if isinstance(layer, PackedDense):
-        return rank - 1
-    return 1 if layer.data_format == "channels_first" else rank - 1
-
-
-def _can_fold(producer, bn):
-    if not isinstance(producer, FOLDABLE) or not isinstance(
-            bn, TaskBatchNormalization) or not _is_linear(producer):
-        return False
-    rank = len(producer.output.shape)
-    return bn.axis % rank == _channel_axis(producer, rank)
-
-
-def _keras_histories(structure):
-    """`(layer, node, tensor)` of every Keras tensor in a node's config."""
-    if isinstance(structure, dict):
-        if structure.get("class_name") == "__keras_tensor__":
-            return [tuple(structure["config"]["keras_history"])]
-        return [h for v in structure.values() for h in _keras_histories(v)]
-    if isinstance(structure, (list, tuple)):
-        return [h for v in structure for h in _keras_histories(v)]
-    return []
-
-
-def _functional_pairs(model):
-    """`(producer, bn)` pairs of a functional model's graph.
-
-    Read from the model's config, the format Keras saves graphs in: a layer
-    config lists its inbound nodes with the (layer, node, tensor) each
-    argument comes from.
-    """
-    config = model.get_config()
-    nodes = {entry["name"]: entry.get("inbound_nodes", [])
-             for entry in config["layers"]}
-    readers = {}
-    for name, inbound in nodes.items():
-        for history in _keras_histories(inbound):
-            readers[history[0]] = readers.get(history[0], 0) + 1
-    for history in _keras_histories(config.get("output_layers", [])):
-        readers[history[0]] = readers.get(history[0], 0) + 1
-    pairs = []
-    for name, inbound in nodes.items():
-        sources = _keras_histories(inbound)
-        if len(inbound) != 1 or len(sources) != 1:
-            continue
-        producer = sources[0][0]
-        if len(nodes.get(producer, [])) == 1 and readers[producer] == 1:
-            pairs.append((model.get_layer(producer), model.get_layer(name)))
-    return pairs
-
-
-def fold_plan(model):
-    """The batch norms that fold into the layer right before them.
-
-    A `TaskBatchNormalization` folds when its only input is the output of a
-    packed convolution or dense layer with a linear activation, that output
-    feeds nothing else, both are called once, and the batch norm normalizes
-    the channel axis. Nested models are searched too (folds never cross a
-    model boundary).
-
-    Args:
-        model: a Sequential or functional Keras model.
-
-    Returns:
-        A list of `(producer, batch_norm)` layer pairs.
-    """
-    if isinstance(model, keras.Sequential):
-        layers = model.layers
-        pairs = list(zip(layers[:-1], layers[1:]))
-    else:
-        pairs = _functional_pairs(model)
-    plan = [(p, bn) for p, bn in pairs if _can_fold(p, bn)]
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            plan.extend(fold_plan(layer))
-    return plan
-
-
-def batch_norm_affine(bn, task_id):
-    """Task `task_id`'s batch norm as `y = x * scale + shift` (float64).
-
-    Args:
-        bn: a `TaskBatchNormalization`.
-        task_id: the task.
-
-    Returns:
-        `(scale, shift)` NumPy vectors over the channels.
-    """
-    mean = _row(bn, "moving_mean", task_id).astype("float64")
-    variance = _row(bn, "moving_variance", task_id).astype("float64")
-    scale = 1.0 / np.sqrt(variance + bn.epsilon)
-    if bn.scale:
-        scale = scale * _row(bn, "gamma", task_id)
-    shift = -mean * scale
-    if bn.center:
-        shift = shift + _row(bn, "beta", task_id)
-    return scale, shift
-
-
 def task_values(layer, task_id, folded_bn=None):
     """The weights of `layer`'s Keras twin for task `task_id`.
 
@@ -240,28 +133,11 @@ def task_values(layer, task_id, folded_bn=None):
         "bias",)
     for name in names:
         if hasattr(layer, name):
-            values[name] = _row(layer, name, task_id)
+            values[name] = task_row(layer, name, task_id)
     if folded_bn is not None:
-        values = _fold(layer, values, *batch_norm_affine(folded_bn, task_id))
+        values = fold_into(layer, values,
+                           *batch_norm_affine(folded_bn, task_id))
     return values
-
-
-def _fold(layer, values, scale, shift):
-    """Folds `y = x * scale + shift` into a linear layer's weights."""
-    if isinstance(layer, PackedSeparableConv2D):
-        name, per_output = "pointwise_kernel", scale
-    elif isinstance(layer, PackedDepthwiseConv2D):
-        # Output channel c * multiplier + m comes from kernel[..., c, m].
-        kernel = values["kernel"]
-        name, per_output = "kernel", scale.reshape(kernel.shape[-2:])
-    else:
-        name, per_output = "kernel", scale
-    dtype = values[name].dtype
-    folded = dict(values)
-    folded[name] = (values[name].astype("float64") * per_output).astype(dtype)
-    bias = values.get("bias", np.zeros_like(scale))
-    folded["bias"] = (bias.astype("float64") * scale + shift).astype(dtype)
-    return folded
 
 
 def plain_trunk(trunk, task_id=None, fold_batch_norm=True):
