@@ -33,6 +33,7 @@ setup(
         "numpy",
         "pyyaml>=6",
         "matplotlib>=3.7",
+        "tensorboard>=2.16",
     ],
     entry_points={
         "console_scripts": ["packnet-tf = packnet_tf.cli.main:main"],

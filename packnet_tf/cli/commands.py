@@ -99,8 +99,7 @@ def _source(args):
 
 def evaluate(args, out):
     """Accuracy and loss of one task on a data split."""
-    import keras
-
+    from packnet_tf.cli.runner import task_metrics
     from packnet_tf.data import DataError, batches
 
     model = load(args.model)
@@ -121,13 +120,14 @@ def evaluate(args, out):
                        shuffle=False, preprocess=args.preprocess)
     except DataError as error:
         raise UsageError(f"--data {args.data}: {error}") from None
-    model.use_task(args.task)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not args.probabilities), metrics=["accuracy"])
-    logs = model.evaluate(data, verbose=0, return_dict=True)
+    accuracy, loss, count = task_metrics(model, args.task, data,
+                                         from_logits=not args.probabilities)
+    if not count:
+        raise UsageError(f"--data {args.data}: split {args.split!r} has no "
+                         "examples (of the chosen classes).")
     print(f"{args.task} on {source.description} [{args.split}] "
-          f"({source.num_examples(args.split)} examples): accuracy "
-          f"{logs['accuracy']:.4f}, loss {logs['loss']:.4f}", file=out)
+          f"({count} examples): accuracy {accuracy:.4f}, loss "
+          f"{loss:.4f}", file=out)
     return 0
 
 

@@ -189,7 +189,12 @@ def prepare(config, strategy=None):
         ConfigError: on any problem, before anything trains.
     """
     import contextlib
+    import importlib.util
 
+    if config.log_dir is not None and importlib.util.find_spec(
+            "tensorboard") is None:
+        raise config.error("log_dir", "TensorBoard logs need the "
+                           "`tensorboard` package: pip install tensorboard")
     sidecar = read_sidecar(config.model)
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:

@@ -35,6 +35,36 @@ from packnet_tf.training import fresh_optimizer
 PHASES = ("train", "prune", "finetune", "end")
 
 
+def task_metrics(model, task, data, from_logits=True):
+    """Accuracy, mean loss and example count of one task on `data`.
+
+    Uses the model's predict function (kept per task), so evaluating does
+    not recompile the model or disturb its optimizer.
+
+    Args:
+        model: a `PackNetModel`.
+        task: the task's name.
+        data: batches of `(x, y)` with integer labels.
+        from_logits: whether the task's head outputs logits.
+
+    Returns:
+        `(accuracy, loss, count)`; accuracy and loss are None for no data.
+    """
+    model.use_task(task)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=from_logits, reduction="sum")
+    correct = total = 0
+    loss = 0.0
+    for x, y in data:
+        outputs = model.predict_on_batch(x)
+        correct += int(np.sum(np.argmax(outputs, axis=-1) == y.numpy()))
+        loss += float(loss_fn(y, outputs))
+        total += int(y.shape[0])
+    if not total:
+        return None, None, 0
+    return correct / total, loss / total, total
+
+
 class RunLock:
     """An exclusive lock on a run's model file, released if the process dies.
 
@@ -196,15 +226,9 @@ class Run:
         """Test accuracy of a task, or None without a test split."""
         if not task.source.test_split:
             return None
-        self.model.use_task(task.name)
         data = self._data(task, task.source.test_split, 0, shuffle=False)
-        correct = total = 0
-        for x, y in data:
-            # The model's predict function, kept per task: no recompile.
-            logits = self.model.predict_on_batch(x)
-            correct += int(np.sum(np.argmax(logits, axis=-1) == y.numpy()))
-            total += int(y.shape[0])
-        return correct / max(total, 1)
+        return task_metrics(self.model, task.name, data,
+                            task.options["from_logits"])[0]
 
     # -- the phases -------------------------------------------------------
 

@@ -1,0 +1,189 @@
+"""`packnet-tf train`: phases, resuming, adding tasks, NaN stops, TensorBoard."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cli_support import fingerprints, make_npz_tasks, run_cli, tiny_config
+from cli_support import write_config
+from packnet_tf import checkpoint
+from packnet_tf.cli import runner
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    make_npz_tasks(tmp_path)
+    return tmp_path
+
+
+def two_tasks(workdir, **top):
+    """Tasks a and b, both pruned by half (b is not the last of a plan)."""
+    config = tiny_config(workdir, tasks=(("a", 2), ("b", 3)), **top)
+    config["defaults"].update(prune_fraction=0.5, epochs=1)
+    return config
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One run of three tasks with TensorBoard logs: (folder, stdout)."""
+    folder = tmp_path_factory.mktemp("full")
+    make_npz_tasks(folder)
+    path = write_config(folder / "run.yaml", tiny_config(folder))
+    code, out, err = run_cli("train", path, "--quiet", "--log-dir",
+                             folder / "logs")
+    assert code == 0, err
+    return folder, path, out
+
+
+def _phase_lines(out, task):
+    return [line.split("]", 1)[1].split()[0] for line in out.splitlines()
+            if line.startswith("[task ") and f" {task}]" in line]
+
+
+@pytest.mark.slow
+def test_a_run_trains_every_phase_and_reports(full_run):
+    workdir, path, out = full_run
+    assert _phase_lines(out, "a") == ["train", "prune", "finetune", "end"]
+    assert _phase_lines(out, "b") == ["train", "prune", "finetune", "end"]
+    # The last task of an "equal" plan is not pruned.
+    assert _phase_lines(out, "c") == ["train", "end"]
+    assert "freed 365 of its 548 weights (66.7%)" in out
+    assert "Test accuracy right after each task and now:" in out
+    assert "Who owns the network:" in out
+    model = checkpoint.load_model(workdir / "out" / "model.keras")
+    assert [t.state for t in model.tasks] == ["frozen"] * 3
+    assert model.verify() == {"a": 0.0, "b": 0.0, "c": 0.0}
+    record = json.loads((workdir / "out" / "model.run.json").read_text())
+    assert record["last_phase"] == {"task": "c", "phase": "end"}
+    assert record["model_sha256"] == checkpoint.file_digest(
+        workdir / "out" / "model.keras")
+    assert [e["phase"] for e in record["log"]] == [
+        "train", "prune", "finetune", "end"] * 2 + ["train", "end"]
+    # The table's two columns agree: finished tasks never change.
+    table = out.split("right after", 1)[1].split("Who owns")[0]
+    assert table.count("False") == 3 and "True" not in table
+    # Running it again trains nothing.
+    code, again, _ = run_cli("train", path, "--quiet")
+    assert code == 0
+    assert "Resuming" in again and "3 of 3 tasks finished" in again
+    assert all(_phase_lines(again, t) == ["done"] for t in "abc")
+
+
+@pytest.mark.slow
+def test_adding_a_task_trains_only_the_new_one(workdir):
+    config = tiny_config(workdir, max_tasks=3)
+    config["defaults"].update(prune_fraction=0.5, epochs=1)
+    first = dict(config, tasks=config["tasks"][:1])
+    path = write_config(workdir / "run.yaml", first)
+    assert run_cli("train", path, "--quiet")[0] == 0
+    before = fingerprints(workdir / "out" / "model.keras")
+    config["tasks"] = config["tasks"][:2]
+    write_config(path, config)
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 0, err
+    assert _phase_lines(out, "a") == ["done"]
+    assert _phase_lines(out, "b") == ["train", "prune", "finetune", "end"]
+    after = fingerprints(workdir / "out" / "model.keras")
+    assert after["a"] == before["a"]
+    model = checkpoint.load_model(workdir / "out" / "model.keras")
+    assert model.verify() == {"a": 0.0, "b": 0.0}
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_phase_and_keeps_the_last_state(workdir):
+    data = dict(np.load(workdir / "b.npz"))
+    data["x_train"][5] = np.nan
+    np.savez(workdir / "b_nan.npz", **data)
+    config = two_tasks(workdir)
+    config["tasks"][1]["data"] = "b_nan.npz"
+    path = write_config(workdir / "run.yaml", config)
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 3
+    assert "Task 'b', train: the loss became nan at epoch 1" in err
+    assert "keeps the state before it" in err
+    model = checkpoint.load_model(workdir / "out" / "model.keras")
+    assert [(t.name, t.state) for t in model.tasks] == [("a", "frozen")]
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    kept = fingerprints(workdir / "out" / "model.keras")
+    # Fixed data: the same command resumes with task b.
+    config["tasks"][1]["data"] = "b.npz"
+    write_config(path, config)
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 0, err
+    assert _phase_lines(out, "a") == ["done"]
+    assert fingerprints(workdir / "out" / "model.keras")["a"] == kept["a"]
+
+
+@pytest.mark.slow
+def test_killed_between_model_and_record_redoes_only_the_finetune(
+        workdir, monkeypatch):
+    """The one ambiguous state: fine-tuned, but the record says pruned."""
+    path = write_config(workdir / "run.yaml", two_tasks(workdir))
+    real_write = checkpoint.write_json
+
+    class Killed(BaseException):
+        pass
+
+    def write_json(target, data):
+        if data["last_phase"] == {"task": "b", "phase": "finetune"}:
+            raise Killed  # the model file is written, the record is not
+        real_write(target, data)
+
+    monkeypatch.setattr(checkpoint, "write_json", write_json)
+    with pytest.raises(Killed):
+        run_cli("train", path, "--quiet")
+    monkeypatch.setattr(checkpoint, "write_json", real_write)
+    model = checkpoint.load_model(workdir / "out" / "model.keras")
+    assert [t.state for t in model.tasks] == ["frozen", "pruned"]
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 0, err
+    assert _phase_lines(out, "b") == ["resume", "finetune", "end"]
+    assert "from state 'pruned'" in out
+
+
+@pytest.mark.slow
+def test_a_record_matching_the_model_skips_the_finished_finetune(
+        workdir, monkeypatch):
+    path = write_config(workdir / "run.yaml", two_tasks(workdir))
+
+    class Killed(BaseException):
+        pass
+
+    def end_task(self):
+        raise Killed  # after the fine-tune phase was saved and recorded
+
+    from packnet_tf.model import PackNetModel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PackNetModel, "end_task", end_task)
+        with pytest.raises(Killed):
+            run_cli("train", path, "--quiet")
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 0, err
+    assert _phase_lines(out, "a") == ["resume", "end"]
+
+
+@pytest.mark.slow
+def test_log_dir_holds_losses_and_capacity_per_task(full_run):
+    logs = full_run[0] / "logs"
+    tags = {}
+    for event_file in (logs / "run").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(event_file)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    for name in ("a", "b", "c", "free"):
+        assert f"capacity/{name}" in tags
+    assert {"accuracy/a", "accuracy/b", "accuracy/c"} <= set(tags)
+    assert list((logs / "a" / "train").rglob("events.out.tfevents.*"))
+    assert list((logs / "b" / "finetune").rglob("events.out.tfevents.*"))
+
+
+def test_a_second_process_on_the_same_run_is_refused(workdir):
+    model_path = workdir / "out" / "model.keras"
+    with runner.RunLock(model_path):
+        path = write_config(workdir / "run.yaml", tiny_config(workdir))
+        code, _, err = run_cli("train", path, "--quiet")
+    assert code == 3 and "Another process is training" in err
