@@ -320,7 +320,7 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         names.append(entry["name"])
         options = {k: v for k, v in entry.items() if k not in TASK_ONLY_KEYS}
         check_task_options(options, where, path, plan_ok=False)
-        merged = dict(TASK_DEFAULTS, **defaults, **options)
+        merged = {**TASK_DEFAULTS, **defaults, **options}
         tasks.append(TaskConfig(entry["name"], entry["data"], merged, index))
     max_tasks = data.get("max_tasks")
     if max_tasks is not None:

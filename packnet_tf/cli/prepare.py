@@ -195,6 +195,9 @@ def prepare(config, strategy=None):
             "tensorboard") is None:
         raise config.error("log_dir", "TensorBoard logs need the "
                            "`tensorboard` package: pip install tensorboard")
+    # Data first: a missing path or an unprepared TFDS data set is
+    # reported before a network is built (which may download weights).
+    sources = [_source(config, task) for task in config.tasks]
     sidecar = read_sidecar(config.model)
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
@@ -203,9 +206,8 @@ def prepare(config, strategy=None):
     shape = networks.input_shape(model)
     held = {t.name: t for t in model.tasks}
     plans = []
-    for task in config.tasks:
+    for task, source in zip(config.tasks, sources):
         where = f"tasks[{task.index}]"
-        source = _source(config, task)
         try:
             fit_plan(source, shape, resize=task.options["resize"])
         except DataError as error:

@@ -195,6 +195,9 @@ class ImageFolderSource(DataSource):
                                deterministic=True)
         # One Python call per chunk of images, not per image: the call's
         # overhead (the GIL, eager tensors) is larger than a member read.
+        # (Re-batching hides the length: state it, so Keras knows the
+        # epoch's steps.)
         return dataset.batch(_ZIP_CHUNK).map(
             self._read_zip, num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True).unbatch()
+            deterministic=True).unbatch().apply(
+                tf.data.experimental.assert_cardinality(len(labels)))
