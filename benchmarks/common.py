@@ -129,7 +129,8 @@ def decoded_split(path, classes, split, limit=None, seed=0):
         dataset = dataset.take(limit)
     dataset = dataset.map(lambda x, y: (tf.cast(x, tf.uint8), y)).cache()
     count = int(dataset.reduce(0, lambda n, _: n + 1))  # fills the cache
-    return dataset, count
+    # A known length lets Keras count steps from the first epoch on.
+    return dataset.apply(tf.data.experimental.assert_cardinality(count)), count
 
 
 def to_unit(x, y):

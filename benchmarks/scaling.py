@@ -138,7 +138,8 @@ def print_table(rows):
           f"{'ratio':>7}{'(min-max)':>12}{'prune s':>9}")
     for name, r in rows.items():
         s, q = r["seconds_per_step"], r["ratio_vs_keras"]
-        print(f"{name:<16}{r['params']:>10,}{s['keras']['median'] * 1e3:>10.1f}"
+        print(f"{name:<16}{r['params']:>10,}"
+              f"{s['keras']['median'] * 1e3:>10.1f}"
               f"{s['packnet']['median'] * 1e3:>11.1f}{q['median']:>6.2f}x"
               f"{q['min']:>6.2f}-{q['max']:<5.2f}"
               f"{r['prune_seconds']['median']:>9.3f}")
@@ -175,11 +176,11 @@ def main(argv=None):
     for network in networks:
         start = time.perf_counter()
         rows[network] = measure(network, images, labels, args)
-        r = rows[network]
-        print(f"{network}: {r['seconds_per_step']['packnet']['median'] * 1e3:.1f}"
-              f" ms/step PackNet, {r['seconds_per_step']['keras']['median'] * 1e3:.1f}"
-              f" ms/step Keras ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+        step = {n: s["median"] * 1e3 for n, s in
+                rows[network]["seconds_per_step"].items()}
+        print(f"{network}: {step['packnet']:.1f} ms/step PackNet, "
+              f"{step['keras']:.1f} ms/step Keras "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
     print_table(rows)
     path = write_json("scaling.json", {
         "workload": f"training step at batch {args.batch} on task 2 of "

@@ -1,4 +1,4 @@
-"""split-cifar10-5 accuracy: PackNet against individual networks and fine-tuning.
+"""split-cifar10-5 accuracy: PackNet vs individual networks and fine-tuning.
 
 The reference workload of ../shared/data/README.md, side by side in one run:
 five 2-way tasks of CIFAR-10 (real JPEGs from ../shared/data/cifar10_jpg.zip,
@@ -16,7 +16,7 @@ Prints per task the test accuracy right after learning the task and after
 all five, the mean final accuracy, mean forgetting (asserted exactly 0 for
 PackNet, whose earlier tasks' logits are also asserted bit-identical),
 train wall time, seconds per epoch (median epoch) and inference images/s
-(batch 256), and writes results/split_cifar10_5.json. Not a test.
+(batch 256, methods alternated), and writes results/split_cifar10_5.json. Not a test.
 
     PYTHONPATH=. python benchmarks/split_cifar10_5.py           # full run
     PYTHONPATH=. python benchmarks/split_cifar10_5.py --quick   # smoke run
@@ -27,6 +27,7 @@ investigations; a run with any of them writes a separate JSON file (see
 """
 
 import argparse
+import os
 import time
 
 import keras
@@ -44,7 +45,7 @@ BATCH, INFERENCE_BATCH, PRUNE_FRACTION = 64, 256, 0.5
 #: Quick runs: tasks, training images (5 steps of 64) and test images per task.
 QUICK_TASKS, QUICK_TRAIN, QUICK_TEST = 2, 5 * BATCH, 2 * INFERENCE_BATCH
 #: Timed passes over every task's test images, per method.
-INFERENCE_REPEATS = 3
+INFERENCE_ROUNDS = 5
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -83,7 +84,8 @@ class FreshFreeWeights(keras.callbacks.Callback):
             for _, kernel, owner in getattr(layer, "packed_kernels",
                                             list)():
                 mine = ownership.trainable_mask(owner, task_id)
-                kernel.assign(np.where(mine, init(kernel.shape), kernel))
+                kernel.assign(
+                    keras.ops.where(mine, init(kernel.shape), kernel))
 
 
 def load_tasks(args):
@@ -113,25 +115,39 @@ def accuracy(logits, task):
     return float(np.mean(np.argmax(logits, -1) == task["y_test"]))
 
 
-def images_per_s(models, tasks):
-    """Median over repeats of test images / seconds, every task's model.
+def images_per_s(readies, tasks):
+    """Inference images/s per method, the methods alternated in each round.
 
-    `models[i]` is a zero-argument function that readies task i's model and
-    returns it (PackNet switches its active task there).
+    A round times, for every method in turn (the order rotates), one
+    `predict` at batch 256 over every task's test images; each method's
+    figure is the median over rounds, so a slow spell of a shared machine
+    hits every method alike.
+
+    Args:
+        readies: `{method: [function per task]}`; a function readies its
+            task's model (PackNet switches its active task) and returns it.
+        tasks: the tasks.
+
+    Returns:
+        `{method: images per second}`.
     """
-    rates = []
-    for _ in range(INFERENCE_REPEATS):
-        seconds = 0.0
-        for ready, task in zip(models, tasks):
-            model = ready()
-            start = time.perf_counter()
-            predict(model, task)
-            seconds += time.perf_counter() - start
-        rates.append(sum(len(t["y_test"]) for t in tasks) / seconds)
-    return float(np.median(rates))
+    images = sum(len(t["y_test"]) for t in tasks)
+    rates = {method: [] for method in readies}
+    names = list(readies)
+    for r in range(INFERENCE_ROUNDS):
+        for method in names[r % len(names):] + names[:r % len(names)]:
+            seconds = 0.0
+            for ready, task in zip(readies[method], tasks):
+                model = ready()
+                start = time.perf_counter()
+                predict(model, task)
+                seconds += time.perf_counter() - start
+            rates[method].append(images / seconds)
+    return {method: float(np.median(r)) for method, r in rates.items()}
 
 
-def result(after, final, train_seconds, timer, rate):
+def result(after, final, train_seconds, timer):
+    """A method's figures; `images_per_s` is filled in by `main`."""
     return {
         "acc_after_learning": after,
         "final_acc": final,
@@ -139,7 +155,7 @@ def result(after, final, train_seconds, timer, rate):
         "mean_forgetting": float(np.mean(np.subtract(after, final))),
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.median(timer.seconds)),
-        "images_per_s": rate,
+        "images_per_s": None,
     }
 
 
@@ -194,9 +210,9 @@ def run_packnet(tasks, args):
         model.use_task(name)
         return model
 
-    rate = images_per_s([lambda n=t["name"]: ready(n) for t in tasks], tasks)
     print(model.capacity())
-    return result(after, final, train_seconds, timer, rate)
+    readies = [lambda n=t["name"]: ready(n) for t in tasks]
+    return result(after, final, train_seconds, timer), readies
 
 
 def plain_network(trunk_only=False):
@@ -233,13 +249,13 @@ def run_baseline(tasks, args, shared):
               f"{after[-1]:.4f} ({time.perf_counter() - start:.0f} s)",
               flush=True)
     final = [accuracy(predict(m, t), t) for m, t in zip(models, tasks)]
-    rate = images_per_s([lambda m=m: m for m in models], tasks)
-    return result(after, final, train_seconds, timer, rate)
+    readies = [lambda m=m: m for m in models]
+    return result(after, final, train_seconds, timer), readies
 
 
 def print_table(methods, names):
-    header = (f"{'method':<11}{'':<7}" + "".join(f"{n[:13]:>14}" for n in names)
-              + f"{'mean':>8}")
+    header = (f"{'method':<11}{'':<7}"
+              + "".join(f"{n[:13]:>14}" for n in names) + f"{'mean':>8}")
     print("\n" + header)
     for method, m in methods.items():
         for label, key in (("after", "acc_after_learning"),
@@ -300,6 +316,10 @@ def main(argv=None):
                         "split_cifar10_5.json; with --quick or a variant, "
                         "a name that says so)")
     args = parser.parse_args(argv)
+    if args.out is not None and (os.path.basename(args.out) != args.out
+                                 or not args.out.endswith(".json")):
+        parser.error("--out: expected a file name ending in .json, written "
+                     f"in benchmarks/results/. Received: {args.out!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - {"packnet", "individual", "finetune"})
     if unknown or not methods:
@@ -316,14 +336,18 @@ def main(argv=None):
         "individual": lambda: run_baseline(tasks, args, shared=False),
         "finetune": lambda: run_baseline(tasks, args, shared=True),
     }
-    results = {m: runs[m]() for m in methods}
+    results, readies = {}, {}
+    for method in methods:
+        results[method], readies[method] = runs[method]()
+    for method, rate in images_per_s(readies, tasks).items():
+        results[method]["images_per_s"] = rate
     print_table(results, [t["name"] for t in tasks])
     if "packnet" in results and "individual" in results:
         gap = (results["individual"]["mean_final_acc"]
                - results["packnet"]["mean_final_acc"])
         print(f"\nPackNet's mean final accuracy is {abs(gap) * 100:.2f} "
               f"points {'below' if gap > 0 else 'above'} individual "
-              f"networks', with one network instead of {len(tasks)}.")
+              f"networks, with one network instead of {len(tasks)}.")
     name = args.out or "split_cifar10_5{}{}.json".format(
         "".join(f"_{tag}" for tag in variant_tags(args)),
         "_quick" if args.quick else "")
