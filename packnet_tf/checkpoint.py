@@ -30,6 +30,10 @@ class CheckpointError(ValueError):
     """A model file is missing, truncated, corrupt, or not a PackNet model."""
 
 
+class RunBusyError(RuntimeError):
+    """Another process holds the lock of a model file (see `RunLock`)."""
+
+
 def _fsync_dir(directory):
     # The rename itself must reach the disk too; not every OS allows
     # opening a directory (Windows does not), and there it is not needed.
@@ -239,3 +243,43 @@ def load_model(path, packnet_only=True):
             "first."
         )
     return model
+
+
+class RunLock:
+    """An exclusive lock on a run's model file, released if the process dies.
+
+    Two processes writing one run would interleave phases; `fcntl.flock` is
+    dropped by the kernel when its holder dies, so a killed run never
+    leaves a stale lock. (No-op where `fcntl` does not exist.)
+
+    Args:
+        model_path: the model file; the lock is `<model_path>.lock`.
+
+    Raises:
+        RunBusyError: on entering, if another process holds the lock.
+    """
+
+    def __init__(self, model_path):
+        model_path = pathlib.Path(model_path)
+        self.path = model_path.with_name(model_path.name + ".lock")
+        self._file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise RunBusyError(
+                f"Another process is training {self.path.with_suffix('')}: "
+                "wait for it to finish (or stop it) and re-run.") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()

@@ -1,4 +1,4 @@
-"""Atomic model files: a failed save changes nothing; bad files load clearly."""
+"""Atomic model files: failed saves change nothing; bad files fail clearly."""
 
 import json
 import os

@@ -1,7 +1,6 @@
 """`packnet-tf info`, `verify`, `eval` and `export` on a small saved model."""
 
 import json
-import pathlib
 import zipfile
 
 import keras

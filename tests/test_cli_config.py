@@ -1,4 +1,4 @@
-"""Every bad config is one line naming the file and key, exit 2, no training."""
+"""Each bad config: one line naming file and key, exit 2, nothing trained."""
 
 import copy
 

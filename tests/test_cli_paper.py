@@ -8,7 +8,6 @@ half, then three tasks, the last unpruned.
 """
 
 import copy
-import pathlib
 
 import numpy as np
 import pytest

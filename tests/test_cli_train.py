@@ -1,4 +1,4 @@
-"""`packnet-tf train`: phases, resuming, adding tasks, NaN stops, TensorBoard."""
+"""`packnet-tf train`: phases, resuming, new tasks, NaN stops, TensorBoard."""
 
 import json
 
@@ -9,7 +9,6 @@ import tensorflow as tf
 from cli_support import fingerprints, make_npz_tasks, run_cli, tiny_config
 from cli_support import write_config
 from packnet_tf import checkpoint
-from packnet_tf.cli import runner
 
 
 @pytest.fixture
@@ -183,7 +182,7 @@ def test_log_dir_holds_losses_and_capacity_per_task(full_run):
 
 def test_a_second_process_on_the_same_run_is_refused(workdir):
     model_path = workdir / "out" / "model.keras"
-    with runner.RunLock(model_path):
+    with checkpoint.RunLock(model_path):
         path = write_config(workdir / "run.yaml", tiny_config(workdir))
         code, _, err = run_cli("train", path, "--quiet")
     assert code == 3 and "Another process is training" in err

@@ -99,7 +99,7 @@ def _source(args):
 
 def evaluate(args, out):
     """Accuracy and loss of one task on a data split."""
-    from packnet_tf.cli.runner import task_metrics
+    from packnet_tf.cli.metrics import task_metrics
     from packnet_tf.data import DataError, batches
 
     model = load(args.model)

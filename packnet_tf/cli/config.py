@@ -20,59 +20,21 @@ folder. Example:
 
 This module only reads and checks the file (no TensorFlow): errors are
 `ConfigError`s naming the file and the key, raised before anything runs.
+The keys and value checks live in `packnet_tf.cli.schema`.
 """
+
+__all__ = ["ConfigError", "RunConfig", "TASK_DEFAULTS", "TaskConfig",
+           "load_config", "parse_config"]
 
 import dataclasses
 import json
 import os
 import pathlib
 
+from packnet_tf.cli.schema import TASK_DEFAULTS, TASK_ONLY_KEYS, TOP_KEYS
+from packnet_tf.cli.schema import ConfigError, check_int, check_network
+from packnet_tf.cli.schema import check_task_options, check_unknown
 from packnet_tf.task import validate_task_name
-
-#: Top-level keys.
-TOP_KEYS = ("model", "max_tasks", "seed", "network", "defaults", "tasks",
-            "log_dir")
-#: Keys a task (or `defaults`) may set, with their defaults.
-TASK_DEFAULTS = {
-    "epochs": 1,
-    "finetune_epochs": 1,
-    "learning_rate": 1e-3,
-    "finetune_learning_rate": None,  # a tenth of learning_rate
-    "prune_fraction": 0.5,
-    "batch_size": 32,
-    "optimizer": "adam",
-    "preprocess": "auto",
-    "resize": True,
-    "from_logits": True,
-    "num_classes": None,
-    "validation": False,
-}
-#: Keys only a task has.
-TASK_ONLY_KEYS = ("name", "data")
-#: Network types and the keys each accepts (besides `type`).
-NETWORK_KEYS = {
-    "cnn": ("input_shape", "conv", "dense", "kernel_size", "batch_norm",
-            "batch_norm_momentum", "global_pool"),
-    "mlp": ("input_shape", "dense", "batch_norm", "batch_norm_momentum"),
-    "application": ("name", "input_shape", "weights", "first_task",
-                    "args"),
-    "file": ("path", "first_task"),
-}
-
-
-class ConfigError(ValueError):
-    """A bad config: one line naming the file, the key and the problem.
-
-    Attributes:
-        path: the config file.
-        key: the key at fault, dotted (`tasks[2].data.classes`).
-    """
-
-    def __init__(self, path, key, message):
-        self.path, self.key = str(path), key
-        where = f"{self.path}: {key}" if key else self.path
-        super().__init__(f"{where}: {' '.join(str(message).split())}")
-
 
 @dataclasses.dataclass
 class TaskConfig:
@@ -161,116 +123,6 @@ def read_file(path):
     return data
 
 
-def _unknown(where, keys, allowed, path):
-    unknown = sorted(set(keys) - set(allowed))
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(path, key,
-                          f"unknown key. Allowed here: {sorted(allowed)}.")
-
-
-def _int(value, key, path, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, int) or (
-            value < minimum):
-        raise ConfigError(path, key, f"expected an int >= {minimum}. "
-                          f"Received: {value!r}")
-    return value
-
-
-def _number(value, key, path, none_ok=False):
-    if value is None and none_ok:
-        return None
-    if isinstance(value, str):
-        try:  # YAML reads 1e-3 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            value <= 0):
-        raise ConfigError(path, key,
-                          f"expected a positive number. Received: {value!r}")
-    return float(value)
-
-
-def check_task_options(options, where, path, plan_ok):
-    """Checks and normalizes the task keys in `options` (in place)."""
-    for key in ("epochs", "finetune_epochs"):
-        if key in options:
-            _int(options[key], f"{where}.{key}", path)
-    if "batch_size" in options:
-        _int(options["batch_size"], f"{where}.batch_size", path, 1)
-    for key in ("learning_rate", "finetune_learning_rate"):
-        if key in options:
-            options[key] = _number(options[key], f"{where}.{key}", path,
-                                   none_ok=key.startswith("finetune"))
-    if options.get("num_classes") is not None:
-        _int(options["num_classes"], f"{where}.num_classes", path, 1)
-    for key in ("resize", "from_logits", "validation"):
-        if key in options and not isinstance(options[key], bool):
-            raise ConfigError(path, f"{where}.{key}", "expected true or "
-                              f"false. Received: {options[key]!r}")
-    if "preprocess" in options and not isinstance(options["preprocess"],
-                                                  str):
-        raise ConfigError(path, f"{where}.preprocess", "expected a name. "
-                          f"Received: {options['preprocess']!r}")
-    optimizer = options.get("optimizer")
-    if optimizer is not None and not isinstance(optimizer, (str, dict)):
-        raise ConfigError(path, f"{where}.optimizer", "expected a name "
-                          "('adam') or {class_name: ..., config: {...}}. "
-                          f"Received: {optimizer!r}")
-    if "prune_fraction" in options:
-        value = options["prune_fraction"]
-        if isinstance(value, (str, list)) and not plan_ok:
-            raise ConfigError(path, f"{where}.prune_fraction", "a task takes "
-                              "a number in [0, 1); set a list or 'equal' in "
-                              f"`defaults`. Received: {value!r}")
-        if not isinstance(value, (str, list)) and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-                or not 0 <= value < 1):
-            raise ConfigError(path, f"{where}.prune_fraction", "expected a "
-                              "number in [0, 1), a list of them (one per "
-                              f"task) or 'equal'. Received: {value!r}")
-
-
-def _check_network(network, path):
-    if not isinstance(network, dict) or network.get("type") not in (
-            NETWORK_KEYS):
-        raise ConfigError(path, "network.type", "expected one of "
-                          f"{sorted(NETWORK_KEYS)}. Received: "
-                          f"{network.get('type') if isinstance(network, dict) else network!r}")
-    kind = network["type"]
-    _unknown("network", set(network) - {"type"}, NETWORK_KEYS[kind], path)
-    if kind in ("cnn", "mlp", "application") and "input_shape" in network:
-        shape = network["input_shape"]
-        if not isinstance(shape, list) or not shape or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0
-                for d in shape):
-            raise ConfigError(path, "network.input_shape", "expected a list "
-                              f"of positive ints. Received: {shape!r}")
-    elif kind in ("cnn", "mlp"):
-        raise ConfigError(path, "network.input_shape", "missing: the shape "
-                          "of one example, e.g. [32, 32, 3].")
-    if kind == "file" and "path" not in network:
-        raise ConfigError(path, "network.path", "missing: the .keras file.")
-    if kind == "application" and not isinstance(network.get("name"), str):
-        raise ConfigError(path, "network.name", "expected a "
-                          "keras.applications name such as 'VGG16'.")
-    for key in ("conv", "dense"):
-        layers = network.get(key, [])
-        if not isinstance(layers, list) or not all(
-                (isinstance(w, int) and not isinstance(w, bool) and w > 0)
-                or (key == "conv" and w == "pool") for w in layers):
-            allowed = "positive ints" + (" or 'pool'" if key == "conv"
-                                         else "")
-            raise ConfigError(path, f"network.{key}", f"expected a list of "
-                              f"{allowed}. Received: {layers!r}")
-    if network.get("first_task") is not None:
-        try:
-            validate_task_name(network["first_task"], [])
-        except ValueError as error:
-            raise ConfigError(path, "network.first_task", error) from None
-
-
 def parse_config(data, path, base_dir, model=None, log_dir=None):
     """Checks a parsed config and fills in defaults.
 
@@ -288,15 +140,15 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         ConfigError: on unknown keys, wrong types, missing keys or
             duplicate task names.
     """
-    _unknown("", data, TOP_KEYS, path)
+    check_unknown("", data, TOP_KEYS, path)
     for key in ("network", "tasks"):
         if key not in data:
             raise ConfigError(path, key, "missing.")
-    _check_network(data["network"], path)
+    check_network(data["network"], path)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(path, "defaults", "expected a mapping.")
-    _unknown("defaults", defaults, TASK_DEFAULTS, path)
+    check_unknown("defaults", defaults, TASK_DEFAULTS, path)
     defaults = dict(defaults)
     check_task_options(defaults, "defaults", path, plan_ok=True)
     tasks_data = data["tasks"]
@@ -309,7 +161,8 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         if not isinstance(entry, dict):
             raise ConfigError(path, where, "expected a mapping with `name` "
                               f"and `data`. Received: {entry!r}")
-        _unknown(where, entry, TASK_ONLY_KEYS + tuple(TASK_DEFAULTS), path)
+        check_unknown(where, entry, TASK_ONLY_KEYS + tuple(TASK_DEFAULTS),
+                      path)
         for key in TASK_ONLY_KEYS:
             if key not in entry:
                 raise ConfigError(path, f"{where}.{key}", "missing.")
@@ -324,11 +177,11 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         tasks.append(TaskConfig(entry["name"], entry["data"], merged, index))
     max_tasks = data.get("max_tasks")
     if max_tasks is not None:
-        _int(max_tasks, "max_tasks", path, 1)
+        check_int(max_tasks, "max_tasks", path, 1)
         if max_tasks < len(tasks):
             raise ConfigError(path, "max_tasks", f"{max_tasks} is fewer "
                               f"than the {len(tasks)} tasks listed.")
-    seed = _int(data.get("seed", 0), "seed", path)
+    seed = check_int(data.get("seed", 0), "seed", path)
     model = model or data.get("model")
     if not model:
         raise ConfigError(path, "model", "missing: the .keras file the run "

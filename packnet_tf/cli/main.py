@@ -148,9 +148,10 @@ def main(argv=None, out=None):
         print(f"packnet-tf {args.command}: error: {error}", file=sys.stderr)
         return BAD_INPUT
     except Exception as error:
+        from packnet_tf.checkpoint import RunBusyError
         from packnet_tf.cli.progress import PhaseFailed
 
-        if isinstance(error, PhaseFailed):
+        if isinstance(error, (PhaseFailed, RunBusyError)):
             print(f"packnet-tf {args.command}: stopped: {error}",
                   file=sys.stderr)
             return STOPPED

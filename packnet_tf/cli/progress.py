@@ -1,4 +1,4 @@
-"""What a run prints and logs: phase summaries, tables, TensorBoard, NaN stop."""
+"""What a run prints and logs: phase lines, tables, TensorBoard, NaN stops."""
 
 import math
 import sys

@@ -16,16 +16,14 @@ Every phase is seeded from the run's seed, the task's position and the
 phase, so a resumed run computes what an uninterrupted one would have.
 """
 
-import contextlib
-import os
 import time
 
 import keras
-import numpy as np
 
 from packnet_tf import checkpoint
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
 from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
+from packnet_tf.cli.metrics import task_metrics
 from packnet_tf.cli.progress import accuracy_table, history_summary
 from packnet_tf.data import batches
 from packnet_tf.task import FROZEN, PRUNED, TRAINING
@@ -33,69 +31,6 @@ from packnet_tf.training import fresh_optimizer
 
 #: Phases in order, with their number (for seeds and TensorBoard steps).
 PHASES = ("train", "prune", "finetune", "end")
-
-
-def task_metrics(model, task, data, from_logits=True):
-    """Accuracy, mean loss and example count of one task on `data`.
-
-    Uses the model's predict function (kept per task), so evaluating does
-    not recompile the model or disturb its optimizer.
-
-    Args:
-        model: a `PackNetModel`.
-        task: the task's name.
-        data: batches of `(x, y)` with integer labels.
-        from_logits: whether the task's head outputs logits.
-
-    Returns:
-        `(accuracy, loss, count)`; accuracy and loss are None for no data.
-    """
-    model.use_task(task)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=from_logits, reduction="sum")
-    correct = total = 0
-    loss = 0.0
-    for x, y in data:
-        outputs = model.predict_on_batch(x)
-        correct += int(np.sum(np.argmax(outputs, axis=-1) == y.numpy()))
-        loss += float(loss_fn(y, outputs))
-        total += int(y.shape[0])
-    if not total:
-        return None, None, 0
-    return correct / total, loss / total, total
-
-
-class RunLock:
-    """An exclusive lock on a run's model file, released if the process dies.
-
-    Two processes writing one run would interleave phases; `fcntl.flock` is
-    dropped by the kernel when its holder dies, so a killed run never
-    leaves a stale lock. (No-op where `fcntl` does not exist.)
-    """
-
-    def __init__(self, model_path):
-        self.path = model_path.with_name(model_path.name + ".lock")
-        self._file = None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            raise PhaseFailed(
-                f"Another process is training {self.path.with_suffix('')}: "
-                "wait for it to finish (or stop it) and re-run.") from None
-        return self
-
-    def __exit__(self, *exc):
-        if self._file is not None:
-            self._file.close()
 
 
 class Run:
@@ -303,7 +238,7 @@ class Run:
         Returns:
             A dict `{task: test accuracy now}` (None without a test split).
         """
-        with RunLock(self.config.model):
+        with checkpoint.RunLock(self.config.model):
             for task in self.plan.tasks:
                 self.run_task(task)
         now = {t.name: self.evaluate(t) for t in self.plan.tasks}
@@ -330,8 +265,9 @@ def train(config, stream=None, verbose="auto", strategy=None):
 
     Raises:
         ConfigError: on a bad config, before anything trains.
-        PhaseFailed: if a phase stops (NaN loss) or another process holds
-            the run; the model file keeps its last complete state.
+        PhaseFailed: if a phase stops (NaN loss); the model file keeps
+            its last complete state.
+        RunBusyError: if another process is training the same model file.
     """
     plan = prepare(config, strategy=strategy)
     reporter = Reporter(stream=stream, log_dir=config.log_dir,

@@ -13,12 +13,12 @@ Example:
 >>> train = data.batches(source, "train", (32, 32, 3), batch_size=64)
 """
 
+from packnet_tf.data.arrays import ArraySource, DatasetSource, npz_source
 from packnet_tf.data.digits import digit_sources, digit_tasks
 from packnet_tf.data.digits import write_digit_folder
 from packnet_tf.data.folder import ImageFolderSource
 from packnet_tf.data.pipeline import FitPlan, batches, fit_plan
-from packnet_tf.data.source import ArraySource, DataError, DataSource
-from packnet_tf.data.source import DatasetSource, npz_source
+from packnet_tf.data.source import DataError, DataSource
 from packnet_tf.data.spec import from_spec, normalize_spec
 from packnet_tf.data.tfds_source import TFDSSource
 

@@ -6,7 +6,7 @@ job run without any download.
 
 import numpy as np
 
-from packnet_tf.data.source import ArraySource
+from packnet_tf.data.arrays import ArraySource
 
 #: Five tasks: (0, 1), (2, 3), ..., (8, 9).
 NUM_DIGIT_TASKS = 5

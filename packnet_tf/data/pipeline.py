@@ -79,7 +79,7 @@ def fit_plan(source, input_shape, resize=True):
         if expand:
             shape = shape + (1,)
         if len(shape) != 3:
-            raise no_fit(f"expected images (height, width, channels).")
+            raise no_fit("expected images (height, width, channels).")
         channels = None
         if source.encoded:
             channels = target[-1]

@@ -17,8 +17,9 @@ Forms accepted by `from_spec`:
 import os
 import pathlib
 
+from packnet_tf.data.arrays import npz_source
 from packnet_tf.data.folder import ImageFolderSource
-from packnet_tf.data.source import DataError, npz_source
+from packnet_tf.data.source import DataError
 from packnet_tf.data.tfds_source import TFDSSource
 
 #: Keys every kind accepts.

@@ -1,0 +1,177 @@
+"""The config's keys and the checks of their values (no TensorFlow)."""
+
+from packnet_tf.task import validate_task_name
+
+#: Top-level keys.
+TOP_KEYS = ("model", "max_tasks", "seed", "network", "defaults", "tasks",
+            "log_dir")
+#: Keys a task (or `defaults`) may set, with their defaults.
+TASK_DEFAULTS = {
+    "epochs": 1,
+    "finetune_epochs": 1,
+    "learning_rate": 1e-3,
+    "finetune_learning_rate": None,  # a tenth of learning_rate
+    "prune_fraction": 0.5,
+    "batch_size": 32,
+    "optimizer": "adam",
+    "preprocess": "auto",
+    "resize": True,
+    "from_logits": True,
+    "num_classes": None,
+    "validation": False,
+}
+#: Keys only a task has.
+TASK_ONLY_KEYS = ("name", "data")
+#: Network types and the keys each accepts (besides `type`).
+NETWORK_KEYS = {
+    "cnn": ("input_shape", "conv", "dense", "kernel_size", "batch_norm",
+            "batch_norm_momentum", "global_pool"),
+    "mlp": ("input_shape", "dense", "batch_norm", "batch_norm_momentum"),
+    "application": ("name", "input_shape", "weights", "first_task",
+                    "args"),
+    "file": ("path", "first_task"),
+}
+
+
+class ConfigError(ValueError):
+    """A bad config: one line naming the file, the key and the problem.
+
+    Attributes:
+        path: the config file.
+        key: the key at fault, dotted (`tasks[2].data.classes`).
+    """
+
+    def __init__(self, path, key, message):
+        self.path, self.key = str(path), key
+        where = f"{self.path}: {key}" if key else self.path
+        super().__init__(f"{where}: {' '.join(str(message).split())}")
+
+
+def check_unknown(where, keys, allowed, path):
+    """Raises a `ConfigError` for the first key of `keys` not `allowed`."""
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(path, key,
+                          f"unknown key. Allowed here: {sorted(allowed)}.")
+
+
+def check_int(value, key, path, minimum=0):
+    """Returns `value` if it is an int >= `minimum`; else `ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or (
+            value < minimum):
+        raise ConfigError(path, key, f"expected an int >= {minimum}. "
+                          f"Received: {value!r}")
+    return value
+
+
+def _number(value, key, path, none_ok=False):
+    if value is None and none_ok:
+        return None
+    if isinstance(value, str):
+        try:  # YAML reads 1e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            value <= 0):
+        raise ConfigError(path, key,
+                          f"expected a positive number. Received: {value!r}")
+    return float(value)
+
+
+def check_task_options(options, where, path, plan_ok):
+    """Checks and normalizes the task keys in `options` (in place).
+
+    Args:
+        options: a task's (or `defaults`') keys.
+        where: the config key of `options`, for messages.
+        path: the config file, for messages.
+        plan_ok: whether `prune_fraction` may be a list or "equal" (in
+            `defaults`) rather than only a number (in a task).
+
+    Raises:
+        ConfigError: on a value of the wrong type or range.
+    """
+    for key in ("epochs", "finetune_epochs"):
+        if key in options:
+            check_int(options[key], f"{where}.{key}", path)
+    if "batch_size" in options:
+        check_int(options["batch_size"], f"{where}.batch_size", path, 1)
+    for key in ("learning_rate", "finetune_learning_rate"):
+        if key in options:
+            options[key] = _number(options[key], f"{where}.{key}", path,
+                                   none_ok=key.startswith("finetune"))
+    if options.get("num_classes") is not None:
+        check_int(options["num_classes"], f"{where}.num_classes", path, 1)
+    for key in ("resize", "from_logits", "validation"):
+        if key in options and not isinstance(options[key], bool):
+            raise ConfigError(path, f"{where}.{key}", "expected true or "
+                              f"false. Received: {options[key]!r}")
+    if "preprocess" in options and not isinstance(options["preprocess"],
+                                                  str):
+        raise ConfigError(path, f"{where}.preprocess", "expected a name. "
+                          f"Received: {options['preprocess']!r}")
+    optimizer = options.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, (str, dict)):
+        raise ConfigError(path, f"{where}.optimizer", "expected a name "
+                          "('adam') or {class_name: ..., config: {...}}. "
+                          f"Received: {optimizer!r}")
+    if "prune_fraction" in options:
+        value = options["prune_fraction"]
+        if isinstance(value, (str, list)) and not plan_ok:
+            raise ConfigError(path, f"{where}.prune_fraction", "a task takes "
+                              "a number in [0, 1); set a list or 'equal' in "
+                              f"`defaults`. Received: {value!r}")
+        if not isinstance(value, (str, list)) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value < 1):
+            raise ConfigError(path, f"{where}.prune_fraction", "expected a "
+                              "number in [0, 1), a list of them (one per "
+                              f"task) or 'equal'. Received: {value!r}")
+
+
+def check_network(network, path):
+    """Checks the `network` section's type, keys and values.
+
+    Raises:
+        ConfigError: naming the key at fault.
+    """
+    if not isinstance(network, dict) or network.get("type") not in (
+            NETWORK_KEYS):
+        received = (network.get("type") if isinstance(network, dict)
+                    else network)
+        raise ConfigError(path, "network.type", "expected one of "
+                          f"{sorted(NETWORK_KEYS)}. Received: {received!r}")
+    kind = network["type"]
+    check_unknown("network", set(network) - {"type"}, NETWORK_KEYS[kind],
+                  path)
+    if kind in ("cnn", "mlp", "application") and "input_shape" in network:
+        shape = network["input_shape"]
+        if not isinstance(shape, list) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0
+                for d in shape):
+            raise ConfigError(path, "network.input_shape", "expected a list "
+                              f"of positive ints. Received: {shape!r}")
+    elif kind in ("cnn", "mlp"):
+        raise ConfigError(path, "network.input_shape", "missing: the shape "
+                          "of one example, e.g. [32, 32, 3].")
+    if kind == "file" and "path" not in network:
+        raise ConfigError(path, "network.path", "missing: the .keras file.")
+    if kind == "application" and not isinstance(network.get("name"), str):
+        raise ConfigError(path, "network.name", "expected a "
+                          "keras.applications name such as 'VGG16'.")
+    for key in ("conv", "dense"):
+        layers = network.get(key, [])
+        if not isinstance(layers, list) or not all(
+                (isinstance(w, int) and not isinstance(w, bool) and w > 0)
+                or (key == "conv" and w == "pool") for w in layers):
+            allowed = "positive ints" + (" or 'pool'" if key == "conv"
+                                         else "")
+            raise ConfigError(path, f"network.{key}", f"expected a list of "
+                              f"{allowed}. Received: {layers!r}")
+    if network.get("first_task") is not None:
+        try:
+            validate_task_name(network["first_task"], [])
+        except ValueError as error:
+            raise ConfigError(path, "network.first_task", error) from None
