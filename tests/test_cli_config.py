@@ -1,6 +1,7 @@
 """Each bad config: one line naming file and key, exit 2, nothing trained."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -167,4 +168,40 @@ def test_full_network_cannot_take_a_new_task(workdir):
     checkpoint.save_model(model, path)
     config = tiny_config(workdir, model=str(path))
     _bad(workdir, "full", "tasks[1]", "no free weights left for task 'b'",
+         config=config)
+
+
+def test_resume_with_a_changed_network(workdir):
+    model = _saved(workdir)
+    record = model.with_name("model.run.json")
+    network = dict(tiny_config(workdir)["network"], dense=[16])
+    record.write_text(json.dumps({"network": network}))
+    config = tiny_config(workdir, model=str(model))
+    _bad(workdir, "resume_network", "network", "differs from the network",
+         config=config)
+
+
+def test_a_plain_keras_file_is_converted_with_its_own_task(workdir):
+    import keras
+
+    from packnet_tf.cli.config import load_config
+    from packnet_tf.cli.prepare import prepare
+
+    plain = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+        keras.layers.Flatten(), keras.layers.Dense(2, name="classifier")])
+    checkpoint.save_model(plain, workdir / "plain.keras")
+    config = tiny_config(workdir, model="conv/model.keras")
+    config["network"] = {"type": "file", "path": "plain.keras",
+                         "first_task": "a"}
+    path = write_config(workdir / "plain.yaml", config)
+    plan = prepare(load_config(path))
+    assert not plan.resumed
+    assert [(t.name, t.num_classes, t.state) for t in plan.model.tasks] == [
+        ("a", 2, "training")]
+    assert [t.name for t in plan.tasks] == ["a", "b", "c"]
+    # The first task's head is the file's classifier: b.npz has 3 classes.
+    config["tasks"][0]["data"] = "b.npz"
+    path = write_config(workdir / "plain.yaml", config)
+    _bad(workdir, "plain_labels", "tasks[0].data", "has a head of 2",
          config=config)

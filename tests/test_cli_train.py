@@ -29,7 +29,9 @@ def full_run(tmp_path_factory):
     """One run of three tasks with TensorBoard logs: (folder, stdout)."""
     folder = tmp_path_factory.mktemp("full")
     make_npz_tasks(folder)
-    path = write_config(folder / "run.yaml", tiny_config(folder))
+    config = tiny_config(folder)
+    config["tasks"][0]["validation"] = True
+    path = write_config(folder / "run.yaml", config)
     code, out, err = run_cli("train", path, "--quiet", "--log-dir",
                              folder / "logs")
     assert code == 0, err
@@ -49,6 +51,10 @@ def test_a_run_trains_every_phase_and_reports(full_run):
     # The last task of an "equal" plan is not pruned.
     assert _phase_lines(out, "c") == ["train", "end"]
     assert "freed 365 of its 548 weights (66.7%)" in out
+    # `validation: true` evaluates the test split every epoch.
+    assert "val_accuracy" in out.split("[task 1/3 a] train")[1].split("\n")[0]
+    assert "val_accuracy" not in out.split("[task 2/3 b] train")[1].split(
+        "\n")[0]
     assert "Test accuracy right after each task and now:" in out
     assert "Who owns the network:" in out
     model = checkpoint.load_model(workdir / "out" / "model.keras")
@@ -186,3 +192,24 @@ def test_a_second_process_on_the_same_run_is_refused(workdir):
         path = write_config(workdir / "run.yaml", tiny_config(workdir))
         code, _, err = run_cli("train", path, "--quiet")
     assert code == 3 and "Another process is training" in err
+
+
+@pytest.mark.slow
+def test_a_saved_model_continues_as_the_network(workdir):
+    """`network: {type: file}`: earlier tasks kept, new ones trained."""
+    first = two_tasks(workdir, max_tasks=3)
+    first["tasks"] = first["tasks"][:1]
+    path = write_config(workdir / "first.yaml", first)
+    assert run_cli("train", path, "--quiet")[0] == 0
+    before = fingerprints(workdir / "out" / "model.keras")
+    second = two_tasks(workdir, model="next/model.keras")
+    second["network"] = {"type": "file", "path": "out/model.keras"}
+    path = write_config(workdir / "second.yaml", second)
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 0, err
+    assert _phase_lines(out, "a") == ["done"]
+    assert _phase_lines(out, "b") == ["train", "prune", "finetune", "end"]
+    after = fingerprints(workdir / "next" / "model.keras")
+    assert after["a"] == before["a"]
+    # The source file is not modified.
+    assert fingerprints(workdir / "out" / "model.keras") == before

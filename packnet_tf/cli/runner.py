@@ -276,6 +276,17 @@ def train(config, stream=None, verbose="auto", strategy=None):
         done = [t.name for t in plan.model.tasks if t.finished]
         reporter.line(f"Resuming {config.model}: {len(done)} of "
                       f"{len(plan.tasks)} tasks finished.")
+    else:
+        reporter.line(f"New run: {len(plan.tasks)} tasks into "
+                      f"{config.model} (max_tasks={plan.model.max_tasks}).")
+    for task in plan.tasks:
+        source = task.source
+        sizes = "/".join(str(source.num_examples(s) or "?")
+                         for s in source.splits)
+        reporter.line(
+            f"  {task.name}: {source.description}, {task.num_classes} "
+            f"classes, {sizes} examples ({'/'.join(source.splits)}), "
+            f"prune {task.prune_fraction:.1%}")
     run = Run(plan, reporter, verbose=verbose, strategy=strategy)
     accuracy = run.run()
     return plan.model, accuracy
