@@ -94,7 +94,10 @@ class RunConfig:
 def resolve_path(value, base_dir):
     """Expands `~` and `$VARS` and reads relative paths from `base_dir`."""
     path = pathlib.Path(os.path.expandvars(os.path.expanduser(str(value))))
-    return path if path.is_absolute() else pathlib.Path(base_dir) / path
+    if not path.is_absolute():
+        path = pathlib.Path(base_dir) / path
+    # "examples/../runs" reads better as "runs" (symlinks are kept).
+    return pathlib.Path(os.path.normpath(path))
 
 
 def read_file(path):

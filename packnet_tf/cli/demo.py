@@ -41,9 +41,10 @@ def demo_config(out, epochs=6, finetune_epochs=2, seed=0):
     from packnet_tf.data import digit_sources
 
     out = pathlib.Path(out).absolute()
+    # As examples/digits_folder.yaml: the same tasks from an image folder.
     options = dict(TASK_DEFAULTS, epochs=epochs,
                    finetune_epochs=finetune_epochs, learning_rate=1e-3,
-                   prune_fraction="equal")
+                   finetune_learning_rate=1e-3, prune_fraction="equal")
     sources = digit_sources(seed)
     tasks = [TaskConfig(name, source, dict(options), index)
              for index, (name, source) in enumerate(sources)]

@@ -78,7 +78,7 @@ def _path(value, base_dir, key):
     path = pathlib.Path(os.path.expandvars(os.path.expanduser(str(value))))
     if not path.is_absolute() and base_dir is not None:
         path = pathlib.Path(base_dir) / path
-    return path
+    return pathlib.Path(os.path.normpath(path))
 
 
 def from_spec(spec, base_dir=None):
