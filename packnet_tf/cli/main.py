@@ -54,6 +54,12 @@ def build_parser():
     train.add_argument("config", help="YAML or JSON run config")
     train.add_argument("--model", help="override the config's model file")
     train.add_argument("--log-dir", help="TensorBoard log folder")
+    train.add_argument(
+        "--strategy", default="default",
+        choices=("default", "mirrored", "multiworker"),
+        help="tf.distribute strategy: mirrored = every GPU of this machine; "
+             "multiworker = several machines (TF_CONFIG from the "
+             "environment; worker 0 writes the model file)")
     train.add_argument("--quiet", action="store_true",
                        help="no Keras progress, only phase summaries")
     train.add_argument("--deterministic", action="store_true",
@@ -101,8 +107,17 @@ def build_parser():
 
 def _train(args, out):
     from packnet_tf.cli.config import load_config
+    from packnet_tf.cli.strategy import make_strategy, worker_model_path
 
+    # The strategy first: a multi-worker one must exist before other TF ops.
+    strategy, chief, index = make_strategy(args.strategy)
     config = load_config(args.config, model=args.model, log_dir=args.log_dir)
+    if not chief:
+        # Every worker saves (saving is collective); only the chief's file
+        # is the run's, the others write where nothing collides.
+        config = load_config(
+            args.config, model=worker_model_path(config.model, index),
+            log_dir=None)
     import tensorflow as tf
 
     from packnet_tf.cli.runner import train
@@ -111,7 +126,7 @@ def _train(args, out):
         # The command owns its process: a global switch is fine here.
         tf.config.experimental.enable_op_determinism()
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
-    train(config, stream=out, verbose=verbose)
+    train(config, stream=out, verbose=verbose, strategy=strategy)
     return OK
 
 
@@ -138,13 +153,14 @@ def main(argv=None, out=None):
     args = build_parser().parse_args(argv)
     from packnet_tf.cli import commands
     from packnet_tf.cli.config import ConfigError
+    from packnet_tf.cli.strategy import StrategyError
 
     handlers = {"demo": _demo, "train": _train, "eval": commands.evaluate,
                 "info": commands.info, "verify": commands.verify,
                 "export": commands.export}
     try:
         return handlers[args.command](args, out)
-    except (ConfigError, commands.UsageError) as error:
+    except (ConfigError, commands.UsageError, StrategyError) as error:
         print(f"packnet-tf {args.command}: error: {error}", file=sys.stderr)
         return BAD_INPUT
     except Exception as error:

@@ -25,7 +25,11 @@ def task_metrics(model, task, data, from_logits=True):
     correct = total = 0
     loss = 0.0
     for x, y in data:
-        outputs = model.predict_on_batch(x)
+        if model.distribute_strategy.num_replicas_in_sync > 1:
+            # predict_on_batch would give every replica the whole batch.
+            outputs = keras.ops.convert_to_numpy(model(x, training=False))
+        else:
+            outputs = model.predict_on_batch(x)
         correct += int(np.sum(np.argmax(outputs, axis=-1) == y.numpy()))
         loss += float(loss_fn(y, outputs))
         total += int(y.shape[0])
