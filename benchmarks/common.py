@@ -39,6 +39,7 @@ def write_json(name, payload):
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for all
     os.replace(tmp, path)
     return path
 
