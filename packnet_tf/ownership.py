@@ -29,8 +29,10 @@ def visible_mask(owner, task_id):
     Returns:
         A boolean tensor of `owner`'s shape.
     """
-    owner = tf.cast(owner, "int32")
-    task_id = tf.cast(task_id, "int32")
+    owner = tf.convert_to_tensor(owner)
+    # Compare in the owner's own dtype: casting the owner tensor (a full
+    # pass over the kernel's size every step) cost more than the compares.
+    task_id = tf.cast(task_id, owner.dtype)
     return tf.logical_and(owner > FREE, owner <= task_id)
 
 
@@ -44,7 +46,8 @@ def trainable_mask(owner, task_id):
     Returns:
         A boolean tensor of `owner`'s shape.
     """
-    return tf.equal(tf.cast(owner, "int32"), tf.cast(task_id, "int32"))
+    owner = tf.convert_to_tensor(owner)
+    return tf.equal(owner, tf.cast(task_id, owner.dtype))
 
 
 def claim_free(owner, task_id):

@@ -235,3 +235,26 @@ def test_prune_counts_frees_exact_counts_or_nothing(trunk):
     assert model.prune_counts({"conv/kernel": 10}) == {"conv/kernel": 10}
     assert model.owned_counts()["conv/kernel"] == 62
     assert model.owned_counts()["dense/kernel"] == 512
+
+
+def test_earlier_tasks_stay_bit_identical_under_xla(trunk, task_data, probe):
+    # Keras' jit_compile="auto" compiles the train step with XLA wherever a
+    # GPU is present; the masked step must stay exact when XLA fuses it.
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    recorded = {}
+    for index, data in enumerate(task_data[:2]):
+        x, y, num_classes = data
+        name = f"t{index + 1}"
+        model.add_task(name, num_classes=num_classes)
+        model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+                      loss=LOSS, jit_compile=True)
+        assert model.jit_compile is True
+        kernel_before = model.trunk.layers[0].kernel.numpy().copy()
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        assert not np.array_equal(
+            kernel_before, model.trunk.layers[0].kernel.numpy())
+        model.prune(0.5)
+        model.end_task()
+        _assert_unchanged(model, recorded, probe)
+        recorded[name] = _outputs(model, name, probe)
+    assert model.verify() == {"t1": 0.0, "t2": 0.0}
