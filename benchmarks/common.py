@@ -51,6 +51,68 @@ def summary(values):
             "max": float(values.max())}
 
 
+def batch_stepper(model, x, y, batch):
+    """A zero-argument callable: one `train_on_batch` of `model`.
+
+    Cycles through the `len(x) // batch` batches of `(x, y)`, converted to
+    tensors up front. `train_on_batch` returns NumPy logs, so a call ends
+    when its step has run.
+    """
+    import tensorflow as tf
+
+    count = len(x) // batch
+    batches = [(tf.constant(x[i * batch:(i + 1) * batch]),
+                tf.constant(y[i * batch:(i + 1) * batch]))
+               for i in range(count)]
+    position = [0]
+
+    def step():
+        xb, yb = batches[position[0] % count]
+        position[0] += 1
+        model.train_on_batch(xb, yb)
+
+    return step
+
+
+def interleaved_step_seconds(steppers, rounds, steps, warmup=3):
+    """Seconds per step of several models, measured step by step in turn.
+
+    This machine switches between a fast and a slow mode (2x apart; see
+    ../shared/NOTES.md) every few seconds. Timing whole runs of one model
+    after another lets a switch fall between them; here every step of every
+    model is timed on its own, the models taking turns step by step (the
+    one that goes first rotates), so each round's models ran in the same
+    seconds, through the same switches.
+
+    Args:
+        steppers: `{name: callable}`, each running one synchronous step.
+        rounds: number of rounds.
+        steps: steps of each model per round.
+        warmup: untimed steps of each model first (tracing).
+
+    Returns:
+        `{name: [mean seconds per step of each round]}`.
+    """
+    import time
+
+    names = list(steppers)
+    for name in names:
+        for _ in range(warmup):
+            steppers[name]()
+    seconds = {name: [] for name in names}
+    for r in range(rounds):
+        total = dict.fromkeys(names, 0.0)
+        for s in range(steps):
+            k = (r * steps + s) % len(names)
+            for name in names[k:] + names[:k]:
+                start = time.perf_counter()
+                steppers[name]()
+                total[name] += time.perf_counter() - start
+        for name in names:
+            seconds[name].append(total[name] / steps)
+    return seconds
+
+
 def cifar_cnn_layers(module, width=1, packed=False):
     """The split-cifar10-5 trunk (shared/data/README.md) as a layer list.
 
@@ -78,6 +140,32 @@ def cifar_cnn_layers(module, width=1, packed=False):
         module.Flatten(),
         dense(256 * w, activation="relu"),
     ]
+
+
+#: Networks of the step-time benchmarks: the split-cifar10-5 CNN, where conv
+#: compute dominates, and a dense-heavy MLP on the flattened 32x32x3 images
+#: (3072-2048-2048-1024), where elementwise work on the kernels weighs most.
+STEP_NETWORKS = ("cnn", "mlp")
+
+
+def bench_layers(network, module, packed=False):
+    """The trunk of one of `STEP_NETWORKS` as a layer list.
+
+    Args:
+        network: "cnn" or "mlp".
+        module: `keras.layers` (Keras 3) or `tf_keras.layers`.
+        packed: use packnet_tf's packed layers instead of `module`'s.
+    """
+    if network == "cnn":
+        return cifar_cnn_layers(module, packed=packed)
+    if packed:
+        from packnet_tf import layers as packed_layers
+
+        dense = packed_layers.PackedDense
+    else:
+        dense = module.Dense
+    return [module.Flatten(), dense(2048, activation="relu"),
+            dense(2048, activation="relu"), dense(1024, activation="relu")]
 
 
 # -- real data: split-cifar10-5 (shared/data/README.md) ----------------------

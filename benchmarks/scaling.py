@@ -6,8 +6,9 @@ side by side in one process:
 
 - seconds per training step (batch 64) of a `PackNetModel` training its
   second task (task 1 pruned to half and frozen) against the same
-  architecture in plain Keras, alternating the two in every round; the
-  median and spread of the per-round ratios;
+  architecture in plain Keras, the two taking turns step by step
+  (`common.interleaved_step_seconds`); the median and spread of the
+  per-round ratios;
 - seconds per `model.prune(0.5)` (median of three real prunes: tasks 1, 2
   and 3 of the model);
 - the owner masks' bytes against the kernels' bytes, and the per-task
@@ -16,7 +17,7 @@ side by side in one process:
 Inputs are real CIFAR-10 training images from ../shared/data (resized
 bilinearly to 96x96 for MobileNetV2). Not a test: run it by hand.
 
-    PYTHONPATH=. python benchmarks/scaling.py [--rounds 5] [--steps 8]
+    PYTHONPATH=. python benchmarks/scaling.py [--rounds 8] [--steps 8]
 """
 
 import argparse
@@ -28,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 import packnet_tf as pn
-from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, as_arrays, cifar_cnn_layers,
-                    command, decoded_split, machine, summary, write_json)
+from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, as_arrays, batch_stepper,
+                    cifar_cnn_layers, command, decoded_split,
+                    interleaved_step_seconds, machine, summary, write_json)
 from packnet_tf.convert import convert
 
 MAX_TASKS = 5
@@ -85,12 +87,6 @@ def memory(model):
             "per_task_slot_bytes": slots}
 
 
-def time_steps(model, x, y, batch):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
-    return (time.perf_counter() - start) / (len(x) // batch)
-
-
 def measure(network, images, labels, args):
     """Step times, prune times and memory of one network."""
     keras.utils.set_random_seed(0)
@@ -104,15 +100,10 @@ def measure(network, images, labels, args):
     packnet.end_task()
     packnet.add_task("t2", num_classes=2)
     packnet.compile(keras.optimizers.Adam(1e-3), _loss())
-    warm = 2 * args.batch
-    for model in (plain, packnet):  # trace and warm up
-        time_steps(model, x[:warm], labels[:warm], args.batch)
-    seconds = {"keras": [], "packnet": []}
-    for r in range(args.rounds):
-        order = ["keras", "packnet"][::1 if r % 2 == 0 else -1]
-        for name in order:
-            model = plain if name == "keras" else packnet
-            seconds[name].append(time_steps(model, x, labels, args.batch))
+    seconds = interleaved_step_seconds(
+        {"keras": batch_stepper(plain, x, labels, args.batch),
+         "packnet": batch_stepper(packnet, x, labels, args.batch)},
+        args.rounds, args.steps)
     prunes.append(timed_prune(packnet))
     packnet.end_task()
     packnet.add_task("t3", num_classes=2)
@@ -155,9 +146,9 @@ def print_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8,
-                        help="training steps per timing")
+                        help="steps of each model per round")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--networks", default=",".join(NETWORKS))
     parser.add_argument("--data", default=str(CIFAR10_ZIP))

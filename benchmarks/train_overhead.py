@@ -1,20 +1,26 @@
 """Training overhead of PackNet's masked step, side by side in one process.
 
-Times one training step of the split-cifar10-5 network (batch 64, real
-CIFAR-10 images from ../shared/data) as
+Times one training step (batch 64, real CIFAR-10 images from
+../shared/data) of the split-cifar10-5 CNN (`--network cnn`, the default) or
+of a dense-heavy MLP on the flattened images (`--network mlp`,
+3072-2048-2048-1024; see `common.STEP_NETWORKS`) as
 - a `PackNetModel` training its second task (half the trunk frozen by task 1),
 - the same architecture in plain Keras 3,
 - the same architecture in tf_keras wrapped by tfmot's `prune_low_magnitude`
   (the ecosystem's existing masked training),
-alternating the three in every round, and reports the median and spread of
-the per-round ratios. Not a test: run it by hand.
+the three taking turns step by step (`common.interleaved_step_seconds`:
+every `train_on_batch` timed on its own), and reports the median and spread
+of the per-round ratios. Not a test: run it by hand.
 
-    python benchmarks/train_overhead.py [--rounds 10] [--steps 30]
+    python benchmarks/train_overhead.py [--network cnn|mlp] [--rounds 10]
+        [--steps 30]
+
+The CNN writes `results/train_overhead.json`, the MLP
+`results/train_overhead_mlp.json`.
 """
 
 import argparse
 import os
-import time
 import zipfile
 
 import numpy as np
@@ -38,27 +44,27 @@ def load_batches(path, count, batch):
     return (images.astype("float32") / 255.0), labels
 
 
-def build_plain():
+def build_plain(network):
     import keras
 
-    from common import cifar_cnn_layers
+    from common import bench_layers
 
     model = keras.Sequential([keras.Input((32, 32, 3))]
-                             + cifar_cnn_layers(keras.layers)
+                             + bench_layers(network, keras.layers)
                              + [keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(1e-3), keras.losses
                   .SparseCategoricalCrossentropy(from_logits=True))
     return model, []
 
 
-def build_packnet():
+def build_packnet(network):
     import keras
 
     import packnet_tf as pn
-    from common import cifar_cnn_layers
+    from common import bench_layers
 
     trunk = keras.Sequential([keras.Input((32, 32, 3))]
-                             + cifar_cnn_layers(keras.layers, packed=True))
+                             + bench_layers(network, keras.layers, packed=True))
     model = pn.PackNetModel(trunk, max_tasks=5)
     model.add_task("t1", num_classes=2)
     model.prune(0.5)
@@ -69,12 +75,12 @@ def build_packnet():
     return model, []
 
 
-def build_tfmot():
+def build_tfmot(network):
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from common import cifar_cnn_layers
+    from common import bench_layers
 
     # tfmot sets TF_USE_LEGACY_KERAS on import; put it back.
     if before is None:
@@ -83,20 +89,18 @@ def build_tfmot():
         os.environ["TF_USE_LEGACY_KERAS"] = before
     sparsity = tfmot.sparsity.keras
     base = tf_keras.Sequential([tf_keras.Input((32, 32, 3))]
-                               + cifar_cnn_layers(tf_keras.layers)
+                               + bench_layers(network, tf_keras.layers)
                                + [tf_keras.layers.Dense(2)])
     model = sparsity.prune_low_magnitude(
         base, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=1))
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses
                   .SparseCategoricalCrossentropy(from_logits=True))
-    return model, [sparsity.UpdatePruningStep()]
-
-
-def time_steps(model, callbacks, x, y, batch):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0,
-              callbacks=callbacks)
-    return (time.perf_counter() - start) / (len(x) // batch)
+    # Outside fit(), tfmot's callback is driven by hand (its documented
+    # custom-loop use): it sets the wrappers' pruning step before training.
+    callback = sparsity.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    return model, [callback]
 
 
 def main(argv=None):
@@ -105,29 +109,28 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--data", default=DATA)
+    parser.add_argument("--network", choices=("cnn", "mlp"), default="cnn")
     args = parser.parse_args(argv)
 
-    from common import command, machine, summary, write_json
+    from common import (batch_stepper, command, interleaved_step_seconds,
+                        machine, summary, write_json)
 
     x, y = load_batches(args.data, args.steps, args.batch)
-    models = {"packnet": build_packnet(), "keras": build_plain(),
-              "tfmot": build_tfmot()}
-    for model, callbacks in models.values():  # trace and warm up
-        time_steps(model, callbacks, x[:2 * args.batch], y[:2 * args.batch],
-                   args.batch)
-    seconds = {name: [] for name in models}
-    names = list(models)
+    models = {"packnet": build_packnet(args.network),
+              "keras": build_plain(args.network),
+              "tfmot": build_tfmot(args.network)}
+    steppers = {name: batch_stepper(model, x, y, args.batch)
+                for name, (model, _) in models.items()}
+    seconds = interleaved_step_seconds(steppers, args.rounds, args.steps)
     for r in range(args.rounds):
-        order = names[r % 3:] + names[:r % 3]  # rotate who goes first
-        for name in order:
-            seconds[name].append(time_steps(*models[name], x, y, args.batch))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{n} {seconds[n][-1] * 1e3:.1f} ms/step" for n in names),
-            flush=True)
+            f"{n} {seconds[n][r] * 1e3:.1f} ms/step" for n in models))
     packnet = np.array(seconds["packnet"])
     result = {
-        "workload": "split-cifar10-5 network, batch %d, task 2 of 5 "
-                    "(half the trunk frozen)" % args.batch,
+        "workload": "%s, batch %d, task 2 of 5 (half the trunk frozen)" % (
+            "split-cifar10-5 CNN" if args.network == "cnn"
+            else "dense MLP 3072-2048-2048-1024", args.batch),
+        "network": args.network,
         "seconds_per_step": {n: summary(v) for n, v in seconds.items()},
         "ratio_vs_keras": summary(packnet / np.array(seconds["keras"])),
         "ratio_vs_tfmot": summary(packnet / np.array(seconds["tfmot"])),
@@ -136,7 +139,8 @@ def main(argv=None):
         "machine": machine(),
         "command": command(),
     }
-    path = write_json("train_overhead.json", result)
+    path = write_json("train_overhead.json" if args.network == "cnn"
+                      else f"train_overhead_{args.network}.json", result)
     print(f"\n{'':<10}{'ms/step median':>16}{'min':>8}{'max':>8}")
     for n, s in result["seconds_per_step"].items():
         print(f"{n:<10}{s['median'] * 1e3:>16.1f}{s['min'] * 1e3:>8.1f}"

@@ -1,0 +1,134 @@
+"""Where the masked training step's time goes: an ablation, side by side.
+
+PackNet's training step adds three kinds of work to plain Keras: the forward
+pass masks every packed kernel to the weights the task may see, the
+gradients are masked to the weights the task owns, and after the optimizer
+step every frozen entry is restored from a copy taken just before. This
+script times, in one process and step by step in turn
+(`common.interleaved_step_seconds`), on real CIFAR-10 images:
+
+- `keras`: the plain Keras 3 model;
+- `packnet`: a `PackNetModel` training task 2 (task 1 pruned to half and
+  frozen), as shipped;
+- `int32-masks`: the same, with the forward masks computed after casting
+  the uint8 owners to int32 (what packnet_tf did before this profile);
+- `no-restore`: the same without the restore (UNSAFE: an optimizer may then
+  move frozen weights; for measurement only);
+- `no-forward-mask`: the same, computing with the raw kernels (UNSAFE:
+  wrong outputs once free or later weights exist; for measurement only);
+
+for two networks: the split-cifar10-5 CNN (conv compute dominates) and a
+dense-heavy MLP on the flattened images (3072-2048-2048-1024, where
+elementwise work on the kernels weighs most). The unsafe variants replace
+methods on their own instances only. Not a test: run it by hand.
+
+    PYTHONPATH=. python benchmarks/step_profile.py [--rounds 8] [--steps 20]
+"""
+
+import argparse
+import time
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+import packnet_tf as pn
+from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, STEP_NETWORKS, as_arrays,
+                    batch_stepper, bench_layers, command, decoded_split,
+                    interleaved_step_seconds, machine, summary, write_json)
+from packnet_tf.trunk import packed_layers
+
+VARIANTS = ("keras", "packnet", "int32-masks", "no-restore",
+            "no-forward-mask")
+
+
+def _compile(model):
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _int32_visible(self, name):
+    """`PackedLayer.visible` as it was: owners cast to int32 every step."""
+    kernel = getattr(self, name)
+    owner = tf.cast(getattr(self, f"{name}_owner"), "int32")
+    task = tf.cast(self.active_task, "int32")
+    mask = tf.logical_and(owner > 0, owner <= task)
+    return ops.where(mask, kernel, ops.zeros_like(kernel))
+
+
+def _raw_kernel(self, name):
+    return getattr(self, name)
+
+
+def build(network, variant):
+    """One model of `variant`, ready to train (task 2 for PackNet)."""
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((32, 32, 3))]
+    if variant == "keras":
+        return _compile(keras.Sequential(
+            inputs + bench_layers(network, keras.layers)
+            + [keras.layers.Dense(2)]))
+    model = pn.PackNetModel(
+        keras.Sequential(inputs + bench_layers(network, keras.layers, packed=True)),
+        max_tasks=5)
+    model.add_task("t1", num_classes=2)
+    model.prune(0.5)
+    model.end_task()
+    model.add_task("t2", num_classes=2)
+    if variant == "no-restore":
+        model._restore = lambda pairs, backups: None
+    for layer in packed_layers(model.trunk):
+        if variant == "int32-masks":
+            layer.visible = types.MethodType(_int32_visible, layer)
+        elif variant == "no-forward-mask":
+            layer.visible = types.MethodType(_raw_kernel, layer)
+    return _compile(model)
+
+
+def measure(network, x, y, args):
+    steppers = {v: batch_stepper(build(network, v), x, y, args.batch)
+                for v in VARIANTS}
+    seconds = interleaved_step_seconds(steppers, args.rounds, args.steps)
+    keras_s = np.array(seconds["keras"])
+    return {v: {"seconds_per_step": summary(seconds[v]),
+                "ratio_vs_keras": summary(np.array(seconds[v]) / keras_s)}
+            for v in VARIANTS}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20,
+                        help="steps of each variant per round")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--data", default=str(CIFAR10_ZIP))
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    cached, _ = decoded_split(args.data, SPLIT_CIFAR10_5[0], "train",
+                              limit=args.steps * args.batch)
+    x, y = as_arrays(cached)
+    rows = {n: measure(n, x, y, args) for n in STEP_NETWORKS}
+    print(f"\n{'network':<8}{'variant':<18}{'ms/step':>9}"
+          f"{'ratio vs keras':>16}{'(min-max)':>12}")
+    for network, row in rows.items():
+        for variant, r in row.items():
+            q = r["ratio_vs_keras"]
+            print(f"{network:<8}{variant:<18}"
+                  f"{r['seconds_per_step']['median'] * 1e3:>9.1f}"
+                  f"{q['median']:>15.2f}x{q['min']:>6.2f}-{q['max']:<5.2f}")
+    path = write_json("step_profile.json", {
+        "workload": f"training step at batch {args.batch}, task 2 of 5 "
+                    "(task 1 pruned 50%, frozen), real CIFAR-10 images",
+        "networks": rows, "rounds": args.rounds,
+        "steps_per_round": args.steps, "machine": machine(),
+        "command": command()})
+    print(f"machine: {machine()}\ntotal {time.perf_counter() - started:.0f} s;"
+          f" wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
