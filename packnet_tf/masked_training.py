@@ -3,13 +3,16 @@
 Keras' own TensorFlow train step with two additions: gradients are masked to
 the entries the active task owns, and after every optimizer step every other
 entry is restored to its exact previous value (a copy taken just before), so
-no optimizer - weight decay, momentum, EMA - can move a frozen weight.
+no optimizer - weight decay, momentum, EMA - can move a frozen weight. The
+forward pass uses the raw kernels (`layers.base.unmasked_forward`): `fit`
+first sets every free weight to 0, and the restore keeps them there.
 """
 
 import keras
 import tensorflow as tf
 
 from packnet_tf.labels import check_labels
+from packnet_tf.layers.base import unmasked_forward
 
 
 class MaskedTrainingMixin:
@@ -49,7 +52,9 @@ class MaskedTrainingMixin:
         pairs = self._train_masks(task.task_id)
         variables = [v for v, _ in pairs]
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
+            # Free weights hold 0 (see `fit`), so no kernel needs its mask.
+            with unmasked_forward(self._packed()):
+                y_pred = self(x, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                 training=True,
@@ -93,6 +98,11 @@ class MaskedTrainingMixin:
         """
         task = self._require_trainable("fit()")
         check_labels(x, y, task.num_classes, task.name)
+        # The train step computes with raw kernels; free weights must be 0
+        # for that to equal the masked kernels. Pruning leaves them at 0;
+        # this also covers weights written by hand since.
+        for layer in self._packed():
+            layer.zero_free()
         if self.optimizer is not None and not self.optimizer.built:
             # Slots for every head, so that a saved optimizer loads back
             # whichever task it was saved during.

@@ -258,3 +258,45 @@ def test_earlier_tasks_stay_bit_identical_under_xla(trunk, task_data, probe):
         _assert_unchanged(model, recorded, probe)
         recorded[name] = _outputs(model, name, probe)
     assert model.verify() == {"t1": 0.0, "t2": 0.0}
+
+
+def _pruned_first_task(task_data):
+    from conftest import conv_bn_trunk
+
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(conv_bn_trunk(), max_tasks=2)
+    x, y, num_classes = task_data[0]
+    model.add_task("t1", num_classes=num_classes)
+    model.compile(keras.optimizers.Adam(1e-2), loss=LOSS)
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.prune(0.5)
+    model.compile(keras.optimizers.Adam(1e-2), loss=LOSS)
+    return model, x, y
+
+
+def test_training_forward_equals_the_masked_forward(task_data):
+    # The train step computes with raw kernels (free weights hold 0); its
+    # loss must be the loss of the masked forward pass.
+    model, x, y = _pruned_first_task(task_data)
+    masked_loss = float(model.compute_loss(
+        x=x[:16], y=y[:16], y_pred=model(x[:16], training=True)))
+    logs = model.train_on_batch(x[:16], y[:16], return_dict=True)
+    np.testing.assert_allclose(logs["loss"], masked_loss, rtol=1e-6)
+
+
+def test_fit_zeroes_free_weights_written_by_hand(task_data, probe):
+    # Free weights are invisible to every task; writing them by hand must
+    # not leak into the next fit (the train step uses raw kernels).
+    clean, x, y = _pruned_first_task(task_data)
+    dirty, _, _ = _pruned_first_task(task_data)
+    for layer in dirty.trunk.layers:
+        for _, kernel, owner in getattr(layer, "packed_kernels", list)():
+            free = owner.numpy() == 0
+            assert free.any()
+            kernel.assign(np.where(free, 7.0, kernel.numpy()))
+    for model in (clean, dirty):
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(clean.trunk.weights, dirty.trunk.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    np.testing.assert_array_equal(_outputs(clean, "t1", probe),
+                                  _outputs(dirty, "t1", probe))

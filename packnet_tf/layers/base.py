@@ -11,6 +11,8 @@ A packed layer holds
 only reads them.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -64,6 +66,7 @@ class PackedLayer(keras.layers.Layer):
         # the same variable twice.
         self._packed_names = []
         self._per_task_names = []
+        self._unmasked_forward = False
 
     @property
     def num_task_slots(self):
@@ -129,8 +132,15 @@ class PackedLayer(keras.layers.Layer):
         return ops.maximum(ops.convert_to_tensor(self.active_task) - 1, 0)
 
     def visible(self, name):
-        """Kernel `name` with every weight the active task cannot see zeroed."""
+        """Kernel `name` with every weight the active task cannot see zeroed.
+
+        Inside `PackNetModel`'s train step (see `unmasked_forward`) the
+        kernel is used as it is: there every weight the training task cannot
+        see is free and holds exactly 0, so the mask would change nothing.
+        """
         kernel = getattr(self, name)
+        if self._unmasked_forward:
+            return kernel
         owner = getattr(self, f"{name}_owner")
         mask = ownership.visible_mask(owner, self.active_task)
         return ops.where(mask, kernel, ops.zeros_like(kernel))
@@ -195,6 +205,13 @@ class PackedLayer(keras.layers.Layer):
                 ops.where(mask, ops.expand_dims(row, 0), variable)
             )
 
+    def zero_free(self):
+        """Sets every free weight (owner 0) of every packed kernel to 0."""
+        for _, kernel, owner in self.packed_kernels():
+            kernel.assign(tf.where(
+                tf.equal(owner, ownership.FREE), tf.zeros_like(kernel), kernel
+            ))
+
     def ownership(self):
         """Owner ids of every packed kernel, as NumPy arrays by name."""
         return {
@@ -210,3 +227,30 @@ class PackedLayer(keras.layers.Layer):
         config = super().get_config()
         config["max_tasks"] = self.max_tasks
         return config
+
+
+@contextlib.contextmanager
+def unmasked_forward(layers):
+    """Packed layers compute with their raw kernels while this is open.
+
+    Only for tracing the forward pass of the task in training, the newest
+    one: no weight belongs to a later task, so the only weights it cannot
+    see are free ones, and those hold exactly 0 (pruning writes 0,
+    `PackNetModel.fit` zeroes them before training, and every train step
+    restores them), which is what the mask would give. Skipping the mask
+    saves an elementwise pass over every kernel, forward and backward.
+
+    Args:
+        layers: the `PackedLayer`s of the model being traced.
+
+    Yields:
+        None.
+    """
+    for layer in layers:
+        layer._unmasked_forward = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._unmasked_forward = False
+
