@@ -1,26 +1,32 @@
 """Where the masked training step's time goes: an ablation, side by side.
 
-PackNet's training step adds three kinds of work to plain Keras: the forward
-pass masks every packed kernel to the weights the task may see, the
-gradients are masked to the weights the task owns, and after the optimizer
-step every frozen entry is restored from a copy taken just before. This
-script times, in one process and step by step in turn
-(`common.interleaved_step_seconds`), on real CIFAR-10 images:
+PackNet's training step adds work to plain Keras: the gradients are masked to
+the weights the task owns, and after the optimizer step every frozen entry is
+restored from a copy taken just before. Its forward pass uses the raw
+kernels (free weights hold 0, so masking them would change nothing); earlier
+versions masked every kernel in the forward pass too. This script times, in
+one process and step by step in turn (`common.interleaved_step_seconds`),
+on real CIFAR-10 images:
 
 - `keras`: the plain Keras 3 model;
 - `packnet`: a `PackNetModel` training task 2 (task 1 pruned to half and
   frozen), as shipped;
-- `int32-masks`: the same, with the forward masks computed after casting
-  the uint8 owners to int32 (what packnet_tf did before this profile);
-- `no-restore`: the same without the restore (UNSAFE: an optimizer may then
-  move frozen weights; for measurement only);
-- `no-forward-mask`: the same, computing with the raw kernels (UNSAFE:
-  wrong outputs once free or later weights exist; for measurement only);
+- `forward-masks`: the same, masking every kernel in the forward pass
+  (`ownership.visible_mask` on the uint8 owners, as before this profile's
+  second change);
+- `int32-masks`: the same with the owners cast to int32 before masking (as
+  before its first change);
+- `no-restore`: as shipped but without the restore (UNSAFE: an optimizer may
+  then move frozen weights; for measurement only);
+- `keras-xla`, `packnet-xla`: plain Keras and PackNet compiled with
+  `jit_compile=True` (what Keras' default "auto" picks wherever a GPU is
+  present; on a CPU-only machine it picks no XLA); their ratio is taken
+  against `keras-xla`;
 
 for two networks: the split-cifar10-5 CNN (conv compute dominates) and a
 dense-heavy MLP on the flattened images (3072-2048-2048-1024, where
-elementwise work on the kernels weighs most). The unsafe variants replace
-methods on their own instances only. Not a test: run it by hand.
+elementwise work on the kernels weighs most). The variants replace methods
+on their own instances only. Not a test: run it by hand.
 
     PYTHONPATH=. python benchmarks/step_profile.py [--rounds 8] [--steps 20]
 """
@@ -38,20 +44,30 @@ import packnet_tf as pn
 from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, STEP_NETWORKS, as_arrays,
                     batch_stepper, bench_layers, command, decoded_split,
                     interleaved_step_seconds, machine, summary, write_json)
+from packnet_tf import ownership
 from packnet_tf.trunk import packed_layers
 
-VARIANTS = ("keras", "packnet", "int32-masks", "no-restore",
-            "no-forward-mask")
+VARIANTS = ("keras", "packnet", "forward-masks", "int32-masks",
+            "no-restore", "keras-xla", "packnet-xla")
 
 
-def _compile(model):
+def _compile(model, jit_compile):
     model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
     return model
 
 
+def _masked_visible(self, name):
+    """`PackedLayer.visible` masking in every pass, training included."""
+    kernel = getattr(self, name)
+    mask = ownership.visible_mask(getattr(self, f"{name}_owner"),
+                                  self.active_task)
+    return ops.where(mask, kernel, ops.zeros_like(kernel))
+
+
 def _int32_visible(self, name):
-    """`PackedLayer.visible` as it was: owners cast to int32 every step."""
+    """The same with the owners cast to int32 every step, as it once was."""
     kernel = getattr(self, name)
     owner = tf.cast(getattr(self, f"{name}_owner"), "int32")
     task = tf.cast(self.active_task, "int32")
@@ -59,18 +75,15 @@ def _int32_visible(self, name):
     return ops.where(mask, kernel, ops.zeros_like(kernel))
 
 
-def _raw_kernel(self, name):
-    return getattr(self, name)
-
-
 def build(network, variant):
     """One model of `variant`, ready to train (task 2 for PackNet)."""
     keras.utils.set_random_seed(0)
     inputs = [keras.Input((32, 32, 3))]
-    if variant == "keras":
+    xla = variant.endswith("-xla")
+    if variant.startswith("keras"):
         return _compile(keras.Sequential(
             inputs + bench_layers(network, keras.layers)
-            + [keras.layers.Dense(2)]))
+            + [keras.layers.Dense(2)]), xla)
     model = pn.PackNetModel(
         keras.Sequential(inputs + bench_layers(network, keras.layers, packed=True)),
         max_tasks=5)
@@ -80,21 +93,24 @@ def build(network, variant):
     model.add_task("t2", num_classes=2)
     if variant == "no-restore":
         model._restore = lambda pairs, backups: None
+    patch = {"forward-masks": _masked_visible,
+             "int32-masks": _int32_visible}.get(variant)
     for layer in packed_layers(model.trunk):
-        if variant == "int32-masks":
-            layer.visible = types.MethodType(_int32_visible, layer)
-        elif variant == "no-forward-mask":
-            layer.visible = types.MethodType(_raw_kernel, layer)
-    return _compile(model)
+        if patch is not None:
+            layer.visible = types.MethodType(patch, layer)
+    return _compile(model, xla)
 
 
 def measure(network, x, y, args):
     steppers = {v: batch_stepper(build(network, v), x, y, args.batch)
                 for v in VARIANTS}
     seconds = interleaved_step_seconds(steppers, args.rounds, args.steps)
-    keras_s = np.array(seconds["keras"])
+    def base(v):
+        return np.array(seconds["keras-xla" if v.endswith("-xla")
+                                else "keras"])
+
     return {v: {"seconds_per_step": summary(seconds[v]),
-                "ratio_vs_keras": summary(np.array(seconds[v]) / keras_s)}
+                "ratio_vs_keras": summary(np.array(seconds[v]) / base(v))}
             for v in VARIANTS}
 
 
@@ -114,6 +130,7 @@ def main(argv=None):
     rows = {n: measure(n, x, y, args) for n in STEP_NETWORKS}
     print(f"\n{'network':<8}{'variant':<18}{'ms/step':>9}"
           f"{'ratio vs keras':>16}{'(min-max)':>12}")
+    print("(the -xla variants against keras-xla)")
     for network, row in rows.items():
         for variant, r in row.items():
             q = r["ratio_vs_keras"]

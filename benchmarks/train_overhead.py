@@ -7,8 +7,14 @@ of a dense-heavy MLP on the flattened images (`--network mlp`,
 - a `PackNetModel` training its second task (half the trunk frozen by task 1),
 - the same architecture in plain Keras 3,
 - the same architecture in tf_keras wrapped by tfmot's `prune_low_magnitude`
-  (the ecosystem's existing masked training),
-the three taking turns step by step (`common.interleaved_step_seconds`:
+  (the ecosystem's existing masked training) at 50% sparsity, twice:
+  `tfmot` computes its masks at step 0 only (`ConstantSparsity(0.5,
+  begin_step=0, end_step=0)`: then it trains under fixed masks, as PackNet
+  does), `tfmot-f100` recomputes them every 100 steps (tfmot's default
+  `frequency`, so its top-k sorts are part of the cost),
+- the same architecture in plain tf_keras (`tf_keras`: tfmot's framework
+  without its masks, to tell the masks' cost from the framework's),
+all of them taking turns step by step (`common.interleaved_step_seconds`:
 every `train_on_batch` timed on its own), and reports the median and spread
 of the per-round ratios. Not a test: run it by hand.
 
@@ -75,7 +81,8 @@ def build_packnet(network):
     return model, []
 
 
-def build_tfmot(network):
+def build_tfmot(network, end_step=-1, frequency=100, prune=True):
+    """tf_keras under tfmot's `prune_low_magnitude`; `prune=False`: plain."""
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     import tensorflow_model_optimization as tfmot
     import tf_keras
@@ -91,8 +98,13 @@ def build_tfmot(network):
     base = tf_keras.Sequential([tf_keras.Input((32, 32, 3))]
                                + bench_layers(network, tf_keras.layers)
                                + [tf_keras.layers.Dense(2)])
+    if not prune:
+        base.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses
+                     .SparseCategoricalCrossentropy(from_logits=True))
+        return base, []
     model = sparsity.prune_low_magnitude(
-        base, pruning_schedule=sparsity.ConstantSparsity(0.5, 0, frequency=1))
+        base, pruning_schedule=sparsity.ConstantSparsity(
+            0.5, begin_step=0, end_step=end_step, frequency=frequency))
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses
                   .SparseCategoricalCrossentropy(from_logits=True))
     # Outside fit(), tfmot's callback is driven by hand (its documented
@@ -118,7 +130,9 @@ def main(argv=None):
     x, y = load_batches(args.data, args.steps, args.batch)
     models = {"packnet": build_packnet(args.network),
               "keras": build_plain(args.network),
-              "tfmot": build_tfmot(args.network)}
+              "tfmot": build_tfmot(args.network, end_step=0),
+              "tfmot-f100": build_tfmot(args.network, frequency=100),
+              "tf_keras": build_tfmot(args.network, prune=False)}
     steppers = {name: batch_stepper(model, x, y, args.batch)
                 for name, (model, _) in models.items()}
     seconds = interleaved_step_seconds(steppers, args.rounds, args.steps)
@@ -134,6 +148,11 @@ def main(argv=None):
         "seconds_per_step": {n: summary(v) for n, v in seconds.items()},
         "ratio_vs_keras": summary(packnet / np.array(seconds["keras"])),
         "ratio_vs_tfmot": summary(packnet / np.array(seconds["tfmot"])),
+        "ratio_vs_tfmot_f100": summary(
+            packnet / np.array(seconds["tfmot-f100"])),
+        # What tfmot's masking adds to its own framework.
+        "tfmot_vs_tf_keras": summary(np.array(seconds["tfmot"])
+                                     / np.array(seconds["tf_keras"])),
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "machine": machine(),
@@ -141,13 +160,17 @@ def main(argv=None):
     }
     path = write_json("train_overhead.json" if args.network == "cnn"
                       else f"train_overhead_{args.network}.json", result)
-    print(f"\n{'':<10}{'ms/step median':>16}{'min':>8}{'max':>8}")
+    print(f"\n{'':<12}{'ms/step median':>16}{'min':>8}{'max':>8}")
     for n, s in result["seconds_per_step"].items():
-        print(f"{n:<10}{s['median'] * 1e3:>16.1f}{s['min'] * 1e3:>8.1f}"
+        print(f"{n:<12}{s['median'] * 1e3:>16.1f}{s['min'] * 1e3:>8.1f}"
               f"{s['max'] * 1e3:>8.1f}")
-    for key in ("ratio_vs_keras", "ratio_vs_tfmot"):
+    labels = {"ratio_vs_keras": "PackNet / Keras",
+              "ratio_vs_tfmot": "PackNet / tfmot",
+              "ratio_vs_tfmot_f100": "PackNet / tfmot-f100",
+              "tfmot_vs_tf_keras": "tfmot / tf_keras"}
+    for key, label in labels.items():
         s = result[key]
-        print(f"PackNet {key.replace('_', ' ')}: median {s['median']:.2f}x "
+        print(f"{label}: median {s['median']:.2f}x "
               f"(min {s['min']:.2f}, max {s['max']:.2f}) over {args.rounds} "
               "rounds")
     print(f"machine: {result['machine']}\nwrote {path}")
