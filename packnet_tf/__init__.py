@@ -4,6 +4,7 @@ Mallya & Lazebnik, "PackNet: Adding Multiple Tasks to a Single Network by
 Iterative Pruning", CVPR 2018.
 """
 
+from packnet_tf import export
 from packnet_tf import layers
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.convert import convert
@@ -27,6 +28,7 @@ __all__ = [
     "TaskStateError",
     "UnsupportedLayerError",
     "convert",
+    "export",
     "layers",
     "prune_fraction_for",
     "train_task",
