@@ -168,6 +168,9 @@ class SharedTasksModule(tf.Module):
             # the static shape TFLite needs is kept.
             owner = tf.slice(owner, tf.fill([len(owner.shape)], zero),
                              kernel.shape)
+        # LiteRT's comparison builtins take int32 but not uint8: compare in
+        # int32 (the stored owners stay uint8).
+        owner = tf.cast(owner, tf.int32)
         # A scalar zero: `zeros_like` would be stored as a kernel-sized
         # constant in a TFLite file.
         return tf.where(ownership.visible_mask(owner, task_id), kernel,
