@@ -253,4 +253,3 @@ def unmasked_forward(layers):
     finally:
         for layer in layers:
             layer._unmasked_forward = False
-
