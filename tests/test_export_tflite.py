@@ -89,17 +89,21 @@ def test_multi_task_file_matches_every_task(model, tmp_path):
 def test_multi_task_file_keeps_one_copy_of_the_weights(wide, tmp_path):
     one = os.path.getsize(export.tflite(wide, tmp_path / "c.tflite", task="c"))
     shared = os.path.getsize(export.tflite(wide, tmp_path / "all.tflite"))
-    stacked = len(convert(wide, select_tasks(wide, None), layout="stacked"))
+    stacked = os.path.getsize(export.tflite(
+        wide, tmp_path / "stacked.tflite", layout="stacked"))
     # Kernels once plus uint8 owners: 1.25 networks, against one network
-    # per task when each signature has its own masked copy.
+    # per task when each signature has its own baked copy.
     assert shared < 1.35 * one
     assert stacked > 2.9 * one
+    assert shared == len(convert(wide, select_tasks(wide, None),
+                                 layout="shared"))
     x = probe_inputs(wide)
-    interpreter = _interpreter(tmp_path / "all.tflite")
-    for task in ("a", "b", "c"):
-        np.testing.assert_allclose(
-            _run(interpreter, task, x), model_outputs(wide, task, x),
-            rtol=0, atol=FLOAT_TOLERANCE)
+    for name in ("all.tflite", "stacked.tflite"):
+        interpreter = _interpreter(tmp_path / name)
+        for task in ("a", "b", "c"):
+            np.testing.assert_allclose(
+                _run(interpreter, task, x), model_outputs(wide, task, x),
+                rtol=0, atol=FLOAT_TOLERANCE, err_msg=f"{name} task {task}")
 
 
 def test_sparse_files_shrink_for_early_tasks(wide, tmp_path):
@@ -159,6 +163,11 @@ def test_bad_input_is_refused(model, tmp_path):
         export.tflite(model, target, task="a", quantize="int4")
     with pytest.raises(ValueError, match="not both"):
         export.tflite(model, target, task="a", tasks=["b"])
+    with pytest.raises(ValueError, match="Expected `layout`.*'packed'"):
+        export.tflite(model, target, layout="packed")
+    with pytest.raises(ValueError, match="needs constant kernels.*"
+                       "layout='stacked'"):
+        export.tflite(model, target, quantize="dynamic", layout="shared")
     with pytest.raises(ValueError, match="Unknown task"):
         export.tflite(model, target, task="zebra")
     with pytest.raises(pn.TaskStateError, match="Only finished tasks"):

@@ -16,9 +16,13 @@ kernels per task. The layouts measured (benchmarks/export_benchmark.py):
   task id derived from the batch size so the converter cannot fold it
   (`SharedTasksModule(run_time_task=True)`).
 
-Float and float16 files use "shared"; dynamic-range and int8 quantization
-need constant kernels to quantize, so they use "stacked" (a quantized copy
-is a quarter of a float one: T tasks cost about T/4 float networks).
+Float and float16 files use "shared" unless `layout="stacked"` is asked
+for: "shared" is the smaller file, "stacked" the faster one (XNNPACK
+cannot take kernels computed at run time; measured 6.5x one network's
+latency at batch 64 for "shared" against 1.0x for "stacked"; README's
+Results). Dynamic-range and int8 quantization need constant kernels to
+quantize, so they always use "stacked" (a quantized copy is a quarter of a
+float one: T tasks cost about T/4 float networks).
 """
 
 import os
@@ -187,8 +191,21 @@ def _check_path(path):
     return path
 
 
+def _check_layout(layout, quantize):
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(
+            f"Expected `layout` in {(None,) + LAYOUTS}. "
+            f"Received: layout={layout!r}")
+    if layout == "shared" and default_layout(quantize) == "stacked":
+        raise ValueError(
+            f"quantize={quantize!r} needs constant kernels to quantize, so "
+            "its multi-task files are 'stacked'. Received: layout='shared'. "
+            "Pass layout='stacked' (or None), or quantize=None / 'float16' "
+            "for a 'shared' file.")
+
+
 def tflite(model, path, task=None, tasks=None, quantize=None,
-           representative_data=None, sparse=False):
+           representative_data=None, sparse=False, layout=None):
     """Exports finished tasks to a LiteRT (TFLite) file.
 
     With `task`, the file holds that task's plain network (masks baked in,
@@ -215,13 +232,21 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
             fraction of the network, so its file shrinks. Such files run
             without the XNNPACK delegate
             (`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
+        layout: for a file of several tasks, "shared" (one copy of the
+            kernels plus owner masks: about 1.3 networks, but slower, the
+            kernels being masked at run time) or "stacked" (each task's
+            baked network: T networks, each as fast as a one-task file).
+            None picks "shared" for float32 and float16 files, "stacked"
+            for "dynamic" and "int8" (which require it). A one-task file
+            is always the task's plain network.
 
     Returns:
         The absolute path written.
 
     Raises:
-        ValueError: for an unknown task, a bad `quantize`, "int8" without
-            `representative_data`, or both `task` and `tasks`.
+        ValueError: for an unknown task, a bad `quantize` or `layout`,
+            "int8" without `representative_data`, `layout="shared"` with
+            "dynamic" or "int8", or both `task` and `tasks`.
         TaskStateError: for a task that has not finished.
         FileExistsError: if `path` is a folder or a file that is not TFLite.
 
@@ -238,6 +263,7 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
         raise ValueError(
             f"Expected `quantize` in {QUANTIZE_MODES}. "
             f"Received: quantize={quantize!r}")
+    _check_layout(layout, quantize)
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' calibrates activations on example inputs: pass "
@@ -252,7 +278,7 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     else:
         infos = checks.select_tasks(model, tasks)
     path = _check_path(path)
-    content = convert(model, infos, quantize=quantize,
+    content = convert(model, infos, layout=layout, quantize=quantize,
                       representative_data=representative_data,
                       sparse=bool(sparse))
     folder = os.path.dirname(path)
