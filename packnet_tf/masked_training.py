@@ -22,10 +22,10 @@ class MaskedTrainingMixin:
     `_active`, `_require_trainable()` and `_step_results()`.
     """
 
-    def _train_masks(self, task_id):
+    def _train_masks(self, task_id, packed=None):
         """`(variable, mask or None)` for every variable the task trains."""
         masks = {}
-        for layer in self._packed():
+        for layer in self._packed() if packed is None else packed:
             for variable, mask in layer.train_masks(task_id):
                 masks[id(variable)] = mask
         variables = list(self.trunk.trainable_variables) + list(
@@ -49,11 +49,12 @@ class MaskedTrainingMixin:
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         task = self._require_trainable("fit()")
-        pairs = self._train_masks(task.task_id)
+        packed = self._packed()
+        pairs = self._train_masks(task.task_id, packed)
         variables = [v for v, _ in pairs]
         with tf.GradientTape() as tape:
             # Free weights hold 0 (see `fit`), so no kernel needs its mask.
-            with unmasked_forward(self._packed()):
+            with unmasked_forward(packed):
                 y_pred = self(x, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,

@@ -50,6 +50,19 @@ def trainable_mask(owner, task_id):
     return tf.equal(owner, tf.cast(task_id, owner.dtype))
 
 
+def zero_free(kernel, owner):
+    """`kernel` with every free weight (owner `FREE`) set to 0.
+
+    Args:
+        kernel: a kernel tensor.
+        owner: its owner ids.
+
+    Returns:
+        The new kernel tensor.
+    """
+    return tf.where(tf.equal(owner, FREE), tf.zeros_like(kernel), kernel)
+
+
 def claim_free(owner, task_id):
     """Gives every free weight to `task_id`.
 

@@ -5,7 +5,6 @@ kernels of `self.trunk` and the active task (see `packnet_tf.model`).
 """
 
 import numpy as np
-import tensorflow as tf
 
 from packnet_tf import ownership
 from packnet_tf.capacity import CapacityReport
@@ -39,15 +38,11 @@ class PruningMixin:
     `_active` and `_require_trainable()`.
     """
 
-    def _apply_owners(self, plan, task_id):
+    def _apply_owners(self, plan):
         """Assigns new owners and zeroes the weights they free."""
         for kernel, owner, new_owner in plan:
-            freed = tf.logical_and(
-                ownership.trainable_mask(owner, task_id),
-                tf.equal(new_owner, ownership.FREE),
-            )
-            kernel.assign(tf.where(freed, tf.zeros_like(kernel), kernel))
             owner.assign(new_owner)
+            kernel.assign(ownership.zero_free(kernel, new_owner))
 
     def _kernels(self):
         """Yields `("layer/kernel", kernel, owner)` for every packed kernel."""
@@ -136,7 +131,7 @@ class PruningMixin:
                 kernel, owner, task.task_id, int(counts[key])))
             for key, kernel, owner in self._kernels() if key in counts
         ]
-        self._apply_owners(plan, task.task_id)
+        self._apply_owners(plan)
         task.state = PRUNED
         return {key: int(count) for key, count in counts.items()}
 

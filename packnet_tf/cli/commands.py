@@ -7,6 +7,7 @@ import json
 import pathlib
 
 from packnet_tf import checkpoint
+from packnet_tf.cli.networks import input_shape
 
 
 class UsageError(ValueError):
@@ -25,7 +26,7 @@ def info(args, out):
     """Prints tasks, states and capacity per layer; optionally plots it."""
     model = load(args.model)
     report = model.capacity()
-    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    shape = input_shape(model)
     if args.json:
         print(json.dumps({
             "model": str(args.model), "max_tasks": model.max_tasks,
@@ -81,11 +82,9 @@ def verify(args, out):
 
 
 def _source(args):
-    from packnet_tf.data import DataError, from_spec
+    from packnet_tf.data import DataError, from_spec, normalize_spec
 
-    spec = {"tfds": args.data[5:]} if args.data.startswith("tfds:") else (
-        {"npz": args.data} if args.data.lower().endswith(".npz")
-        else {"folder": args.data})
+    spec = normalize_spec(args.data)
     spec.update(train_split=args.split, test_split=None)
     if args.data_dir and "tfds" in spec:
         spec["data_dir"] = args.data_dir
@@ -114,7 +113,7 @@ def evaluate(args, out):
             f"--data {args.data}: {source.num_classes} classes, but task "
             f"{args.task!r} has a head of {info.num_classes}. Pick its "
             "classes with --classes.")
-    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    shape = input_shape(model)
     try:
         data = batches(source, args.split, shape, batch_size=args.batch_size,
                        shuffle=False, preprocess=args.preprocess)
@@ -190,7 +189,7 @@ def _representative(args, model):
     from packnet_tf.data import batches
 
     source = _source(args)
-    shape = tuple(int(d) for d in model.trunk.inputs[0].shape[1:])
+    shape = input_shape(model)
     data = batches(source, args.split, shape, batch_size=32, shuffle=False,
                    preprocess=args.preprocess)
     return np.concatenate([x.numpy() for x, _ in data.take(8)])

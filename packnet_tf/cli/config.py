@@ -65,10 +65,8 @@ class RunConfig:
         max_tasks: the network's task capacity (None: from a loaded model).
         seed: the run's seed.
         network: the network section (a dict with `type`).
-        prune_plan: the defaults' `prune_fraction` (number, list, "equal").
         tasks: the `TaskConfig`s in order.
         log_dir: TensorBoard folder, or None.
-        raw: the file's content, for records.
     """
 
     path: str
@@ -77,10 +75,8 @@ class RunConfig:
     max_tasks: int
     seed: int
     network: dict
-    prune_plan: object
     tasks: list
     log_dir: pathlib.Path = None
-    raw: dict = None
 
     def error(self, key, message):
         """A `ConfigError` about `key` of this config."""
@@ -197,11 +193,8 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         path=str(path), base_dir=pathlib.Path(base_dir),
         model=resolve_path(model, base_dir), max_tasks=max_tasks, seed=seed,
         network=dict(data["network"]),
-        prune_plan=defaults.get("prune_fraction",
-                                TASK_DEFAULTS["prune_fraction"]),
         tasks=tasks,
-        log_dir=None if log_dir is None else resolve_path(log_dir, base_dir),
-        raw=data)
+        log_dir=None if log_dir is None else resolve_path(log_dir, base_dir))
 
 
 def load_config(path, model=None, log_dir=None):

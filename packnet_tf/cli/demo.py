@@ -51,7 +51,7 @@ def demo_config(out, epochs=6, finetune_epochs=2, seed=0):
     return RunConfig(
         path="<packnet-tf demo>", base_dir=out, model=out / "digits.keras",
         max_tasks=len(tasks), seed=seed, network=dict(DIGITS_NETWORK),
-        prune_plan="equal", tasks=tasks)
+        tasks=tasks)
 
 
 def _clear(out):
@@ -107,11 +107,12 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
     start = time.perf_counter()
     model, _ = train(config, stream=stream, verbose=verbose)
     seconds = time.perf_counter() - start
+    from packnet_tf.cli.prepare import sidecar_path
     from packnet_tf.data import write_digit_folder
 
     written = {"model": config.model,
                "images": write_digit_folder(out / "images"),
-               "record": config.model.with_name("digits.run.json"),
+               "record": sidecar_path(config.model),
                "plot": plot_capacity(model.capacity(), out / "capacity.png",
                                      title="Who owns the digits network")}
     if export:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 
 import keras
+import tensorflow as tf
 
 from packnet_tf import checkpoint
 from packnet_tf.cli import networks
@@ -213,12 +214,9 @@ def prepare(config, strategy=None):
         except DataError as error:
             raise config.error(f"{where}.data",
                                f"task {task.name!r}: {error}") from None
-        dtype = "uint8" if source.encoded else None
         try:
-            import tensorflow as tf
-
-            preprocess_function(task.options["preprocess"],
-                                tf.as_dtype(dtype or "float32"))
+            # Raises on an unknown mode, whatever the dtype.
+            preprocess_function(task.options["preprocess"], tf.float32)
         except DataError as error:
             raise config.error(f"{where}.preprocess", error) from None
         classes = source.num_classes

@@ -24,6 +24,7 @@ from packnet_tf import checkpoint
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
 from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
 from packnet_tf.cli.metrics import task_metrics
+from packnet_tf.cli.networks import input_shape
 from packnet_tf.cli.progress import accuracy_table, history_summary
 from packnet_tf.data import batches
 from packnet_tf.task import FROZEN, PRUNED, TRAINING
@@ -71,14 +72,10 @@ class Run:
 
     def _data(self, task, split, seed, shuffle=None):
         options = task.options
-        return batches(task.source, split, self._input_shape,
+        return batches(task.source, split, input_shape(self.model),
                        batch_size=options["batch_size"], shuffle=shuffle,
                        seed=seed, preprocess=options["preprocess"],
                        resize=options["resize"])
-
-    @property
-    def _input_shape(self):
-        return tuple(int(d) for d in self.model.trunk.inputs[0].shape[1:])
 
     def _loss(self, task):
         return keras.losses.SparseCategoricalCrossentropy(
@@ -198,8 +195,6 @@ class Run:
             if self.plan.resumed:
                 say("resume", f"from state {state!r} in {self.config.model}")
         if train_pending:
-            if hasattr(task.source, "prepare"):
-                task.source.prepare()
             summary = (self._fit(task, "train", options["epochs"],
                                  options["learning_rate"])
                        if options["epochs"] else "0 epochs")

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.data.source import DataError, DataSource
-from packnet_tf.data.source import class_positions, remap_labels
+from packnet_tf.data.source import class_positions, labelled
 
 
 class ArraySource(DataSource):
@@ -130,15 +130,9 @@ class DatasetSource(DataSource):
         self.shuffle_buffer = shuffle_buffer
 
     def dataset(self, split, shuffle=False, seed=0):
-        dataset = self._datasets[split]
-        if self._subset:
-            dataset = remap_labels(dataset, self._positions)
-        else:
-            dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.int32)))
-        if shuffle:
-            dataset = dataset.shuffle(self.shuffle_buffer, seed=seed,
-                                      reshuffle_each_iteration=True)
-        return dataset
+        return labelled(self._datasets[split],
+                        self._positions if self._subset else None,
+                        shuffle, self.shuffle_buffer, seed)
 
 
 def npz_source(path, classes=None, train_split="train", test_split="test",

@@ -171,13 +171,6 @@ class ImageFolderSource(DataSource):
     def num_examples(self, split):
         return len(self._files[split][1])
 
-    def peek_shape(self):
-        """The decoded shape of the first training image."""
-        first = self._files[self.train_split][0][0]
-        data = (self._zip.read(str(first)) if self._zip
-                else pathlib.Path(first).read_bytes())
-        return tuple(tf.io.decode_image(data, expand_animations=False).shape)
-
     def _read_zip(self, names, labels):
         data = tf.py_function(self._zip.read_many, [names], tf.string)
         return tf.ensure_shape(data, names.shape), labels

@@ -146,3 +146,27 @@ def remap_labels(dataset, positions):
         return x, tf.cast(table.lookup(tf.cast(y, tf.int64)), tf.int32)
 
     return dataset.map(relabel).filter(lambda x, y: y >= 0)
+
+
+def labelled(dataset, positions, shuffle, shuffle_buffer, seed):
+    """A split's `(x, int32 y)` examples, as every source hands them out.
+
+    Args:
+        dataset: `(x, y)` examples with integer labels.
+        positions: the original labels to keep, in their new order
+            (`remap_labels`), or None to keep every label as it is.
+        shuffle: whether to shuffle, reshuffling every iteration.
+        shuffle_buffer: the shuffle buffer's size.
+        seed: the shuffle seed.
+
+    Returns:
+        The dataset.
+    """
+    if positions is not None:
+        dataset = remap_labels(dataset, positions)
+    else:
+        dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.int32)))
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                  reshuffle_each_iteration=True)
+    return dataset

@@ -7,7 +7,7 @@ after shuffling, so the shuffle buffer holds compressed bytes, not pixels.
 """
 
 from packnet_tf.data.source import DataError, DataSource
-from packnet_tf.data.source import class_positions, remap_labels
+from packnet_tf.data.source import class_positions, labelled
 
 
 def _how_to_prepare(name, data_dir, builder):
@@ -59,6 +59,7 @@ class TFDSSource(DataSource):
         self.description = f"tfds:{name}"
         self.train_split, self.test_split = train_split, test_split
         self.download = bool(download)
+        self._prepared = False
         self.shuffle_buffer = int(shuffle_buffer)
         try:
             self._builder = tfds.builder(name, data_dir=self.data_dir)
@@ -98,9 +99,13 @@ class TFDSSource(DataSource):
                 self._open(split, shuffle=False, seed=0)
 
     def prepare(self):
-        """Downloads and prepares the data if `download` was asked for."""
-        if self.download:
+        """Downloads and prepares the data if `download` was asked for.
+
+        Runs once per source; every `dataset()` call asks for it.
+        """
+        if self.download and not self._prepared:
             self._builder.download_and_prepare()
+            self._prepared = True
 
     def num_examples(self, split):
         try:
@@ -139,16 +144,8 @@ class TFDSSource(DataSource):
         dataset = self._open(split, shuffle, seed).map(
             lambda example: (example[self.image_key],
                              example[self.label_key]))
-        if self._subset:
-            dataset = remap_labels(dataset, self._positions)
-        else:
-            import tensorflow as tf
-
-            dataset = dataset.map(lambda x, y: (x, tf.cast(y, tf.int32)))
-        if shuffle:
-            dataset = dataset.shuffle(self.shuffle_buffer, seed=seed,
-                                      reshuffle_each_iteration=True)
-        return dataset
+        return labelled(dataset, self._positions if self._subset else None,
+                        shuffle, self.shuffle_buffer, seed)
 
     def decode(self, x, channels):
         import tensorflow as tf

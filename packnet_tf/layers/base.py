@@ -208,9 +208,7 @@ class PackedLayer(keras.layers.Layer):
     def zero_free(self):
         """Sets every free weight (owner 0) of every packed kernel to 0."""
         for _, kernel, owner in self.packed_kernels():
-            kernel.assign(tf.where(
-                tf.equal(owner, ownership.FREE), tf.zeros_like(kernel), kernel
-            ))
+            kernel.assign(ownership.zero_free(kernel, owner))
 
     def ownership(self):
         """Owner ids of every packed kernel, as NumPy arrays by name."""
