@@ -55,7 +55,7 @@ def _pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # e.g. PermissionError: it exists, owned by another user
         return True
     return True
 
@@ -126,14 +126,15 @@ def save_model(model, path, include_optimizer=True):
         )
     optimizer = getattr(model, "optimizer", None)
     with atomic_path(path, suffix=".keras") as tmp:
+        detach = not include_optimizer and optimizer is not None
         try:
-            if not include_optimizer and optimizer is not None:
+            if detach:
                 # Keras 3 saves whatever `model.optimizer` holds and has no
                 # `include_optimizer` for .keras files: detach it meanwhile.
                 model.optimizer = None
             model.save(tmp)
         finally:
-            if optimizer is not None:
+            if detach:
                 model.optimizer = optimizer
     return path
 
@@ -190,8 +191,8 @@ def check_archive(path):
         )
     try:
         with zipfile.ZipFile(path) as archive:
-            missing = [m for m in KERAS_MEMBERS
-                       if m not in archive.namelist()]
+            names = set(archive.namelist())
+            missing = [m for m in KERAS_MEMBERS if m not in names]
             bad = None if missing else archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
         raise CheckpointError(
