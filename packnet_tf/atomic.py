@@ -1,0 +1,94 @@
+"""Files that are always whole: write beside the target, fsync, rename.
+
+If the process dies (SIGKILL, power loss, a full disk) while writing, the
+previous file must still be there, complete. So every file is written next
+to its target as `<file>.tmp-<pid><suffix>`, flushed to disk with `fsync`,
+and moved over the target with `os.replace`, which is atomic on POSIX and
+Windows. Temporary files of processes that died mid-write are removed by the
+next write. No Keras or TensorFlow here: the data and export layers use it
+too.
+"""
+
+import contextlib
+import json
+import os
+import pathlib
+
+
+def _fsync_dir(directory):
+    # The rename itself must reach the disk too; not every OS allows
+    # opening a directory (Windows does not), and there it is not needed.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_file(path):
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Deletes `<file>.tmp-<pid>*` left by processes that died mid-write."""
+    for stale in path.parent.glob(f"{path.name}.tmp-*"):
+        pid = stale.name[len(path.name) + len(".tmp-"):].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(
+                int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path next to `path`; moves it there on success.
+
+    The caller writes the temporary file; when the block ends without an
+    exception the file is fsynced and atomically replaces `path`. On any
+    exception (including KeyboardInterrupt) the temporary file is removed
+    and `path` is left as it was.
+
+    Args:
+        path: the final file.
+        suffix: appended to the temporary name (`".keras"` for Keras).
+
+    Yields:
+        The temporary `pathlib.Path`.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path, data):
+    """Writes `data` as JSON to `path` atomically (see `atomic_path`).
+
+    Args:
+        path: the target file.
+        data: a JSON-serialisable object.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
