@@ -82,6 +82,17 @@ def atomic_path(path, suffix=""):
     _fsync_dir(path.parent)
 
 
+def write_text(path, text):
+    """Writes `text` to `path` atomically (see `atomic_path`).
+
+    Args:
+        path: the target file.
+        text: a str.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path, data):
     """Writes `data` as JSON to `path` atomically (see `atomic_path`).
 
@@ -89,6 +100,4 @@ def write_json(path, data):
         path: the target file.
         data: a JSON-serialisable object.
     """
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -17,11 +17,11 @@ import zipfile
 
 import keras
 
-from packnet_tf.atomic import atomic_path, write_json
+from packnet_tf.atomic import atomic_path, write_json, write_text
 
 __all__ = ["CheckpointError", "RunBusyError", "RunLock", "atomic_path",
            "check_archive", "file_digest", "load_model", "save_model",
-           "write_json"]
+           "write_json", "write_text"]
 
 #: Members every `.keras` archive has (see `keras.saving.save_model`).
 KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")

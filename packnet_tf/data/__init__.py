@@ -3,7 +3,8 @@
 Every source gives labelled examples per split with class names (after an
 optional class subset, relabelled 0..k-1 in the given order);
 `batches(...)` turns one into shuffled (seeded), resized, preprocessed,
-batched and prefetched `tf.data` input for a network.
+batched and prefetched `tf.data` input for a network; `check_source(...)`
+finds image files that cannot be decoded before anything trains.
 
 Example:
 
@@ -14,6 +15,8 @@ Example:
 """
 
 from packnet_tf.data.arrays import ArraySource, DatasetSource, npz_source
+from packnet_tf.data.checks import BadFilesError, CheckCache, CheckReport
+from packnet_tf.data.checks import check_source
 from packnet_tf.data.digits import digit_sources, digit_tasks
 from packnet_tf.data.digits import write_digit_folder
 from packnet_tf.data.folder import ImageFolderSource
@@ -24,6 +27,9 @@ from packnet_tf.data.tfds_source import TFDSSource
 
 __all__ = [
     "ArraySource",
+    "BadFilesError",
+    "CheckCache",
+    "CheckReport",
     "DataError",
     "DataSource",
     "DatasetSource",
@@ -31,6 +37,7 @@ __all__ = [
     "ImageFolderSource",
     "TFDSSource",
     "batches",
+    "check_source",
     "digit_sources",
     "digit_tasks",
     "fit_plan",

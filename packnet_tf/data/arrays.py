@@ -19,17 +19,22 @@ class ArraySource(DataSource):
         train_split: the split to train on.
         test_split: the split to evaluate on, or None.
         description: a name for messages.
+        array_names: optional `{split: (x name, y name)}` for messages
+            (the keys of a `.npz` file).
 
     Raises:
-        DataError: on mismatched lengths, non-integer labels or a bad class
-            subset.
+        DataError: on mismatched lengths, non-integer labels, NaN or
+            infinite values, examples whose shapes differ between splits,
+            test labels of classes the train split lacks (without
+            `class_names`), or a bad class subset.
     """
 
     def __init__(self, splits, class_names=None, classes=None,
                  train_split="train", test_split="test",
-                 description="arrays"):
+                 description="arrays", array_names=None):
         self.description = description
         self.train_split, self.test_split = train_split, test_split
+        names = array_names or {}
         arrays = {}
         for split in self.splits:
             if split not in splits:
@@ -48,10 +53,25 @@ class ArraySource(DataSource):
                     f"{description}: expected integer class labels of shape "
                     f"(n,) in split {split!r}. Received: dtype {y.dtype}, "
                     f"shape {y.shape}.")
+            x_name = names.get(split, (f"x of split {split!r}",))[0]
+            _check_values(x, x_name, description)
             arrays[split] = (x, y)
+        _check_shapes(arrays, names, description)
         if class_names is None:
-            top = max(int(y.max()) + 1 if len(y) else 0
-                      for _, y in arrays.values())
+            # The train split defines the classes; a test label beyond them
+            # is a class the head would never have learned.
+            train_y = arrays[train_split][1]
+            top = int(train_y.max()) + 1 if len(train_y) else 0
+            for split, (_, y) in arrays.items():
+                extra = sorted({int(v) for v in y[y >= top]})
+                if extra:
+                    y_name = names.get(split, (None, f"y of split "
+                                               f"{split!r}"))[1]
+                    raise DataError(
+                        f"{description}: {y_name} has label(s) "
+                        f"{extra[:10]} that never occur in split "
+                        f"{train_split!r} (labels 0..{top - 1}). Store "
+                        "`class_names` in the file, or fix the labels.")
             class_names = [str(i) for i in range(top)]
         class_names = [str(n) for n in class_names]
         positions = class_positions(classes, class_names, description)
@@ -135,6 +155,31 @@ class DatasetSource(DataSource):
                         shuffle, self.shuffle_buffer, seed)
 
 
+def _check_values(x, name, description):
+    """Raises a `DataError` for NaN or infinite values in float examples."""
+    if not np.issubdtype(x.dtype, np.floating) or not x.size:
+        return
+    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DataError(
+            f"{description}: {name} has NaN or infinite values in "
+            f"{len(bad)} example(s) (first at index {bad[0]}). Clean or "
+            "drop those examples.")
+
+
+def _check_shapes(arrays, names, description):
+    """Raises a `DataError` when splits hold examples of other shapes."""
+    shapes = {split: tuple(x.shape[1:]) for split, (x, _) in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(
+            f"{names.get(split, (f'split {split!r}',))[0]} {shape}"
+            for split, shape in shapes.items())
+        raise DataError(
+            f"{description}: the splits hold examples of different shapes "
+            f"({listed}). Every split must have the same example shape.")
+
+
 def npz_source(path, classes=None, train_split="train", test_split="test",
                x_key="x_{split}", y_key="y_{split}"):
     """Task data from a `.npz` file of arrays.
@@ -165,7 +210,7 @@ def npz_source(path, classes=None, train_split="train", test_split="test",
         raise DataError(f"{str(path)!r} is not a readable .npz file "
                         f"({error}).", key="npz") from error
     with archive:
-        splits = {}
+        splits, array_names = {}, {}
         for split in (s for s in (train_split, test_split) if s):
             keys = (x_key.format(split=split), y_key.format(split=split))
             missing = [k for k in keys if k not in archive.files]
@@ -176,8 +221,10 @@ def npz_source(path, classes=None, train_split="train", test_split="test",
                     key="train_split" if split == train_split
                     else "test_split")
             splits[split] = (archive[keys[0]], archive[keys[1]])
+            array_names[split] = keys
         names = (list(archive["class_names"])
                  if "class_names" in archive.files else None)
     return ArraySource(splits, class_names=names, classes=classes,
                        train_split=train_split, test_split=test_split,
-                       description=f"npz:{path}")
+                       description=f"npz:{path}",
+                       array_names=array_names)

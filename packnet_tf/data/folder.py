@@ -133,7 +133,9 @@ class ImageFolderSource(DataSource):
         if self.root.is_file() and zipfile.is_zipfile(self.root):
             self._zip = _ZipReader(self.root)
             with zipfile.ZipFile(self.root) as archive:
-                names = archive.namelist()
+                infos = archive.infolist()
+            names = [info.filename for info in infos]
+            self._members = {i.filename: (i.CRC, i.file_size) for i in infos}
             indexes = {s: _index_zip(names, s) for s in self.splits}
         elif self.root.is_dir():
             indexes = {s: _index_directory(self.root, s) for s in self.splits}
@@ -170,6 +172,75 @@ class ImageFolderSource(DataSource):
 
     def num_examples(self, split):
         return len(self._files[split][1])
+
+    # -- what `packnet_tf.data.check_source` reads --------------------------
+
+    def _name(self, file):
+        """A file's name in messages: relative to the folder, or a member."""
+        return file if self._zip else os.path.relpath(file, self.root)
+
+    def example_fingerprints(self, split):
+        files = self._files[split][0]
+        if self._zip is not None:
+            stat = os.stat(self.root)
+            archive = (f"{os.path.abspath(self.root)}|{stat.st_size}|"
+                       f"{stat.st_mtime_ns}")
+            return [(str(f), f"{archive}|{f}|{self._members[f][0]}|"
+                     f"{self._members[f][1]}") for f in files]
+        found = []
+        for file in files:
+            try:
+                stat = os.stat(file)
+                print_ = f"{file}|{stat.st_size}|{stat.st_mtime_ns}"
+            except OSError:  # gone: never cached, reported by the read
+                print_ = f"{file}|missing"
+            found.append((self._name(file), print_))
+        return found
+
+    def _path(self, name):
+        return name if self._zip else os.path.join(self.root, name)
+
+    def read_bytes(self, name):
+        if self._zip is not None:
+            return self._zip.read(name)
+        with open(self._path(name), "rb") as f:
+            return f.read()
+
+    def read_examples(self, names):
+        names = list(names)
+        if self._zip is None:
+            paths = [self._path(n) for n in names]
+            return tf.data.Dataset.from_tensor_slices(
+                (tf.constant(names, tf.string),
+                 tf.constant(paths, tf.string))).map(
+                    lambda n, p: (n, tf.io.read_file(p)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+
+        def members():
+            for name in names:
+                try:
+                    data = self._zip.read(name)
+                except Exception:  # noqa: BLE001 (bad CRC, truncated...)
+                    # Empty bytes never decode: the member is reported.
+                    data = b""
+                yield name, data
+
+        return tf.data.Dataset.from_generator(
+            members, output_signature=(tf.TensorSpec((), tf.string),
+                                       tf.TensorSpec((), tf.string)))
+
+    def exclude(self, split, names):
+        drop = {self._path(n) for n in names}
+        files, labels = self._files[split]
+        keep = np.array([f not in drop for f in files], dtype=bool)
+        emptied = sorted(set(labels) - set(labels[keep]))
+        if emptied:
+            raise DataError(
+                f"{self.description}: every image of class "
+                f"{self.class_names[emptied[0]]!r} in split {split!r} is "
+                "bad; none would be left to train on. Replace them.",
+                key="classes")
+        self._files[split] = (files[keep], labels[keep])
 
     def _read_zip(self, names, labels):
         data = tf.py_function(self._zip.read_many, [names], tf.string)

@@ -70,6 +70,37 @@ class DataSource:
         """
         raise NotImplementedError
 
+    # -- encoded sources: what `packnet_tf.data.check_source` reads --------
+
+    def example_fingerprints(self, split):
+        """`[(name, fingerprint)]` of a split's files, or None.
+
+        A fingerprint changes whenever the file's bytes may have changed
+        (see `packnet_tf.data.checks`). None: the examples are not files
+        (then `encoded_examples` is read whole).
+        """
+        return None
+
+    def encoded_examples(self, split):
+        """`(name, encoded bytes)` of every example of `split`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not list its encoded examples.")
+
+    def read_examples(self, names):
+        """`(name, encoded bytes)` of the named files, as a dataset."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not read examples by name.")
+
+    def read_bytes(self, name):
+        """The encoded bytes of one named file (raises if unreadable)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not read examples by name.")
+
+    def exclude(self, split, names):
+        """Leaves the named examples out of `split` from now on."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot leave examples out.")
+
     def decode(self, x, channels):
         """Decodes one encoded example to a uint8 image (encoded sources)."""
         return tf.io.decode_image(x, channels=channels,

@@ -94,6 +94,8 @@ class TFDSSource(DataSource):
         # Image features can be read undecoded; other tensors cannot.
         self.encoded = type(image).__name__ == "Image"
         self._image_feature = image
+        # Example ids (`tfds_id`) left out per split (`exclude`).
+        self._excluded = {}
         if not self.download:
             for split in self.splits:
                 self._open(split, shuffle=False, seed=0)
@@ -109,11 +111,21 @@ class TFDSSource(DataSource):
 
     def num_examples(self, split):
         try:
-            return int(self._builder.info.splits[split].num_examples)
+            total = int(self._builder.info.splits[split].num_examples)
         except (KeyError, ValueError, TypeError):
             return None
+        return total - len(self._excluded.get(split, ()))
 
-    def _open(self, split, shuffle, seed):
+    def encoded_examples(self, split):
+        self.prepare()
+        return self._open(split, shuffle=False, seed=0, with_ids=True).map(
+            lambda example: (example["tfds_id"], example[self.image_key]))
+
+    def exclude(self, split, names):
+        self._excluded[split] = set(self._excluded.get(split, ())) | set(
+            names)
+
+    def _open(self, split, shuffle, seed, with_ids=False):
         import tensorflow_datasets as tfds
 
         decoders = ({self.image_key: tfds.decode.SkipDecoding()}
@@ -123,7 +135,8 @@ class TFDSSource(DataSource):
                 split=split,
                 shuffle_files=shuffle,
                 decoders=decoders,
-                read_config=tfds.ReadConfig(shuffle_seed=seed),
+                read_config=tfds.ReadConfig(shuffle_seed=seed,
+                                            add_tfds_id=with_ids),
             )
         except AssertionError as error:  # TFDS' "could not find data"
             raise DataError(
@@ -140,8 +153,16 @@ class TFDSSource(DataSource):
                 else "test_split") from error
 
     def dataset(self, split, shuffle=False, seed=0):
+        import tensorflow as tf
+
         self.prepare()
-        dataset = self._open(split, shuffle, seed).map(
+        excluded = sorted(self._excluded.get(split, ()))
+        dataset = self._open(split, shuffle, seed, with_ids=bool(excluded))
+        if excluded:
+            left_out = tf.constant(excluded, tf.string)
+            dataset = dataset.filter(lambda example: tf.logical_not(
+                tf.reduce_any(tf.equal(example["tfds_id"], left_out))))
+        dataset = dataset.map(
             lambda example: (example[self.image_key],
                              example[self.label_key]))
         return labelled(dataset, self._positions if self._subset else None,
