@@ -16,7 +16,8 @@ import tensorflow as tf
 from packnet_tf import checkpoint
 from packnet_tf.cli import networks
 from packnet_tf.cli.config import ConfigError
-from packnet_tf.data import DataError, DataSource, fit_plan, from_spec
+from packnet_tf.data import CheckCache, DataError, DataSource, check_source
+from packnet_tf.data import fit_plan, from_spec
 from packnet_tf.data.pipeline import preprocess_function
 
 
@@ -29,12 +30,15 @@ class TaskPlan:
         source: its `DataSource`.
         num_classes: its head's width.
         prune_fraction: what it prunes (0: not pruned, not fine-tuned).
+        check: the `CheckReport` of its data (files left out with
+            `on_bad_files: skip`).
     """
 
     config: object
     source: object
     num_classes: int
     prune_fraction: float
+    check: object = None
 
     @property
     def name(self):
@@ -67,6 +71,11 @@ class RunPlan:
 def sidecar_path(model_path):
     """The run record kept next to the model file."""
     return model_path.with_name(model_path.stem + ".run.json")
+
+
+def check_cache_path(model_path):
+    """The cache of image files found good, kept next to the model file."""
+    return model_path.with_name(model_path.stem + ".data-check.json")
 
 
 def read_sidecar(model_path):
@@ -175,6 +184,26 @@ def _check_free(config, model, first_new):
             "network.")
 
 
+def _check_files(config, plans, fits):
+    """Decodes every image file once, as training will (cached per file).
+
+    Last of the checks, being the slowest: a bad file stops the run here,
+    not hours into an epoch; with `on_bad_files: skip` it is left out.
+    """
+    cache = CheckCache(check_cache_path(config.model))
+    for plan, fit in zip(plans, fits):
+        try:
+            plan.check = check_source(
+                plan.source, channels=fit.decode_channels,
+                on_bad_files=plan.options["on_bad_files"], cache=cache,
+                task=plan.name)
+        except DataError as error:
+            message = (str(error) if error.key == "on_bad_files"
+                       else f"task {plan.name!r}: {error}")
+            raise config.error(f"tasks[{plan.config.index}].data",
+                               message) from None
+
+
 def prepare(config, strategy=None):
     """Checks a run and builds (or loads) its model.
 
@@ -207,10 +236,12 @@ def prepare(config, strategy=None):
     shape = networks.input_shape(model)
     held = {t.name: t for t in model.tasks}
     plans = []
+    fits = []
     for task, source in zip(config.tasks, sources):
         where = f"tasks[{task.index}]"
         try:
-            fit_plan(source, shape, resize=task.options["resize"])
+            fits.append(fit_plan(source, shape,
+                                 resize=task.options["resize"]))
         except DataError as error:
             raise config.error(f"{where}.data",
                                f"task {task.name!r}: {error}") from None
@@ -242,4 +273,5 @@ def prepare(config, strategy=None):
                               _prune_fraction(config, task, model)))
     first_new = next((t for t in config.tasks if t.name not in held), None)
     _check_free(config, model, first_new)
+    _check_files(config, plans, fits)
     return RunPlan(config, model, resumed, plans, sidecar)

@@ -55,6 +55,13 @@ class Run:
         self.record = dict(plan.sidecar)
         self.record.setdefault("accuracy", {})
         self.record.setdefault("log", [])
+        skipped = {t.name: t.check.as_dict() for t in plan.tasks
+                    if t.check is not None and t.check.num_bad}
+        if skipped:
+            self.record["skipped_files"] = skipped
+        else:
+            self.record.pop("skipped_files", None)
+        self._where = None
         digest_ok = plan.resumed and self.record.get(
             "model_sha256") == checkpoint.file_digest(self.config.model)
         self.last = self.record.get("last_phase") if digest_ok else None
@@ -130,6 +137,7 @@ class Run:
         self.reporter.capacity(step, self.model.capacity())
 
     def _fit(self, task, phase, epochs, learning_rate):
+        self._where = (task.name, phase)
         seed = self._seed(task, phase)
         keras.utils.set_random_seed(seed)
         self._fresh_optimizer_state(task, learning_rate)
@@ -202,6 +210,7 @@ class Run:
             say("train", summary)
         finetuned = self.last == {"task": name, "phase": "finetune"}
         if prune and state == TRAINING:
+            self._where = (name, "prune")
             owned = sum(self.model.owned_counts().values())
             freed = sum(self.model.prune(prune).values())
             self._save(task, "prune")
@@ -217,6 +226,7 @@ class Run:
                 summary = self._fit(task, "finetune", epochs, rate)
                 self._save(task, "finetune")
                 say("finetune", summary)
+        self._where = (name, "end")
         self.model.end_task()
         accuracy = self.evaluate(task)
         self.record["accuracy"][name] = accuracy
@@ -227,15 +237,65 @@ class Run:
                     f"test accuracy {accuracy:.4f}; ") +
             f"frozen and saved to {self.config.model}")
 
+    def _error_log(self):
+        return self.config.model.with_name(self.config.model.stem +
+                                           ".error.log")
+
+    def _stopped(self, error):
+        """A `PhaseFailed` for an error raised while a task ran.
+
+        The traceback goes to `<model>.error.log`; the message says what
+        broke, where, and that the model file is whole and re-running
+        resumes.
+        """
+        import traceback
+
+        log = self._error_log()
+        text = "".join(traceback.format_exception(error))
+        try:
+            checkpoint.write_text(log, text)
+            details = f" The traceback is in {log}."
+        except OSError:
+            details = ""
+        task, phase = self._where or ("?", "?")
+        last = self.record.get("last_phase")
+        if last:
+            kept = f"its state after task {last['task']!r}, {last['phase']}"
+        elif self.plan.resumed:
+            kept = "the state it was loaded with"
+        else:
+            kept = "no file yet (no phase had finished)"
+        lines = [line for line in str(error).strip().splitlines()
+                 if line.strip()]
+        what = lines[-1].split("}} ", 1)[-1].strip() if lines else ""
+        return PhaseFailed(
+            f"Task {task!r}, {phase}: {type(error).__name__}: {what}. "
+            f"{self.config.model} keeps {kept} (the last complete one); "
+            "fix the cause and re-run the same command to resume (data "
+            f"files are checked again first).{details}")
+
     def run(self):
         """Runs every task, then prints the accuracy and capacity tables.
 
         Returns:
             A dict `{task: test accuracy now}` (None without a test split).
+
+        Raises:
+            PhaseFailed: if a phase stops (NaN loss, or any error raised
+                while training, evaluating or saving); the model file keeps
+                its last complete state.
         """
         with checkpoint.RunLock(self.config.model):
             for task in self.plan.tasks:
-                self.run_task(task)
+                self._where = (task.name, "start")
+                try:
+                    self.run_task(task)
+                except PhaseFailed:
+                    raise
+                except Exception as error:  # noqa: BLE001 (reported)
+                    raise self._stopped(error) from error
+        # A finished run leaves no stale traceback from an earlier stop.
+        self._error_log().unlink(missing_ok=True)
         now = {t.name: self.evaluate(t) for t in self.plan.tasks}
         rows = [(t.name, self.record["accuracy"].get(t.name), now[t.name])
                 for t in self.plan.tasks]
@@ -278,10 +338,14 @@ def train(config, stream=None, verbose="auto", strategy=None):
         source = task.source
         sizes = "/".join(str(source.num_examples(s) or "?")
                          for s in source.splits)
+        skipped = task.check.counts() if task.check is not None else {}
+        left_out = ("; bad files left out: " + ", ".join(
+            f"{n} in {split}" for split, n in skipped.items())
+            if skipped else "")
         reporter.line(
             f"  {task.name}: {source.description}, {task.num_classes} "
             f"classes, {sizes} examples ({'/'.join(source.splits)}), "
-            f"prune {task.prune_fraction:.1%}")
+            f"prune {task.prune_fraction:.1%}{left_out}")
     run = Run(plan, reporter, verbose=verbose, strategy=strategy)
     accuracy = run.run()
     return plan.model, accuracy

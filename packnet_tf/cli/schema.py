@@ -19,7 +19,11 @@ TASK_DEFAULTS = {
     "from_logits": True,
     "num_classes": None,
     "validation": False,
+    "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
 }
+#: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
+#: here too so that config checks need no TensorFlow).
+ON_BAD_FILES = ("error", "skip")
 #: Keys only a task has.
 TASK_ONLY_KEYS = ("name", "data")
 #: Network types and the keys each accepts (besides `type`).
@@ -112,6 +116,12 @@ def check_task_options(options, where, path, plan_ok):
                                                   str):
         raise ConfigError(path, f"{where}.preprocess", "expected a name. "
                           f"Received: {options['preprocess']!r}")
+    if "on_bad_files" in options and (
+            options["on_bad_files"] not in ON_BAD_FILES):
+        raise ConfigError(path, f"{where}.on_bad_files", "expected 'error' "
+                          "(stop before training, naming the files) or "
+                          "'skip' (train without them). Received: "
+                          f"{options['on_bad_files']!r}")
     optimizer = options.get("optimizer")
     if optimizer is not None and not isinstance(optimizer, (str, dict)):
         raise ConfigError(path, f"{where}.optimizer", "expected a name "
