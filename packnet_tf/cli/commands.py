@@ -96,6 +96,21 @@ def _source(args):
         raise UsageError(f"--data {args.data}: {error}") from None
 
 
+def _check_files(args, source, shape, out):
+    """Decodes the split's image files once first; names any bad one."""
+    from packnet_tf.data import DataError, check_source, fit_plan
+
+    try:
+        report = check_source(
+            source, channels=fit_plan(source, shape).decode_channels,
+            on_bad_files=args.on_bad_files)
+    except DataError as error:
+        raise UsageError(f"--data {args.data}: {error}") from None
+    if report.num_bad:
+        print(f"left out {report.num_bad} file(s) that cannot be decoded: "
+              f"{report.summary()}", file=out)
+
+
 def evaluate(args, out):
     """Accuracy and loss of one task on a data split."""
     from packnet_tf.cli.metrics import task_metrics
@@ -114,6 +129,7 @@ def evaluate(args, out):
             f"{args.task!r} has a head of {info.num_classes}. Pick its "
             "classes with --classes.")
     shape = input_shape(model)
+    _check_files(args, source, shape, out)
     try:
         data = batches(source, args.split, shape, batch_size=args.batch_size,
                        shuffle=False, preprocess=args.preprocess)
@@ -147,7 +163,7 @@ def export(args, out):
         if not args.data:
             raise UsageError("--quantize int8 calibrates on example "
                              "inputs: pass --data with the task's data.")
-        representative = _representative(args, model)
+        representative = _representative(args, model, out)
     try:
         if args.saved_model:
             written = exporter.saved_model(
@@ -183,13 +199,14 @@ def export(args, out):
     return 0
 
 
-def _representative(args, model):
+def _representative(args, model, out):
     import numpy as np
 
     from packnet_tf.data import batches
 
     source = _source(args)
     shape = input_shape(model)
+    _check_files(args, source, shape, out)
     data = batches(source, args.split, shape, batch_size=32, shuffle=False,
                    preprocess=args.preprocess)
     return np.concatenate([x.numpy() for x, _ in data.take(8)])

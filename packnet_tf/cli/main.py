@@ -30,6 +30,10 @@ def _add_data_args(parser, split_default):
                         "the order of the task's labels")
     parser.add_argument("--preprocess", default="auto", help="auto, unit, "
                         "none or a keras.applications module (vgg16, ...)")
+    parser.add_argument("--on-bad-files", choices=("error", "skip"),
+                        default="error", help="image files that cannot be "
+                        "decoded: stop and name them (default), or leave "
+                        "them out and count them")
 
 
 def build_parser():
