@@ -13,6 +13,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from packnet_tf.contract import as_contract
 from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.errors import CapacityError, TaskStateError
 from packnet_tf.layers.base import validate_max_tasks
@@ -199,7 +200,8 @@ class PackNetModel(
                 "`prune(0.5)`), or use a wider network."
             )
 
-    def add_task(self, name, num_classes=None, head=None):
+    def add_task(self, name, num_classes=None, head=None,
+                 input_contract=None):
         """Registers a task, gives it every free weight, and activates it.
 
         Args:
@@ -208,6 +210,11 @@ class PackNetModel(
                 `keras.layers.Dense(num_classes)` that outputs logits.
             head: a Keras layer to use as the head instead; it reads the
                 trunk's features and belongs to this task only.
+            input_contract: how raw images become this task's inputs and
+                its class names: a `packnet_tf.InputContract` or a dict of
+                its fields. Saved with the model; the exporters build their
+                `_pixels` and `_images` signatures from it. None: inputs
+                are trunk-ready floats.
 
         Returns:
             The new task's `TaskInfo`.
@@ -219,6 +226,7 @@ class PackNetModel(
             ValueError, TypeError: on a bad name, `num_classes` or head.
         """
         validate_task_name(name, [t.name for t in self._tasks])
+        input_contract = as_contract(input_contract)
         if self._tasks and not self._tasks[-1].finished:
             last = self._tasks[-1]
             raise TaskStateError(
@@ -233,15 +241,45 @@ class PackNetModel(
             )
         self._check_free_capacity()
         head, width = self._build_head(name, num_classes, head)
+        if input_contract is not None:
+            input_contract.check_classes(width, name)
         task_id = len(self._tasks) + 1
         for layer in self._packed():
             layer.claim_free(task_id)
             if task_id > 1:
                 layer.copy_task_slot(task_id - 1, task_id)
         self.heads.append(head)
-        self._tasks.append(TaskInfo(name, task_id, width, TRAINING))
+        self._tasks.append(TaskInfo(name, task_id, width, TRAINING,
+                                    input_contract=input_contract))
         self._activate(task_id - 1)
         return self.active_task
+
+    def set_input_contract(self, name, input_contract):
+        """Records how task `name`'s inputs are prepared, and its classes.
+
+        The contract describes inputs, not weights, so it may be set on a
+        finished task too (e.g. on a model file written before contracts
+        existed).
+
+        Args:
+            name: a known task.
+            input_contract: a `packnet_tf.InputContract`, a dict of its
+                fields, or None (trunk-ready floats).
+
+        Returns:
+            The task's `TaskInfo`.
+
+        Raises:
+            ValueError: for an unknown task, bad contract fields, or class
+                names that do not match the head's width.
+            TypeError: for a contract of the wrong type.
+        """
+        task = self._tasks[self._find(name)]
+        input_contract = as_contract(input_contract)
+        if input_contract is not None:
+            input_contract.check_classes(task.num_classes, name)
+        task.input_contract = input_contract
+        return dataclasses.replace(task)
 
     def use_task(self, name):
         """Makes task `name` the one `predict`, `evaluate` and `call` use.

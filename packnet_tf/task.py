@@ -3,6 +3,8 @@
 import dataclasses
 import re
 
+from packnet_tf.contract import as_contract
+
 #: The task owns all free weights and trains.
 TRAINING = "training"
 #: The task was pruned at least once; it may fine-tune or prune again.
@@ -27,6 +29,9 @@ class TaskInfo:
         state: one of "training", "pruned", "frozen".
         fingerprint: the task's outputs on its probe batch, stored by
             `end_task()` (see `PackNetModel.verify`).
+        input_contract: how raw images become its inputs and its class
+            names (`packnet_tf.InputContract`), or None: inputs are
+            trunk-ready floats (files written before contracts load so).
     """
 
     name: str
@@ -34,6 +39,11 @@ class TaskInfo:
     num_classes: int
     state: str = TRAINING
     fingerprint: list = None
+    input_contract: object = None
+
+    def __post_init__(self):
+        # Read back from a config as a dict.
+        self.input_contract = as_contract(self.input_contract)
 
     @property
     def finished(self):
@@ -42,7 +52,10 @@ class TaskInfo:
 
     def to_config(self):
         """Returns the record as a JSON-friendly dict."""
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if self.input_contract is not None:
+            config["input_contract"] = self.input_contract.to_config()
+        return config
 
 
 def validate_task_name(name, existing):

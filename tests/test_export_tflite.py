@@ -151,7 +151,9 @@ def test_multi_task_int8_takes_data_per_task(wide, tmp_path):
     with pytest.raises(ValueError, match="Expected representative inputs"):
         export.tflite(wide, tmp_path / "q3.tflite", task="a",
                       quantize="int8", representative_data=x[:, :4])
-    assert sorted(os.listdir(tmp_path)) == ["q.tflite"]
+    # The failed exports left nothing; the good one its labels beside it.
+    assert sorted(os.listdir(tmp_path)) == [
+        "a.labels.txt", "b.labels.txt", "q.tflite"]
 
 
 def test_bad_input_is_refused(model, tmp_path):
@@ -199,4 +201,6 @@ def test_an_existing_file_is_replaced_atomically(model, tmp_path,
     with pytest.raises(OSError, match="rename failed"):
         export.tflite(model, target, task="c")
     assert target.read_bytes() == second
-    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+    # No staging file, and no labels for "c": they follow the model file.
+    assert sorted(os.listdir(tmp_path)) == [
+        "a.labels.txt", "b.labels.txt", "m.tflite"]

@@ -5,6 +5,10 @@ with `tf.saved_model.save`: the result is an ordinary TensorFlow graph that
 loads without Keras or packnet_tf, and every weight is stored once (Keras
 3.15's `ExportArchive` stores each twice, keras-team/keras#23553).
 
+Each module gives a `forward` function per task (a float batch -> the
+head's outputs); `signatures()` wraps it in the SavedModel signatures of
+`packnet_tf.export.signatures`, and the TFLite exporter in its own.
+
 Two kinds:
 
 - `TaskModule`: one task, baked. Its variables are the weights of
@@ -28,10 +32,7 @@ from packnet_tf.export.plain import (
     plain_trunk,
     twin_variable_name,
 )
-
-#: Input and output names of every exported signature.
-INPUT_NAME = "inputs"
-OUTPUT_NAME = "outputs"
+from packnet_tf.export.signatures import INPUT_NAME, task_functions
 
 
 def input_spec(model):
@@ -68,27 +69,42 @@ class TaskModule(tf.Module):
         task: the task's `TaskInfo` (finished).
 
     Attributes:
-        predict: the `tf.function` from a batch of inputs to
-            `{"outputs": head output}`.
+        task_name: the task's name.
+        info: its `TaskInfo` (with its input contract).
+        input_spec: the `tf.TensorSpec` of a float batch of its inputs.
     """
 
     def __init__(self, model, task):
         super().__init__(name=f"task_{task.task_id}")
         keras_model = plain_model(model, task.name)
         self.weights = _variables(keras_model)
-
-        @tf.function(input_signature=[input_spec(model)])
-        def serve(inputs):
-            return {OUTPUT_NAME: keras_model(inputs, training=False)}
-
-        self.predict = serve
+        self._keras = _Untracked(model=keras_model, info=task)
         self.task_name = task.name
+        self.input_spec = input_spec(model)
+
+    @property
+    def info(self):
+        return self._keras.info
+
+    def forward(self, inputs):
+        """The head's outputs on a float batch (traced by a signature)."""
+        return self._keras.model(inputs, training=False)
 
     def signatures(self):
-        """`{key: concrete function}`: `serving_default` and `task_<name>`."""
-        function = self.predict.get_concrete_function()
-        return {"serving_default": function,
-                signature_name(self.task_name): function}
+        """`{key: concrete function}` of the SavedModel.
+
+        `serving_default` and `task_<name>` (float inputs), and with an
+        input contract `task_<name>_pixels` and `task_<name>_images`
+        (see `packnet_tf.export.signatures`).
+        """
+        self.serving = task_functions(
+            self.info, self.forward, self.input_spec,
+            self.info.input_contract)
+        functions = {key: function.get_concrete_function()
+                     for key, function in self.serving.items()}
+        functions["serving_default"] = functions[
+            signature_name(self.task_name)]
+        return functions
 
 
 # Neither module names its function `serve`: the TFLite converter takes a
@@ -153,9 +169,8 @@ class SharedTasksModule(tf.Module):
                 call_head_copy(model.heads[task.task_id - 1], features))
             self._keras.heads[task.name] = head
             self.head_weights.extend(_variables(head))
-        spec = input_spec(model)
-        self.predict = {
-            task.name: self._function(task, spec) for task in tasks}
+        self.input_spec = input_spec(model)
+        self._keras.infos = {task.name: task for task in tasks}
 
     def _visible(self, index, task_id, zero):
         owner = self.owners[index]
@@ -189,11 +204,12 @@ class SharedTasksModule(tf.Module):
                 mapping.append((variable, value))
         return mapping
 
-    def _function(self, task, spec):
-        head = self._keras.heads[task.name]
+    def forward(self, name):
+        """The function from a float batch to task `name`'s head outputs."""
+        task = self._keras.infos[name]
+        head = self._keras.heads[name]
 
-        @tf.function(input_signature=[spec])
-        def serve(inputs):
+        def forward(inputs):
             zero = tf.constant(0, tf.int32)
             if self._run_time_task:
                 # 0 at run time, unknown to a converter: batch sizes are >= 0.
@@ -202,12 +218,31 @@ class SharedTasksModule(tf.Module):
             with keras.StatelessScope(
                     state_mapping=self._state_mapping(task_id, zero)):
                 features = self._keras.trunk(inputs, training=False)
-            return {OUTPUT_NAME: head(features, training=False)}
+            return head(features, training=False)
 
-        return serve
+        return forward
 
     def signatures(self):
-        """`{"task_<name>": concrete function}` for every task."""
-        return {
-            signature_name(name): function.get_concrete_function()
-            for name, function in self.predict.items()}
+        """`{key: concrete function}`: every task's signatures.
+
+        `task_<name>` (float inputs), and with an input contract
+        `task_<name>_pixels` and `task_<name>_images`.
+
+        Raises:
+            ValueError: if two tasks' signature keys collide (a task named
+                `x_pixels` next to a task `x`).
+        """
+        self.serving = {}
+        for name, info in self._keras.infos.items():
+            functions = task_functions(info, self.forward(name),
+                                       self.input_spec, info.input_contract)
+            taken = sorted(set(functions) & set(self.serving))
+            if taken:
+                raise ValueError(
+                    f"Task {name!r}'s signature key {taken[0]!r} is taken "
+                    "by another task's signature in one multi-task "
+                    "SavedModel. Export these tasks with "
+                    "layout='per_task', or rename one.")
+            self.serving.update(functions)
+        return {key: function.get_concrete_function()
+                for key, function in self.serving.items()}

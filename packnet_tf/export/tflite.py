@@ -1,174 +1,79 @@
 """LiteRT (TFLite) files: one task per file, or every task in one file.
 
-A one-task file is the task's plain network (masks baked in, batch norm
-folded), converted by TensorFlow's own TFLite converter; its one signature
-is `task_<name>`.
+`tflite(...)` checks its arguments, converts (`packnet_tf.export.
+tflite_convert`: layouts, pixel inputs, quantization), writes the file
+atomically and writes each task's class names beside it,
+`<task>.labels.txt`, one name per line in label order.
 
-A file with several tasks holds one signature `task_<name>` per task. The
-converter folds every computation on constants, so the naive layout (each
-signature masking the shared kernels) stores one masked copy of the
-kernels per task. The layouts measured (benchmarks/export_benchmark.py):
-
-- "stacked": each task's baked network; T copies of the weights. Every
-  kernel is a constant, which is what quantization and XNNPACK need.
-- "shared": one copy of the kernels plus their uint8 owner masks (about
-  1.25x one network); a signature masks the kernels when it runs, with the
-  task id derived from the batch size so the converter cannot fold it
-  (`SharedTasksModule(run_time_task=True)`).
-
-Float and float16 files use "shared" unless `layout="stacked"` is asked
-for: "shared" is the smaller file, "stacked" the faster one (XNNPACK
-cannot take kernels computed at run time; measured 6.5x one network's
-latency at batch 64 for "shared" against 1.0x for "stacked"; README's
-Results). Dynamic-range and int8 quantization need constant kernels to
-quantize, so they always use "stacked" (a quantized copy is a quarter of a
-float one: T tasks cost about T/4 float networks).
+Class names go beside the file only: LiteRT's metadata writer lived in the
+`tflite-support` package, whose last release was in 2023 and which
+`ai-edge-litert` does not replace; a file's own metadata stays empty rather
+than depend on it.
 """
 
 import os
 import tempfile
-import warnings
-
-import numpy as np
-import tensorflow as tf
 
 from packnet_tf.export import checks
-from packnet_tf.export.modules import (
-    INPUT_NAME,
-    SharedTasksModule,
-    TaskModule,
-    input_spec,
+from packnet_tf.export.tflite_convert import (
+    INPUTS,
+    LAYOUTS,
+    QUANTIZE_MODES,
+    check_pixel_inputs,
+    convert,
+    default_layout,
 )
 
-#: `quantize` values: float32, dynamic-range int8 weights, float16 weights,
-#: full int8 (weights and activations, calibrated on representative data).
-QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
-#: Multi-task file layouts (see the module docstring).
-LAYOUTS = ("shared", "stacked")
+__all__ = ["INPUTS", "LAYOUTS", "QUANTIZE_MODES", "convert",
+           "default_layout", "labels_path", "tflite"]
+
 #: The first bytes of a TFLite flatbuffer carry this file identifier.
 _TFLITE_ID = b"TFL3"
+#: The labels file written beside a TFLite file, per task.
+LABELS_SUFFIX = ".labels.txt"
 
 
-class _Stacked(tf.Module):
-    """Several `TaskModule`s saved together (the "stacked" layout)."""
-
-    def __init__(self, modules):
-        super().__init__(name="stacked")
-        self.tasks = modules
-
-    def signatures(self):
-        return {
-            checks.signature_name(m.task_name): m.predict.get_concrete_function()
-            for m in self.tasks}
+def labels_path(path, task):
+    """The labels file of `task` beside the TFLite file `path`."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)),
+                        task + LABELS_SUFFIX)
 
 
-def default_layout(quantize):
-    """The multi-task layout `tflite(tasks=...)` uses for `quantize`."""
-    return "shared" if quantize in (None, "float16") else "stacked"
+def _write_atomically(path, content):
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    handle, staging = tempfile.mkstemp(
+        prefix=checks.STAGING_PREFIX, suffix=os.path.splitext(path)[1],
+        dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
 
 
-def _examples(data, spec):
-    """Yields single-example float batches `[1, ...]` from `data`."""
-    rank = len(spec.shape)
-    if isinstance(data, tf.data.Dataset):
-        data = data.as_numpy_iterator()
-    elif hasattr(data, "shape"):
-        data = [data]
-    for item in data:
-        if isinstance(item, (tuple, list)):
-            item = item[0]  # (inputs, labels)
-        item = np.asarray(item, dtype=spec.dtype.as_numpy_dtype)
-        if item.ndim == rank - 1:
-            item = item[None]
-        if item.ndim != rank or tuple(item.shape[1:]) != tuple(
-                spec.shape[1:]):
-            raise ValueError(
-                "Expected representative inputs of shape "
-                f"{tuple(spec.shape[1:])} (one example) or "
-                f"(batch,) + {tuple(spec.shape[1:])}. Received: "
-                f"{item.shape}")
-        for example in item:
-            yield example[None]
-
-
-def _representative(data, infos, spec, single):
-    """TF's `representative_dataset` callable for every exported task."""
-    if isinstance(data, dict):
-        missing = [t.name for t in infos if t.name not in data]
-        if missing:
-            raise ValueError(
-                "`representative_data` is a dict, so it needs an entry for "
-                f"every exported task. Missing: {missing}")
-
-    def generate():
-        for info in infos:
-            task_data = data[info.name] if isinstance(data, dict) else data
-            count = 0
-            for example in _examples(task_data, spec):
-                count += 1
-                if single:
-                    yield [example]
-                else:
-                    yield (checks.signature_name(info.name),
-                           {INPUT_NAME: example})
-            if not count:
-                raise ValueError(
-                    f"`representative_data` for task {info.name!r} is empty.")
-
-    return generate
-
-
-def convert(model, infos, layout=None, quantize=None,
-            representative_data=None, sparse=False):
-    """Converts tasks of `model` to TFLite bytes.
+def write_labels(path, infos):
+    """Writes `<task>.labels.txt` beside `path` for every task.
 
     Args:
-        model: a `PackNetModel`.
-        infos: checked `TaskInfo`s (`checks.select_tasks`); one task gives a
-            one-task file.
-        layout: multi-task layout, one of `LAYOUTS`; default
-            `default_layout(quantize)`.
-        quantize, representative_data, sparse: as in `tflite`.
+        path: the TFLite file.
+        infos: its tasks' `TaskInfo`s.
 
     Returns:
-        The flatbuffer bytes.
+        The labels files written, by task.
     """
-    single = len(infos) == 1
-    layout = layout or default_layout(quantize)
-    if single:
-        module = TaskModule(model, infos[0])
-    elif layout == "shared":
-        module = SharedTasksModule(model, infos, run_time_task=True)
-    else:
-        module = _Stacked([TaskModule(model, info) for info in infos])
-    signatures = {
-        key: function for key, function in module.signatures().items()
-        if key != "serving_default"}
-    with tempfile.TemporaryDirectory() as folder:
-        tf.saved_model.save(module, folder, signatures=signatures)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            folder, signature_keys=list(signatures))
-        optimizations = []
-        if quantize is not None:
-            optimizations.append(tf.lite.Optimize.DEFAULT)
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantize == "int8":
-            converter.representative_dataset = _representative(
-                representative_data, infos, input_spec(model), single)
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if sparse:
-            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        converter.optimizations = optimizations
-        with warnings.catch_warnings():
-            # TF's calibrator itself builds a `tf.lite.Interpreter` for
-            # multi-signature files; its deprecation warning is not the
-            # caller's to act on.
-            warnings.filterwarnings(
-                "ignore", message=".*tf.lite.Interpreter is deprecated",
-                category=UserWarning)
-            return converter.convert()
+    written = {}
+    for info in infos:
+        contract = info.input_contract
+        names = (contract.names_for(info.num_classes) if contract
+                 else tuple(str(i) for i in range(info.num_classes)))
+        target = labels_path(path, info.name)
+        _write_atomically(target, ("\n".join(names) + "\n").encode())
+        written[info.name] = target
+    return written
 
 
 def _check_path(path):
@@ -205,14 +110,22 @@ def _check_layout(layout, quantize):
 
 
 def tflite(model, path, task=None, tasks=None, quantize=None,
-           representative_data=None, sparse=False, layout=None):
+           representative_data=None, sparse=False, layout=None,
+           inputs="float"):
     """Exports finished tasks to a LiteRT (TFLite) file.
 
     With `task`, the file holds that task's plain network (masks baked in,
     batch norm folded). With `tasks` (or neither: every finished task), the
-    file holds one signature per task. Every signature is `task_<name>`,
-    reads a float batch named `inputs` and returns `{"outputs": ...}`.
-    The file is written to a temporary name next to `path` and renamed.
+    file holds one signature per task. With `inputs="float"` every
+    signature is `task_<name>` and reads the trunk-ready float batch
+    `inputs`; with `inputs="pixels"` it is `task_<name>_pixels` and reads
+    uint8 `pixels` [batch, height, width, channels] at the trunk's size,
+    preprocessed inside the file as the task's input contract says
+    (resizing stays with the app). Every signature returns
+    `{"outputs": ...}`: the head's outputs (int8 logits in an int8 pixel
+    file; see `packnet_tf.export.tflite_convert`). The file is written to a
+    temporary name next to `path` and renamed; each task's class names go
+    beside it, `<task>.labels.txt`.
 
     Args:
         model: a `PackNetModel`.
@@ -226,7 +139,8 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
             of the task's examples: an array `(N, ...)`, a `tf.data.Dataset`
             of inputs or `(inputs, labels)` (batched or not), an iterable of
             arrays, or a dict `{task name: one of those}` for a multi-task
-            file.
+            file. With `inputs="pixels"`, pixels (0-255) at the trunk's
+            size, not preprocessed.
         sparse: store kernels with many zeros compactly
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`): an early task uses a
             fraction of the network, so its file shrinks. Such files run
@@ -239,6 +153,10 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
             None picks "shared" for float32 and float16 files, "stacked"
             for "dynamic" and "int8" (which require it). A one-task file
             is always the task's plain network.
+        inputs: "float" (trunk-ready float inputs) or "pixels" (uint8
+            pixels at the trunk's size; needs each task's input contract).
+            With quantize="int8", a pixel file's input is uint8 and its
+            output int8, for integer-only accelerators.
 
     Returns:
         The absolute path written.
@@ -246,7 +164,9 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     Raises:
         ValueError: for an unknown task, a bad `quantize` or `layout`,
             "int8" without `representative_data`, `layout="shared"` with
-            "dynamic" or "int8", or both `task` and `tasks`.
+            "dynamic" or "int8", both `task` and `tasks`, a bad `inputs`,
+            or `inputs="pixels"` for a task without an input contract or a
+            trunk that does not read images.
         TaskStateError: for a task that has not finished.
         FileExistsError: if `path` is a folder or a file that is not TFLite.
 
@@ -264,6 +184,9 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
             f"Expected `quantize` in {QUANTIZE_MODES}. "
             f"Received: quantize={quantize!r}")
     _check_layout(layout, quantize)
+    if inputs not in INPUTS:
+        raise ValueError(
+            f"Expected `inputs` in {INPUTS}. Received: inputs={inputs!r}")
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' calibrates activations on example inputs: pass "
@@ -277,20 +200,12 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
         infos = checks.select_tasks(model, [task])
     else:
         infos = checks.select_tasks(model, tasks)
+    if inputs == "pixels":
+        check_pixel_inputs(model, infos)
     path = _check_path(path)
     content = convert(model, infos, layout=layout, quantize=quantize,
                       representative_data=representative_data,
-                      sparse=bool(sparse))
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, staging = tempfile.mkstemp(
-        prefix=checks.STAGING_PREFIX, suffix=".tflite", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+                      sparse=bool(sparse), inputs=inputs)
+    _write_atomically(path, content)
+    write_labels(path, infos)
     return path
