@@ -140,6 +140,37 @@ class InputContract:
                 f"({list(self.class_names)[:10]}). Give one name per "
                 "output, in label order.")
 
+    def check_input_shape(self, shape, task):
+        """Raises unless the preprocessing keeps an image trunk's input shape.
+
+        A `keras.applications` preprocessing may need 3 channels (the
+        "caffe" ones reorder RGB to BGR): this catches it on a 1-channel
+        trunk when the contract is set, not when a client calls.
+
+        Args:
+            shape: the trunk's input shape without the batch axis.
+            task: the task's name, for the message.
+
+        Raises:
+            ValueError: naming the preprocessing and the shape.
+        """
+        import numpy as np
+
+        shape = tuple(shape)
+        if len(shape) != 3:
+            return
+        try:
+            out = self.preprocess_function()(
+                np.zeros((1,) + shape, "float32"))
+            ok = tuple(np.shape(out)) == (1,) + shape
+        except Exception:  # shape errors come in many types
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"Task {task!r}: preprocess={self.preprocess!r} does not "
+                f"work on the trunk's input shape {shape}. Use 'unit' or "
+                "'none', or a network with the channels it expects.")
+
     def describe(self):
         """One line for `packnet-tf info`."""
         resize = f"resize {self.resize}" if self.resize else "no resize"

@@ -243,6 +243,8 @@ class PackNetModel(
         head, width = self._build_head(name, num_classes, head)
         if input_contract is not None:
             input_contract.check_classes(width, name)
+            input_contract.check_input_shape(self.trunk.inputs[0].shape[1:],
+                                             name)
         task_id = len(self._tasks) + 1
         for layer in self._packed():
             layer.claim_free(task_id)
@@ -278,6 +280,8 @@ class PackNetModel(
         input_contract = as_contract(input_contract)
         if input_contract is not None:
             input_contract.check_classes(task.num_classes, name)
+            input_contract.check_input_shape(self.trunk.inputs[0].shape[1:],
+                                             name)
         task.input_contract = input_contract
         return dataclasses.replace(task)
 

@@ -7,6 +7,7 @@ import json
 import pathlib
 
 from packnet_tf import checkpoint
+from packnet_tf.cli import contracts
 from packnet_tf.cli.networks import input_shape
 
 
@@ -33,7 +34,10 @@ def info(args, out):
             "input_shape": list(shape),
             "tasks": [{"name": t.name, "id": t.task_id,
                        "num_classes": t.num_classes, "state": t.state,
-                       "fingerprint": t.fingerprint is not None}
+                       "fingerprint": t.fingerprint is not None,
+                       "input_contract": (
+                           None if t.input_contract is None
+                           else t.input_contract.to_config())}
                       for t in model.tasks],
             "capacity": report.as_dict(),
         }, indent=2), file=out)
@@ -46,6 +50,7 @@ def info(args, out):
         for t in model.tasks:
             print(f"{t.task_id:>3}  {t.name:<{width}}{t.num_classes:>8}  "
                   f"{t.state}", file=out)
+            print(f"{'':>5}inputs: {contracts.describe(t)}", file=out)
         print(f"\nWho owns the network:\n{report}", file=out)
     if args.plot:
         from packnet_tf.cli.plot import plot_capacity
@@ -56,11 +61,33 @@ def info(args, out):
     return 0
 
 
+def _contract_problems(model):
+    """`{task: message}` for input contracts that do not fit the model."""
+    problems = {}
+    for task in model.tasks:
+        contract = task.input_contract
+        if contract is None:
+            continue
+        try:
+            contract.check_classes(task.num_classes, task.name)
+            contract.check_input_shape(input_shape(model), task.name)
+        except ValueError as error:
+            problems[task.name] = str(error)
+    return problems
+
+
 def verify(args, out):
-    """Recomputes each finished task's fingerprint; 1 if any changed."""
+    """Recomputes each finished task's fingerprint; 1 if any changed.
+
+    Also checks each task's input contract against its head and the
+    trunk's input (1 if one does not fit).
+    """
     model = load(args.model)
     diffs = model.verify()
     changed = {name: d for name, d in diffs.items() if d != 0.0}
+    problems = _contract_problems(model)
+    for name, problem in problems.items():
+        print(f"{name}: INPUT CONTRACT DOES NOT FIT: {problem}", file=out)
     for task in model.tasks:
         if task.name in diffs:
             status = ("CHANGED" if task.name in changed else "ok")
@@ -76,24 +103,50 @@ def verify(args, out):
               "that learned them. Restore it from a copy or retrain those "
               "tasks.", file=out)
         return 1
+    if problems:
+        print(f"VERIFY FAILED: the input contract of task(s) "
+              f"{', '.join(repr(n) for n in problems)} does not fit the "
+              "model; exports and `eval` would prepare their inputs wrongly. "
+              "Record a fitting one with `model.set_input_contract(...)`.",
+              file=out)
+        return 1
     print(f"verified: {len(diffs)} finished task(s) give exactly their "
-          "stored outputs", file=out)
+          "stored outputs; input contracts fit the model", file=out)
     return 0
 
 
-def _source(args):
+def _classes(args):
+    if not args.classes:
+        return None
+    return [c.strip() for c in args.classes.split(",")]
+
+
+def _options(args, info):
+    """How to read data for a task: its input contract, then the flags."""
+    try:
+        return contracts.data_options(info, args.preprocess, _classes(args))
+    except ValueError as error:
+        raise UsageError(f"--task {info.name}: {error}") from None
+
+
+def _source(args, options=None):
     from packnet_tf.data import DataError, from_spec, normalize_spec
 
     spec = normalize_spec(args.data)
     spec.update(train_split=args.split, test_split=None)
     if args.data_dir and "tfds" in spec:
         spec["data_dir"] = args.data_dir
-    if args.classes:
-        spec["classes"] = [c.strip() for c in args.classes.split(",")]
+    classes = options["classes"] if options else _classes(args)
+    if classes:
+        spec["classes"] = classes
     try:
         return from_spec(spec)
     except DataError as error:
-        raise UsageError(f"--data {args.data}: {error}") from None
+        hint = ""
+        if options and not args.classes and options["classes"]:
+            hint = (" (the task's classes, from its input contract; map "
+                    "them to this data's classes with --classes)")
+        raise UsageError(f"--data {args.data}: {error}{hint}") from None
 
 
 def _check_files(args, source, shape, out):
@@ -122,7 +175,8 @@ def evaluate(args, out):
         raise UsageError(f"--task {args.task!r}: unknown task. "
                          f"{args.model} holds {names}.")
     info = next(t for t in model.tasks if t.name == args.task)
-    source = _source(args)
+    options = _options(args, info)
+    source = _source(args, options)
     if source.num_classes != info.num_classes:
         raise UsageError(
             f"--data {args.data}: {source.num_classes} classes, but task "
@@ -132,11 +186,14 @@ def evaluate(args, out):
     _check_files(args, source, shape, out)
     try:
         data = batches(source, args.split, shape, batch_size=args.batch_size,
-                       shuffle=False, preprocess=args.preprocess)
+                       shuffle=False, preprocess=options["preprocess"],
+                       resize=options["resize"])
     except DataError as error:
         raise UsageError(f"--data {args.data}: {error}") from None
+    from_logits = not args.probabilities and (
+        info.input_contract is None or info.input_contract.from_logits)
     accuracy, loss, count = task_metrics(model, args.task, data,
-                                         from_logits=not args.probabilities)
+                                         from_logits=from_logits)
     if not count:
         raise UsageError(f"--data {args.data}: split {args.split!r} has no "
                          "examples (of the chosen classes).")
@@ -163,7 +220,8 @@ def export(args, out):
         if not args.data:
             raise UsageError("--quantize int8 calibrates on example "
                              "inputs: pass --data with the task's data.")
-        representative = _representative(args, model, out)
+        representative = _representative(args, model, tasks, out)
+    inputs = args.tflite_inputs
     try:
         if args.saved_model:
             written = exporter.saved_model(
@@ -178,7 +236,8 @@ def export(args, out):
             path = exporter.tflite(
                 model, args.tflite, task=single,
                 tasks=None if single else tasks, quantize=args.quantize,
-                representative_data=representative, sparse=args.sparse)
+                representative_data=representative, sparse=args.sparse,
+                inputs=inputs)
             print(f"TFLite: {path}", file=out)
         if args.tflite_dir:
             names = tasks or [t.name for t in model.tasks if t.finished]
@@ -186,7 +245,8 @@ def export(args, out):
                 path = exporter.tflite(
                     model, pathlib.Path(args.tflite_dir) / f"{name}.tflite",
                     task=name, quantize=args.quantize,
-                    representative_data=representative, sparse=args.sparse)
+                    representative_data=representative, sparse=args.sparse,
+                    inputs=inputs)
                 print(f"TFLite: {path}", file=out)
     except (ValueError, FileExistsError) as error:
         raise UsageError(" ".join(str(error).split())) from None
@@ -199,14 +259,33 @@ def export(args, out):
     return 0
 
 
-def _representative(args, model, out):
+def _representative(args, model, tasks, out):
+    """`{task: calibration inputs}`, each read as the task's contract says.
+
+    Pixel files calibrate on pixels at the trunk's size (no preprocessing:
+    it is inside the file).
+    """
     import numpy as np
 
     from packnet_tf.data import batches
 
-    source = _source(args)
+    infos = {t.name: t for t in model.tasks}
+    names = tasks or [t.name for t in model.tasks if t.finished]
     shape = input_shape(model)
-    _check_files(args, source, shape, out)
-    data = batches(source, args.split, shape, batch_size=32, shuffle=False,
-                   preprocess=args.preprocess)
-    return np.concatenate([x.numpy() for x, _ in data.take(8)])
+    read, data = {}, {}
+    for name in names:
+        if name not in infos:
+            continue  # the exporter names unknown tasks
+        options = _options(args, infos[name])
+        if args.tflite_inputs == "pixels":
+            options["preprocess"] = "none"
+        key = repr(sorted(options.items()))
+        if key not in read:
+            source = _source(args, options)
+            _check_files(args, source, shape, out)
+            batched = batches(source, args.split, shape, batch_size=32,
+                              shuffle=False, preprocess=options["preprocess"],
+                              resize=options["resize"])
+            read[key] = np.concatenate([x.numpy() for x, _ in batched.take(8)])
+        data[name] = read[key]
+    return data

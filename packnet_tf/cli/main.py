@@ -27,9 +27,11 @@ def _add_data_args(parser, split_default):
                         help="split to read (default: %(default)s)")
     parser.add_argument("--data-dir", help="TFDS data_dir")
     parser.add_argument("--classes", help="comma-separated class subset, in "
-                        "the order of the task's labels")
-    parser.add_argument("--preprocess", default="auto", help="auto, unit, "
-                        "none or a keras.applications module (vgg16, ...)")
+                        "the order of the task's labels; default: the "
+                        "task's class names from its input contract")
+    parser.add_argument("--preprocess", help="auto, unit, none or a "
+                        "keras.applications module (vgg16, ...); default: "
+                        "the task's input contract (auto without one)")
     parser.add_argument("--on-bad-files", choices=("error", "skip"),
                         default="error", help="image files that cannot be "
                         "decoded: stop and name them (default), or leave "
@@ -105,6 +107,11 @@ def build_parser():
     export.add_argument("--quantize",
                         choices=("dynamic", "float16", "int8"))
     export.add_argument("--sparse", action="store_true")
+    export.add_argument("--tflite-inputs", choices=("float", "pixels"),
+                        default="float", help="TFLite input: trunk-ready "
+                        "floats, or uint8 pixels at the trunk's size "
+                        "preprocessed inside the file (integer-only with "
+                        "--quantize int8)")
     _add_data_args(export, "train")
     return parser
 

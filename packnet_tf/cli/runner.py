@@ -21,6 +21,7 @@ import time
 import keras
 
 from packnet_tf import checkpoint
+from packnet_tf.cli.contracts import contract_for
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
 from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
 from packnet_tf.cli.metrics import task_metrics
@@ -193,13 +194,19 @@ class Run:
         # (files are written only at phase ends); a task in a new model
         # (a converted network's own task) has not.
         train_pending = state is None or not self.plan.resumed
+        contract = contract_for(task.source, options)
         if state is None:
             keras.utils.set_random_seed(self._seed(task, "train"))
             with self._scope():
-                self.model.add_task(name, num_classes=task.num_classes)
+                self.model.add_task(name, num_classes=task.num_classes,
+                                    input_contract=contract)
             state = TRAINING
         else:
             self.model.use_task(name)
+            if self.model.active_task.input_contract is None:
+                # A converted network's own task, or a file from before
+                # contracts: the config says how its inputs are prepared.
+                self.model.set_input_contract(name, contract)
             if self.plan.resumed:
                 say("resume", f"from state {state!r} in {self.config.model}")
         if train_pending:
