@@ -14,6 +14,7 @@ folder. Example:
     defaults:                           # any task key below except name/data
       epochs: 4
       prune_fraction: equal             # a number, a list per task, "equal"
+      on_bad_files: error               # or skip: leave undecodable files out
     tasks:
       - name: airplane_automobile
         data: {folder: cifar10.zip, classes: [airplane, automobile]}

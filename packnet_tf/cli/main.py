@@ -9,8 +9,9 @@ Commands:
     export    TF Serving SavedModels and LiteRT files
 
 Exit codes: 0 ok; 1 verify found a changed task; 2 bad input (config,
-arguments, model file), nothing was trained; 3 a phase stopped (NaN loss)
-or the run is busy; the model file keeps its last complete state.
+arguments, model file, data files that cannot be decoded), nothing was
+trained; 3 a phase stopped (NaN loss, or an error while training) or the
+run is busy; the model file keeps its last complete state.
 """
 
 import argparse
