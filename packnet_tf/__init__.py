@@ -7,6 +7,7 @@ Iterative Pruning", CVPR 2018.
 from packnet_tf import export
 from packnet_tf import layers
 from packnet_tf.capacity import CapacityReport
+from packnet_tf.contract import InputContract
 from packnet_tf.convert import convert
 from packnet_tf.errors import CapacityError
 from packnet_tf.errors import TaskStateError
@@ -23,6 +24,7 @@ __all__ = [
     "CapacityError",
     "CapacityReport",
     "GradualPruning",
+    "InputContract",
     "PackNetModel",
     "TaskInfo",
     "TaskStateError",

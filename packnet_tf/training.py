@@ -184,6 +184,7 @@ def train_task(
     end=True,
     num_tasks=None,
     gradual=None,
+    input_contract=None,
 ):
     """Adds task `name`, trains it, prunes it, fine-tunes it, and freezes it.
 
@@ -229,6 +230,9 @@ def train_task(
             (planned) `prune_fraction`; or a tfmot `PruningSchedule` or its
             config dict, with `prune_fraction=None` (or equal to the
             schedule's final sparsity).
+        input_contract: how raw images become the task's inputs and its
+            class names (see `PackNetModel.add_task`); the exporters'
+            `_pixels` and `_images` signatures follow it.
 
     Returns:
         A `TaskResult`.
@@ -266,7 +270,8 @@ def train_task(
         "callbacks": callbacks,
         "verbose": verbose,
     }
-    model.add_task(name, num_classes=num_classes, head=head)
+    model.add_task(name, num_classes=num_classes, head=head,
+                   input_contract=input_contract)
     _compile(model, fresh_optimizer, optimizer, learning_rate, loss, metrics)
     result = TaskResult(
         task=None,
