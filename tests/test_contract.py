@@ -1,0 +1,121 @@
+"""Input contracts: checked when set, saved with the model, absent in old files."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import packnet_tf as pn
+from packnet_tf import checkpoint, export
+from packnet_tf import layers
+from packnet_tf.contract import InputContract, as_contract
+
+from test_export_plain import FLOAT_TOLERANCE, model_outputs
+
+
+def _trunk(channels=3):
+    return keras.Sequential([
+        keras.Input((6, 6, channels)),
+        layers.PackedConv2D(4, 3, padding="same", name="conv"),
+        keras.layers.Flatten(),
+        layers.PackedDense(8, activation="relu", name="dense"),
+    ], name="trunk")
+
+
+@pytest.fixture
+def model():
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(_trunk(), max_tasks=3)
+    model.add_task("a", num_classes=2, input_contract=InputContract(
+        "mobilenet_v2", class_names=("left", "right")))
+    model.prune(0.5)
+    model.end_task()
+    return model
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"preprocess": "auto"}, "Expected `preprocess` in"),
+    ({"preprocess": "no_such_model"}, "Expected `preprocess` in"),
+    ({"resize": "cubic"}, "Expected `resize` in"),
+    ({"class_names": ("a", "a")}, "distinct"),
+    ({"class_names": ("a", "b\nc")}, "one-line"),
+    ({"class_names": "ab"}, "non-empty list"),
+    ({"from_logits": 1}, "True or False"),
+], ids=["auto", "unknown", "resize", "repeated", "newline", "string",
+        "from_logits"])
+def test_bad_fields_are_refused(fields, match):
+    with pytest.raises(ValueError, match=match):
+        InputContract(**fields)
+
+
+def test_as_contract_takes_contracts_dicts_and_none():
+    contract = InputContract("vgg16", resize=None, class_names=["x"])
+    assert contract.class_names == ("x",)
+    assert as_contract(contract) is contract
+    assert as_contract(contract.to_config()) == contract
+    assert as_contract(None) is None
+    with pytest.raises(ValueError, match="Unknown input contract key"):
+        as_contract({"preprocess": "unit", "size": 3})
+    with pytest.raises(TypeError, match="InputContract, a dict"):
+        as_contract("unit")
+
+
+def test_the_contract_must_fit_the_head_and_the_trunk():
+    model = pn.PackNetModel(_trunk(channels=1), max_tasks=2)
+    with pytest.raises(ValueError, match="head of 3 outputs .* names 2"):
+        model.add_task("a", num_classes=3, input_contract={
+            "class_names": ["x", "y"]})
+    # Caffe-style preprocessing reorders 3 channels: not on a grey trunk.
+    with pytest.raises(ValueError, match="preprocess='vgg16' does not work"):
+        model.add_task("a", num_classes=2,
+                       input_contract={"preprocess": "vgg16"})
+    assert model.tasks == []
+    model.add_task("a", num_classes=2, input_contract={"preprocess": "unit"})
+    with pytest.raises(ValueError, match="Unknown task 'z'"):
+        model.set_input_contract("z", None)
+
+
+def test_contract_is_saved_and_settable_on_a_finished_task(model, tmp_path):
+    path = checkpoint.save_model(model, tmp_path / "m.keras")
+    loaded = checkpoint.load_model(path)
+    assert loaded.tasks[0].input_contract == model.tasks[0].input_contract
+    assert loaded.tasks[0].input_contract.preprocess == "mobilenet_v2"
+    info = loaded.set_input_contract("a", {"preprocess": "unit"})
+    assert info.input_contract.class_names is None
+    assert loaded.verify() == {"a": 0.0}  # metadata, not weights
+
+
+def _strip_contracts(source, target):
+    """Writes `source` as a file from before contracts (no such key)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for task in config["config"]["tasks"]:
+                    del task["input_contract"]
+                data = json.dumps(config).encode()
+            new.writestr(item, data)
+    return target
+
+
+def test_an_old_file_loads_and_exports_as_before(model, tmp_path):
+    saved = checkpoint.save_model(model, tmp_path / "new.keras")
+    old = checkpoint.load_model(_strip_contracts(saved, tmp_path / "old.keras"))
+    assert old.tasks[0].input_contract is None
+    x = np.random.default_rng(0).normal(size=(3, 6, 6, 3)).astype("float32")
+    folder = export.saved_model(old, tmp_path / "served")["a"]
+    loaded = tf.saved_model.load(folder)
+    assert set(loaded.signatures) == {"serving_default", "task_a"}
+    out = loaded.signatures["serving_default"](inputs=x)
+    np.testing.assert_allclose(out["outputs"].numpy(),
+                               model_outputs(old, "a", x), rtol=0,
+                               atol=FLOAT_TOLERANCE)
+    np.testing.assert_array_equal(out["logits"].numpy(),
+                                  out["outputs"].numpy())
+    path = export.tflite(old, tmp_path / "a.tflite", task="a")
+    assert (tmp_path / "a.labels.txt").read_text() == "0\n1\n"
+    assert path.endswith("a.tflite")
