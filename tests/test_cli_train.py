@@ -77,6 +77,23 @@ def test_a_run_trains_every_phase_and_reports(full_run):
 
 
 @pytest.mark.slow
+def test_the_final_report_has_the_accuracy_matrix_and_metrics(full_run):
+    workdir, path, out = full_run
+    record = json.loads((workdir / "out" / "model.run.json").read_text())
+    rows = record["accuracy_matrix"]
+    assert list(rows) == ["a", "b", "c"]
+    assert list(rows["b"]) == ["a", "b"] and list(rows["c"]) == ["a", "b",
+                                                                 "c"]
+    # PackNet: an earlier task's accuracy never moves.
+    assert rows["a"]["a"] == rows["b"]["a"] == rows["c"]["a"]
+    metrics = record["continual_metrics"]
+    assert metrics["bwt"] == 0.0 and metrics["max_forgetting"] == 0.0
+    assert metrics["final"] == [rows["c"][t] for t in ("a", "b", "c")]
+    assert "Accuracy matrix (row: after training the task" in out
+    assert "BWT +0.0000" in out and "forgetting mean 0.0000" in out
+
+
+@pytest.mark.slow
 def test_adding_a_task_trains_only_the_new_one(workdir):
     config = tiny_config(workdir, max_tasks=3)
     config["defaults"].update(prune_fraction=0.5, epochs=1)

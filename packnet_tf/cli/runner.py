@@ -237,6 +237,10 @@ class Run:
         self.model.end_task()
         accuracy = self.evaluate(task)
         self.record["accuracy"][name] = accuracy
+        # A row of the accuracy matrix: every task so far, after this one.
+        earlier = self.plan.tasks[:self.plan.tasks.index(task)]
+        self.record.setdefault("accuracy_matrix", {})[name] = {
+            **{t.name: self.evaluate(t) for t in earlier}, name: accuracy}
         self._save(task, "end")
         if accuracy is not None:
             self.reporter.scalars(index, {f"accuracy/{name}": accuracy})
@@ -281,6 +285,32 @@ class Run:
             "fix the cause and re-run the same command to resume (data "
             f"files are checked again first).{details}")
 
+    def _report_matrix(self):
+        """Prints the accuracy matrix and its metrics; adds them to the record.
+
+        Skipped (with a line saying why) when a task has no test split or
+        finished in a run that kept no matrix.
+        """
+        from packnet_tf.evaluation import continual_metrics
+
+        rows = self.record.get("accuracy_matrix", {})
+        names = [t.name for t in self.plan.tasks]
+        try:
+            matrix = [[rows[a][b] if j <= i else None
+                       for j, b in enumerate(names)]
+                      for i, a in enumerate(names)]
+            metrics = continual_metrics(matrix, task_names=names)
+        except (KeyError, TypeError, ValueError):
+            self.reporter.line(
+                "\n(No accuracy matrix: a task has no test split, or "
+                "finished in a run that did not record one.)")
+            return
+        self.reporter.line("\nAccuracy matrix (row: after training the "
+                           "task; column: tested on):")
+        self.reporter.line(metrics.table())
+        self.record["continual_metrics"] = metrics.as_dict()
+        checkpoint.write_json(sidecar_path(self.config.model), self.record)
+
     def run(self):
         """Runs every task, then prints the accuracy and capacity tables.
 
@@ -308,6 +338,7 @@ class Run:
                 for t in self.plan.tasks]
         self.reporter.line("\nTest accuracy right after each task and now:")
         self.reporter.line(accuracy_table(rows))
+        self._report_matrix()
         self.reporter.line(f"\nWho owns the network:\n{self.model.capacity()}")
         return now
 
