@@ -1,9 +1,9 @@
-"""split-cifar10-5 accuracy: PackNet vs individual networks and fine-tuning.
+"""split-cifar10-5: PackNet beside the paper's baselines, over seeds.
 
 The reference workload of ../shared/data/README.md, side by side in one run:
 five 2-way tasks of CIFAR-10 (real JPEGs from ../shared/data/cifar10_jpg.zip,
 read through packnet_tf.data's image-folder source and decoded once), the
-same CNN for every method:
+same CNN for every method (benchmarks/cl_methods.py):
 
 - packnet: one `PackNetModel`; per task `train_task`: 4 epochs Adam 1e-3,
   prune 50% of the task's weights per layer (every task, the last one too,
@@ -11,81 +11,52 @@ same CNN for every method:
 - individual: a fresh network per task, 6 epochs Adam 1e-3 (the upper bound).
 - finetune: one trunk trained on the tasks in sequence, a head per task,
   6 epochs Adam 1e-3 each, nothing protected (shows forgetting).
+- classifier_only: task 1 trained as PackNet trains it (no pruning), the
+  trunk then frozen; each later task trains only its head (6 epochs).
+- lwf: Learning without Forgetting: a shared trunk, a head per task, a
+  distillation loss (temperature 2, weight 1) into the old heads, 6 epochs.
+- joint: one multi-head network trained on every task's data at once,
+  6 epochs over all of it (needs all data up front: the reference point).
 
-Prints per task the test accuracy right after learning the task and after
-all five, the mean final accuracy, mean forgetting (asserted exactly 0 for
-PackNet, whose earlier tasks' logits are also asserted bit-identical),
-train wall time, seconds per epoch (median epoch) and inference images/s
-(batch 256, methods alternated), and writes results/split_cifar10_5.json. Not a test.
+Per method and seed: the accuracy matrix R[i][j] (task j after task i), the
+metrics of packnet_tf.evaluation (average accuracy, BWT, FWT against the
+same seed's individual networks, forgetting mean and max), train wall
+time, seconds per epoch and inference images/s (batch 256, methods
+alternated). PackNet's earlier tasks' logits are asserted bit-identical
+after every later task. A seed sets the initial weights and the batch
+order of every method alike (seed 0 is the workload's).
 
-    PYTHONPATH=. python benchmarks/split_cifar10_5.py           # full run
+    PYTHONPATH=. python benchmarks/split_cifar10_5.py --seeds 0,1,2
     PYTHONPATH=. python benchmarks/split_cifar10_5.py --quick   # smoke run
 
+Each finished seed is written at once (results/split_cifar10_5_seed<S>.json),
+so a long run that stops keeps its finished seeds; `--aggregate 0,1,2`
+combines per-seed files already written (runs in separate sittings) into
+results/split_cifar10_5.json and the plot, without training. Not a test.
+
 The options below `--quick` change the PackNet schedule for measured
-investigations; a run with any of them writes a separate JSON file (see
-`--out`) whose workload names the change.
+investigations; a run with any of them writes files whose names and
+`workload` say so.
 """
 
 import argparse
+import json
 import os
 import time
 
-import keras
 import numpy as np
 
-import packnet_tf as pn
-from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, as_arrays, cifar_cnn_layers,
-                    command, decoded_split, machine, training_batches,
-                    write_json)
-from packnet_tf import ownership
+from cl_methods import (BASELINE_EPOCHS, BATCH, INFERENCE_BATCH, METHODS,
+                        PRUNE_FRACTION, predict)
+from common import (CIFAR10_ZIP, RESULTS, SPLIT_CIFAR10_5, as_arrays,
+                    command, decoded_split, machine, write_json)
+from packnet_tf.evaluation import continual_metrics
+from packnet_tf.evaluation import plot_accuracy_across_tasks
 
-EPOCHS, FINETUNE_EPOCHS, BASELINE_EPOCHS = 4, 2, 6
-LEARNING_RATE, FINETUNE_LEARNING_RATE = 1e-3, 1e-4
-BATCH, INFERENCE_BATCH, PRUNE_FRACTION = 64, 256, 0.5
 #: Quick runs: tasks, training images (5 steps of 64) and test images per task.
 QUICK_TASKS, QUICK_TRAIN, QUICK_TEST = 2, 5 * BATCH, 2 * INFERENCE_BATCH
 #: Timed passes over every task's test images, per method.
 INFERENCE_ROUNDS = 5
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records every epoch's wall time."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-class FreshFreeWeights(keras.callbacks.Callback):
-    """Re-draws a new task's weights from the free pool (a variant).
-
-    The library starts a task's free weights at zero (pruning zeroes what
-    it frees). This variant draws them again from Glorot-uniform (the
-    layers' default initializer), once, when the task's first `fit` begins.
-    """
-
-    def __init__(self, seed):
-        super().__init__()
-        self.seed, self.done = seed, False
-
-    def on_train_begin(self, logs=None):
-        task_id = self.model.active_task.task_id
-        if self.done or task_id == 1:
-            return
-        self.done = True
-        init = keras.initializers.GlorotUniform(seed=self.seed + task_id)
-        for layer in self.model.trunk.layers:
-            for _, kernel, owner in getattr(layer, "packed_kernels",
-                                            list)():
-                mine = ownership.trainable_mask(owner, task_id)
-                kernel.assign(
-                    keras.ops.where(mine, init(kernel.shape), kernel))
 
 
 def load_tasks(args):
@@ -104,15 +75,6 @@ def load_tasks(args):
               f"test images in {time.perf_counter() - start:.1f} s",
               flush=True)
     return tasks
-
-
-def predict(model, task):
-    return model.predict(task["x_test"], batch_size=INFERENCE_BATCH,
-                         verbose=0)
-
-
-def accuracy(logits, task):
-    return float(np.mean(np.argmax(logits, -1) == task["y_test"]))
 
 
 def images_per_s(readies, tasks):
@@ -146,129 +108,43 @@ def images_per_s(readies, tasks):
     return {method: float(np.median(r)) for method, r in rates.items()}
 
 
-def result(after, final, train_seconds, timer):
-    """A method's figures; `images_per_s` is filled in by `main`."""
-    return {
-        "acc_after_learning": after,
-        "final_acc": final,
-        "mean_final_acc": float(np.mean(final)),
-        "mean_forgetting": float(np.mean(np.subtract(after, final))),
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": float(np.median(timer.seconds)),
-        "images_per_s": None,
-    }
-
-
-def run_packnet(tasks, args):
-    keras.utils.set_random_seed(args.seed)
-    trunk = keras.Sequential([keras.Input((32, 32, 3))]
-                             + cifar_cnn_layers(keras.layers, packed=True))
-    model = pn.PackNetModel(trunk, max_tasks=len(tasks))
-    timer, after, logits_after, train_seconds = EpochTimer(), [], [], 0.0
-    for i, task in enumerate(tasks):
-        last = i == len(tasks) - 1
-        callbacks = [timer]
-        if args.free_init == "glorot":
-            callbacks.append(FreshFreeWeights(args.seed))
-        unpruned_last = last and args.no_prune_last
-        start = time.perf_counter()
-        pn.train_task(
-            model, task["name"],
-            training_batches(task["train"], task["count"], BATCH),
-            num_classes=2,
-            # An unpruned task is not fine-tuned: it trains as long as the
-            # baselines instead.
-            epochs=BASELINE_EPOCHS if unpruned_last else EPOCHS,
-            prune_fraction=None if unpruned_last else args.prune_fraction,
-            finetune_epochs=FINETUNE_EPOCHS, optimizer="adam",
-            learning_rate=LEARNING_RATE,
-            finetune_learning_rate=FINETUNE_LEARNING_RATE,
-            callbacks=callbacks, verbose=0)
-        train_seconds += time.perf_counter() - start
-        logits_after.append(predict(model, task))
-        after.append(accuracy(logits_after[-1], task))
-        print(f"packnet {task['name']}: {after[-1]:.4f} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-    final = []
-    for task, logits in zip(tasks, logits_after):
-        model.use_task(task["name"])
-        now = predict(model, task)
-        final.append(accuracy(now, task))
-        # PackNet's promise, checked on real data: earlier tasks' outputs
-        # are bit-identical after every later task.
-        if not np.array_equal(now, logits):
-            raise AssertionError(
-                f"PackNet changed task {task['name']!r}'s logits by up to "
-                f"{np.max(np.abs(now - logits))} after later tasks.")
-    if final != after:
-        raise AssertionError(f"PackNet forgot: {after} -> {final}")
-    drift = model.verify()
-    if any(drift.values()):
-        raise AssertionError(f"PackNet fingerprints moved: {drift}")
-
-    def ready(name):
-        model.use_task(name)
-        return model
-
-    print(model.capacity())
-    readies = [lambda n=t["name"]: ready(n) for t in tasks]
-    return result(after, final, train_seconds, timer), readies
-
-
-def plain_network(trunk_only=False):
-    layers = [keras.Input((32, 32, 3))] + cifar_cnn_layers(keras.layers)
-    return keras.Sequential(layers + ([] if trunk_only
-                                      else [keras.layers.Dense(2)]))
-
-
-def compile_plain(model):
-    model.compile(keras.optimizers.Adam(LEARNING_RATE),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-
-
-def run_baseline(tasks, args, shared):
-    """`shared=False`: individual networks; True: fine-tuning one trunk."""
-    keras.utils.set_random_seed(args.seed)
-    trunk = plain_network(trunk_only=True) if shared else None
-    timer, models, after, train_seconds = EpochTimer(), [], [], 0.0
-    for task in tasks:
-        start = time.perf_counter()
-        if shared:
-            model = keras.Sequential([trunk, keras.layers.Dense(2)])
-        else:
-            model = plain_network()
-        compile_plain(model)  # a fresh optimizer per task
-        model.fit(training_batches(task["train"], task["count"], BATCH),
-                  epochs=BASELINE_EPOCHS, callbacks=[timer], shuffle=False,
-                  verbose=0)  # the dataset shuffles itself
-        train_seconds += time.perf_counter() - start
-        models.append(model)
-        after.append(accuracy(predict(model, task), task))
-        print(f"{'finetune' if shared else 'individual'} {task['name']}: "
-              f"{after[-1]:.4f} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
-    final = [accuracy(predict(m, t), t) for m, t in zip(models, tasks)]
-    readies = [lambda m=m: m for m in models]
-    return result(after, final, train_seconds, timer), readies
+def add_metrics(results, names):
+    """Adds each method's continual-learning metrics (FWT vs individual)."""
+    reference = (results["individual"]["acc_after_learning"]
+                 if "individual" in results else None)
+    for m in results.values():
+        if m["accuracy_matrix"] is None:
+            m["metrics"] = None
+            continue
+        m["metrics"] = continual_metrics(m["accuracy_matrix"], names,
+                                         reference=reference).as_dict()
 
 
 def print_table(methods, names):
-    header = (f"{'method':<11}{'':<7}"
+    header = (f"{'method':<16}{'':<7}"
               + "".join(f"{n[:13]:>14}" for n in names) + f"{'mean':>8}")
     print("\n" + header)
     for method, m in methods.items():
-        for label, key in (("after", "acc_after_learning"),
-                           ("final", "final_acc")):
-            print(f"{method if label == 'after' else '':<11}{label:<7}"
-                  + "".join(f"{a:>14.4f}" for a in m[key])
-                  + f"{np.mean(m[key]):>8.4f}")
-    print(f"\n{'method':<11}{'mean final':>11}{'forgetting':>11}"
-          f"{'train s':>9}{'s/epoch':>9}{'images/s':>10}")
+        rows = (("after", m["acc_after_learning"]), ("final", m["final_acc"]))
+        for label, values in rows:
+            if values is None:
+                continue
+            print(f"{method if label == 'after' or not rows[0][1] else '':<16}"
+                  f"{label:<7}" + "".join(f"{a:>14.4f}" for a in values)
+                  + f"{np.mean(values):>8.4f}")
+    print(f"\n{'method':<16}{'mean final':>11}{'BWT':>9}{'FWT':>9}"
+          f"{'forget':>8}{'max':>8}{'train s':>9}{'s/epoch':>9}"
+          f"{'images/s':>10}")
     for method, m in methods.items():
-        print(f"{method:<11}{m['mean_final_acc']:>11.4f}"
-              f"{m['mean_forgetting']:>11.4f}{m['train_seconds']:>9.0f}"
-              f"{m['seconds_per_epoch']:>9.2f}{m['images_per_s']:>10.0f}")
+        k = m.get("metrics") or {}
+        cell = lambda v, f: f"{v:{f}}" if v is not None else "-"  # noqa
+        print(f"{method:<16}{m['mean_final_acc']:>11.4f}"
+              f"{cell(k.get('bwt'), '+.4f'):>9}"
+              f"{cell(k.get('fwt'), '+.4f'):>9}"
+              f"{cell(k.get('mean_forgetting'), '.4f'):>8}"
+              f"{cell(k.get('max_forgetting'), '.4f'):>8}"
+              f"{m['train_seconds']:>9.0f}{m['seconds_per_epoch']:>9.2f}"
+              f"{cell(m['images_per_s'], '.0f'):>10}")
 
 
 def variant(args):
@@ -280,8 +156,6 @@ def variant(args):
         changes.append(f"last task unpruned, {BASELINE_EPOCHS} epochs")
     if args.free_init != "zero":
         changes.append(f"freed weights re-drawn ({args.free_init})")
-    if args.seed != 0:
-        changes.append(f"init seed {args.seed}")
     return ", ".join(changes)
 
 
@@ -290,17 +164,113 @@ def variant_tags(args):
     return ([f"prune{args.prune_fraction:g}"]
             * (args.prune_fraction != PRUNE_FRACTION)
             + ["lastunpruned"] * args.no_prune_last
-            + [f"free{args.free_init}"] * (args.free_init != "zero")
-            + [f"seed{args.seed}"] * (args.seed != 0))
+            + [f"free{args.free_init}"] * (args.free_init != "zero"))
+
+
+def _mean_sd(values):
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "n": int(len(values))}
+
+
+def aggregate(per_seed):
+    """Mean and sd over seeds, per method and task, and paired differences.
+
+    Args:
+        per_seed: `{seed: {"methods": {method: result}, ...}}`.
+
+    Returns:
+        The aggregate dict written to the results file.
+    """
+    seeds = sorted(per_seed)
+    methods = list(per_seed[seeds[0]]["methods"])
+    names = per_seed[seeds[0]]["tasks"]
+    out = {}
+    for method in methods:
+        runs = [per_seed[s]["methods"][method] for s in seeds]
+        entry = {
+            "mean_final_acc": _mean_sd([r["mean_final_acc"] for r in runs]),
+            "final_acc": [_mean_sd([r["final_acc"][j] for r in runs])
+                          for j in range(len(names))],
+            "train_seconds": _mean_sd([r["train_seconds"] for r in runs]),
+        }
+        if runs[0]["metrics"] is not None:
+            for key in ("average_accuracy", "bwt", "fwt", "mean_forgetting",
+                        "max_forgetting"):
+                values = [r["metrics"][key] for r in runs]
+                entry[key] = (None if None in values else _mean_sd(values))
+            entry["accuracy_matrix"] = np.mean(
+                [[[np.nan if v is None else v for v in row]
+                  for row in r["accuracy_matrix"]] for r in runs],
+                axis=0).tolist()
+        out[method] = entry
+    paired = {}
+    if "packnet" in methods and "individual" in methods:
+        differences = [per_seed[s]["methods"]["packnet"]["mean_final_acc"]
+                       - per_seed[s]["methods"]["individual"]
+                       ["mean_final_acc"] for s in seeds]
+        paired["packnet_minus_individual"] = {
+            **_mean_sd(differences), "per_seed": differences}
+    return {"seeds": seeds, "tasks": names, "methods": out,
+            "paired": paired}
+
+
+def write_plot(summary, path):
+    """The accuracy-across-tasks figure, seed-mean matrices per method."""
+    matrices = {}
+    for method, entry in summary["methods"].items():
+        if "accuracy_matrix" in entry:
+            matrices[method] = [[None if np.isnan(v) else v for v in row]
+                                for row in entry["accuracy_matrix"]]
+        else:
+            matrices[method] = [a["mean"] for a in entry["final_acc"]]
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    return plot_accuracy_across_tasks(
+        matrices, path, summary["tasks"],
+        title=f"split-cifar10-5: each task's accuracy as later tasks are "
+        f"learned (mean over seeds {seeds}; joint dashed)")
+
+
+def print_aggregate(summary):
+    print(f"\nOver seeds {summary['seeds']} (mean ± sd):")
+    print(f"{'method':<16}{'mean final':>17}{'BWT':>18}{'forgetting':>18}")
+    for method, e in summary["methods"].items():
+        fmt = lambda v: ("-" if v is None else  # noqa: E731
+                         f"{v['mean']:.4f} ± {v['sd']:.4f}")
+        print(f"{method:<16}{fmt(e['mean_final_acc']):>17}"
+              f"{fmt(e.get('bwt')):>18}{fmt(e.get('mean_forgetting')):>18}")
+    pair = summary["paired"].get("packnet_minus_individual")
+    if pair:
+        print(f"\nPackNet - individual (paired by seed): "
+              f"{pair['mean'] * 100:+.2f} ± {pair['sd'] * 100:.2f} points "
+              f"({', '.join(f'{d * 100:+.2f}' for d in pair['per_seed'])})")
+
+
+def parse_seeds(text, parser):
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        parser.error(f"expected distinct seeds >= 0 separated by commas, "
+                     f"e.g. 0,1,2. Received: {text!r}")
+    return seeds
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_TASKS} tasks, {QUICK_TRAIN // BATCH} "
-                        "steps per epoch: every code path in a minute or two")
+                        "steps per epoch: every code path in a few minutes")
     parser.add_argument("--data", default=str(CIFAR10_ZIP))
-    parser.add_argument("--methods", default="packnet,individual,finetune")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated, of: " + ", ".join(METHODS))
+    parser.add_argument("--seeds", default="0", help="comma-separated "
+                        "seeds (initial weights and batch order of every "
+                        "method); at least 3 for a published table")
+    parser.add_argument("--aggregate", metavar="SEEDS", help="combine the "
+                        "per-seed files of these seeds; trains nothing")
     parser.add_argument("--prune-fraction", type=float,
                         default=PRUNE_FRACTION)
     parser.add_argument("--no-prune-last", action="store_true",
@@ -309,9 +279,6 @@ def main(argv=None):
     parser.add_argument("--free-init", choices=("zero", "glorot"),
                         default="zero", help="start of a new task's free "
                         "weights: as pruning left them (zero) or re-drawn")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="weight initialisation seed (the shuffle seed "
-                        "is 0, as the workload says)")
     parser.add_argument("--out", help="results file name (default: "
                         "split_cifar10_5.json; with --quick or a variant, "
                         "a name that says so)")
@@ -321,40 +288,57 @@ def main(argv=None):
         parser.error("--out: expected a file name ending in .json, written "
                      f"in benchmarks/results/. Received: {args.out!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - {"packnet", "individual", "finetune"})
+    unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
-        parser.error(f"--methods: expected some of packnet, individual, "
-                     f"finetune. Received: {args.methods!r}")
-
+        parser.error(f"--methods: expected some of {', '.join(METHODS)}. "
+                     f"Received: {args.methods!r}")
     changes = variant(args)
     workload = "split-cifar10-5" + (f" ({changes})" if changes else "") + (
         " QUICK SMOKE RUN, not the workload" if args.quick else "")
+    stem = args.out[:-len(".json")] if args.out else (
+        "split_cifar10_5" + "".join(f"_{t}" for t in variant_tags(args))
+        + ("_quick" if args.quick else ""))
+    settings = {"prune_fraction": args.prune_fraction,
+                "no_prune_last": args.no_prune_last,
+                "free_init": args.free_init}
     started = time.perf_counter()
-    tasks = load_tasks(args)
-    runs = {
-        "packnet": lambda: run_packnet(tasks, args),
-        "individual": lambda: run_baseline(tasks, args, shared=False),
-        "finetune": lambda: run_baseline(tasks, args, shared=True),
-    }
-    results, readies = {}, {}
-    for method in methods:
-        results[method], readies[method] = runs[method]()
-    for method, rate in images_per_s(readies, tasks).items():
-        results[method]["images_per_s"] = rate
-    print_table(results, [t["name"] for t in tasks])
-    if "packnet" in results and "individual" in results:
-        gap = (results["individual"]["mean_final_acc"]
-               - results["packnet"]["mean_final_acc"])
-        print(f"\nPackNet's mean final accuracy is {abs(gap) * 100:.2f} "
-              f"points {'below' if gap > 0 else 'above'} individual "
-              f"networks, with one network instead of {len(tasks)}.")
-    name = args.out or "split_cifar10_5{}{}.json".format(
-        "".join(f"_{tag}" for tag in variant_tags(args)),
-        "_quick" if args.quick else "")
-    path = write_json(name, {"workload": workload, "methods": results,
-                             "machine": machine(), "command": command()})
-    print(f"workload: {workload}\nmachine: {machine()}\n"
-          f"total {time.perf_counter() - started:.0f} s; wrote {path}")
+    per_seed = {}
+    if args.aggregate:
+        for seed in parse_seeds(args.aggregate, parser):
+            path = RESULTS / f"{stem}_seed{seed}.json"
+            if not path.exists():
+                parser.error(f"--aggregate: no results for seed {seed} "
+                             f"({path}). Run --seeds {seed} first.")
+            per_seed[seed] = json.loads(path.read_text())
+    else:
+        tasks = load_tasks(args)
+        names = [t["name"] for t in tasks]
+        for seed in parse_seeds(args.seeds, parser):
+            results, readies = {}, {}
+            for method in methods:
+                print(f"\n== seed {seed}: {method}", flush=True)
+                results[method], ready = METHODS[method](tasks, settings,
+                                                         seed)
+                if ready is not None:
+                    readies[method] = ready
+            for method, rate in images_per_s(readies, tasks).items():
+                results[method]["images_per_s"] = rate
+            add_metrics(results, names)
+            print_table(results, names)
+            per_seed[seed] = {"workload": workload, "seed": seed,
+                              "tasks": names, "methods": results,
+                              "machine": machine(), "command": command()}
+            path = write_json(f"{stem}_seed{seed}.json", per_seed[seed])
+            print(f"seed {seed} written to {path}", flush=True)
+    summary = aggregate(per_seed)
+    print_aggregate(summary)
+    plot = write_plot(summary, RESULTS / f"{stem}_accuracy.png")
+    path = write_json(f"{stem}.json", {
+        "workload": workload, **summary,
+        "per_seed": {str(s): r["methods"] for s, r in per_seed.items()},
+        "machine": machine(), "command": command()})
+    print(f"workload: {workload}\nmachine: {machine()}\ntotal "
+          f"{time.perf_counter() - started:.0f} s; wrote {path} and {plot}")
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def plot_accuracy_across_tasks(matrices, path, task_names, title=None):
 
     count = len(task_names)
     # A Figure of its own, not pyplot: no global backend or state changes.
-    figure = Figure(figsize=(2.4 * count, 2.8), dpi=80)
+    figure = Figure(figsize=(max(2.4 * count, 8.0), 3.0), dpi=80)
     axes = figure.subplots(1, count, sharey=True, squeeze=False)[0]
     for j, (axis, name) in enumerate(zip(axes, task_names)):
         steps = np.arange(j, count)
@@ -191,8 +191,8 @@ def plot_accuracy_across_tasks(matrices, path, task_names, title=None):
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels),
-                  fontsize=8, frameon=False)
+    figure.legend(handles, labels, loc="lower center",
+                  ncol=min(len(labels), 6), fontsize=8, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.1, 1, 0.93 if title else 1))
