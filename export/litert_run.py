@@ -9,12 +9,20 @@ on the device itself.
     python litert_run.py all_tasks.tflite batch.npy --task cars --top-k 3
     python litert_run.py all_tasks.tflite batch.npy --labels labels.json
 
-Every signature of a file exported by `packnet_tf.export.tflite` is
-`task_<name>`, reads a float batch `inputs` and returns `outputs` (logits,
-for the default heads); all of them run unless `--task` picks some.
-Images are resized to the model's input size and scaled by `--scale`
-(default 1/255, pixels in [0, 1]). `--labels` is a JSON file
-`{"<task>": ["class 0", "class 1", ...]}`.
+A file exported by `packnet_tf.export.tflite` has one signature per task and
+all of them run unless `--task` picks some:
+
+- `task_<name>` reads a float batch `inputs` of trunk-ready values: images
+  are resized to the model's input size and scaled by `--scale` (default
+  1/255, pixels in [0, 1]);
+- `task_<name>_pixels` (`inputs="pixels"` exports) reads uint8 `pixels`:
+  images are only resized to the model's input size, and their raw pixels
+  go in; the preprocessing is inside the file. An int8 file's int8
+  outputs are dequantized with their scale and zero point.
+
+Each returns `outputs` (logits, for the default heads). Class names come
+from `<task>.labels.txt` beside the model (written by the exporter), or
+from `--labels`, a JSON file `{"<task>": ["class 0", "class 1", ...]}`.
 """
 
 import argparse
@@ -25,6 +33,10 @@ import sys
 import numpy as np
 
 SIGNATURE_PREFIX = "task_"
+#: Suffix of the signatures that read uint8 pixels.
+PIXELS_SUFFIX = "_pixels"
+#: The labels file the exporter writes beside a model, per task.
+LABELS_SUFFIX = ".labels.txt"
 
 
 def load_interpreter(path, num_threads=None, xnnpack=True):
@@ -68,8 +80,36 @@ def input_details(interpreter, key):
     return tuple(detail["shape_signature"]), detail["dtype"]
 
 
+def task_of(key):
+    """The task a signature key belongs to."""
+    name = key[len(SIGNATURE_PREFIX):] if key.startswith(
+        SIGNATURE_PREFIX) else key
+    if name.endswith(PIXELS_SUFFIX):
+        name = name[:-len(PIXELS_SUFFIX)]
+    return name
+
+
+def read_labels(model_path, tasks, labels_json=None):
+    """`{task: class names}` from `--labels` or the files beside the model."""
+    labels = {}
+    folder = os.path.dirname(os.path.abspath(model_path))
+    for task in tasks:
+        path = os.path.join(folder, task + LABELS_SUFFIX)
+        if os.path.isfile(path):
+            with open(path) as file:
+                labels[task] = file.read().splitlines()
+    if labels_json:
+        with open(labels_json) as file:
+            labels.update(json.load(file))
+    return labels
+
+
 def read_images(paths, height, width, channels, scale):
-    """Decodes, resizes and scales image files into a float batch."""
+    """Decodes, resizes and scales image files into a float batch.
+
+    With `scale=None` the resized pixels are returned as uint8, unscaled
+    (for `_pixels` signatures).
+    """
     try:
         from PIL import Image
     except ImportError as error:
@@ -84,9 +124,12 @@ def read_images(paths, height, width, channels, scale):
     batch = []
     for path in paths:
         with Image.open(path) as image:
-            image = image.convert(mode).resize((width, height),
-                                               Image.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) * scale
+            image = image.convert(mode)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+            if scale is not None:
+                pixels = pixels.astype(np.float32) * scale
         batch.append(pixels.reshape(height, width, channels))
     return np.stack(batch)
 
@@ -98,7 +141,8 @@ def read_inputs(paths, shape, dtype, scale):
         paths: one .npy file, or image files.
         shape: the model's input shape (batch first, -1 if dynamic).
         dtype: the model's input dtype.
-        scale: factor applied to image pixels.
+        scale: factor applied to image pixels (ignored for uint8 inputs,
+            which get the raw pixels).
 
     Returns:
         `(batch, names)`.
@@ -114,12 +158,21 @@ def read_inputs(paths, shape, dtype, scale):
             raise SystemExit(
                 f"The model reads inputs of shape {shape}, not images; pass "
                 "a .npy batch.")
-        batch = read_images(paths, shape[1], shape[2], shape[3], scale)
+        raw = np.dtype(dtype) == np.uint8
+        batch = read_images(paths, shape[1], shape[2], shape[3],
+                            None if raw else scale)
         names = [os.path.basename(p) for p in paths]
-    if tuple(batch.shape[1:]) != tuple(shape[1:]):
+    if tuple(batch.shape[1:]) != tuple(shape[1:]) or not len(batch):
         raise SystemExit(
-            f"Expected inputs of shape (batch,) + {tuple(shape[1:])}. "
-            f"Received: {batch.shape}")
+            f"Expected inputs of shape (batch,) + {tuple(shape[1:])} with "
+            f"batch >= 1. Received: {batch.shape}")
+    if np.dtype(dtype) == np.uint8 and batch.dtype != np.uint8:
+        if not np.issubdtype(batch.dtype, np.integer) or (
+                batch.min() < 0 or batch.max() > 255):
+            raise SystemExit(
+                "This signature reads raw uint8 pixels (0-255); the .npy "
+                f"batch holds {batch.dtype} values in [{batch.min()}, "
+                f"{batch.max()}]. Save the pixels as uint8.")
     return batch.astype(dtype), names
 
 
@@ -132,8 +185,13 @@ def softmax(logits):
 def top_k(interpreter, key, batch, k):
     """Runs signature `key`; returns `[(class ids, outputs, probs)]` per example."""
     runner = interpreter.get_signature_runner(key)
-    (output,) = runner(inputs=batch).values()
+    (name,) = runner.get_input_details()
+    (detail,) = runner.get_output_details().values()
+    (output,) = runner(**{name: batch}).values()
     output = output.reshape(len(batch), -1)
+    if np.issubdtype(output.dtype, np.integer):
+        scale, zero_point = detail["quantization"]
+        output = (output.astype(np.float32) - zero_point) * scale
     probs = softmax(output.astype(np.float64))
     order = np.argsort(-output, axis=-1, kind="stable")[:, :k]
     return [(order[i], output[i], probs[i]) for i in range(len(batch))]
@@ -158,17 +216,13 @@ def main(argv=None):
     interpreter = load_interpreter(args.model, args.threads,
                                    xnnpack=not args.no_xnnpack)
     keys = sorted(interpreter.get_signature_list())
-    tasks = {k[len(SIGNATURE_PREFIX):] if k.startswith(SIGNATURE_PREFIX)
-             else k: k for k in keys}
+    tasks = {task_of(k): k for k in keys}
     chosen = args.task or list(tasks)
     unknown = [t for t in chosen if t not in tasks]
     if unknown:
         raise SystemExit(
             f"Unknown task(s) {unknown}; this file holds {list(tasks)}.")
-    labels = {}
-    if args.labels:
-        with open(args.labels) as file:
-            labels = json.load(file)
+    labels = read_labels(args.model, chosen, args.labels)
     shape, dtype = input_details(interpreter, tasks[chosen[0]])
     batch, names = read_inputs(args.inputs, shape, dtype, args.scale)
     for task in chosen:

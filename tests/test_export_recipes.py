@@ -150,3 +150,100 @@ def test_grpc_request_runs_on_the_multi_task_signature(model, tmp_path):
     np.testing.assert_allclose(
         outputs["outputs"].numpy(), model_outputs(model, "c", x), rtol=0,
         atol=FLOAT_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Tasks with input contracts: a ("unit", named classes), b (ids)."""
+    import packnet_tf as pn
+
+    model = packed_model(wide_trunk(), classes=(4, 3))
+    model.set_input_contract("a", pn.InputContract(
+        class_names=("cat", "dog", "owl", "fox")))
+    model.set_input_contract("b", pn.InputContract("mobilenet_v2"))
+    return model
+
+
+@pytest.mark.slow
+def test_litert_runner_feeds_raw_pixels_and_reads_labels_files(labelled,
+                                                               tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    names = []
+    for index, image in enumerate(pixels):
+        names.append(tmp_path / f"image{index}.png")
+        Image.fromarray(image).save(names[-1])
+    path = export.tflite(labelled, tmp_path / "a8.tflite", task="a",
+                         inputs="pixels", quantize="int8",
+                         representative_data=rng.integers(
+                             0, 256, (64, 8, 8, 3)).astype("float32"))
+    rows = _run_runner(path, *names, "--top-k", "1")
+    # What the file itself answers on the raw pixels (PNG is lossless).
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner(
+        "task_a_pixels")
+    best = runner(pixels=pixels)["outputs"].argmax(axis=1)
+    assert [row[0] for row in rows] == ["a"] * 3
+    # Class names come from a.labels.txt beside the file.
+    assert [_top(row[2]) for row in rows] == [
+        [["cat", "dog", "owl", "fox"][i]] for i in best]
+    np.save(tmp_path / "floats.npy", pixels / 255.0)
+    result = subprocess.run(
+        [sys.executable, "-c", DEVICE, str(RECIPES / "litert_run.py"),
+         str(path), str(tmp_path / "floats.npy")],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "reads raw uint8 pixels" in result.stderr
+
+
+def test_rest_images_request_as_tf_serving_parses_it(labelled, tmp_path):
+    import base64
+
+    client = _load_recipe("serving_client")
+    export.saved_model(labelled, tmp_path, tasks=["a"])
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 10, 9, 3),
+                                               dtype=np.uint8)
+    files = [tf.io.encode_png(p).numpy() for p in pixels]
+    url, body = client.rest_images_request(
+        "localhost:8501", "a", files, client.images_signature("a"))
+    assert url == "http://localhost:8501/v1/models/a:predict"
+    request = json.loads(body)
+    # TF Serving turns each {"b64": ...} into the bytes it encodes.
+    inputs = {key: tf.constant([base64.b64decode(v["b64"]) for v in values])
+              for key, values in request["inputs"].items()}
+    loaded = tf.saved_model.load(str(tmp_path / "a" / "1"))
+    outputs = loaded.signatures[request["signature_name"]](**inputs)
+    reply = json.dumps({"outputs": {
+        k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy())
+        .tolist() for k, v in outputs.items()}})
+    names, scores = client.parse_rest_classes(reply)
+    x = tf.image.resize(tf.cast(pixels, tf.float32), (8, 8)) / 255.0
+    best = model_outputs(labelled, "a", x.numpy()).argmax(axis=1)
+    assert list(names[:, 0]) == [["cat", "dog", "owl", "fox"][i]
+                                 for i in best]
+    assert scores.shape == (4, 4)
+
+
+def test_grpc_images_request_runs_on_the_multi_task_signature(labelled,
+                                                              tmp_path):
+    client = _load_recipe("serving_client")
+    from tensorflow_serving.apis import predict_pb2
+
+    export.saved_model(labelled, tmp_path, layout="multi")
+    pixels = np.random.default_rng(4).integers(0, 256, (3, 8, 8, 3),
+                                               dtype=np.uint8)
+    files = [tf.io.encode_png(p).numpy() for p in pixels]
+    sent = client.grpc_images_request("multi_model", files, "task_b_images")
+    request = predict_pb2.PredictRequest.FromString(sent.SerializeToString())
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    loaded = tf.saved_model.load(str(tmp_path / "multi_model" / "1"))
+    outputs = loaded.signatures[request.model_spec.signature_name](
+        **{k: tf.constant(v) for k, v in inputs.items()})
+    x = pixels.astype("float32") / 127.5 - 1.0
+    np.testing.assert_allclose(
+        outputs["logits"].numpy(), model_outputs(labelled, "b", x), rtol=0,
+        atol=FLOAT_TOLERANCE)
+    assert outputs["class_names"].numpy()[0, 0].decode() in ("0", "1", "2")
