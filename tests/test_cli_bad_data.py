@@ -164,7 +164,8 @@ def test_an_error_inside_fit_keeps_the_last_state_and_resumes(
 def test_eval_and_export_check_their_data(workdir, trained_a):
     model = workdir.joinpath(*MODEL)
     # Task a reads 8x8 grey images: the pets folder fits, decoded to grey.
-    args = ("--task", "a", "--data", workdir / "pets", "--split", "train")
+    args = ("--task", "a", "--data", workdir / "pets", "--split", "train",
+            "--classes", "cat,dog")
     code, out, err = run_cli("eval", model, *args)
     assert code == 2
     assert "--data" in err and "train/dog/empty.jpg" in err
