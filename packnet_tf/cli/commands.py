@@ -283,8 +283,11 @@ def _representative(args, model, tasks, out):
         if key not in read:
             source = _source(args, options)
             _check_files(args, source, shape, out)
+            # Shuffled (seeded): the first files of a folder are all of
+            # one class, and calibration should see every class.
             batched = batches(source, args.split, shape, batch_size=32,
-                              shuffle=False, preprocess=options["preprocess"],
+                              shuffle=True, seed=0,
+                              preprocess=options["preprocess"],
                               resize=options["resize"])
             read[key] = np.concatenate([x.numpy() for x, _ in batched.take(8)])
         data[name] = read[key]
