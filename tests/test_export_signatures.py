@@ -230,3 +230,18 @@ def test_tflite_pixels_need_a_contract(model, tmp_path):
     with pytest.raises(ValueError, match="Expected `inputs` in"):
         export.tflite(model, tmp_path / "c.tflite", task="c", inputs="rgb")
     assert os.listdir(tmp_path) == []
+
+
+def test_multi_layout_refuses_colliding_signature_keys(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(wide_trunk(), max_tasks=2, name="clash")
+    # Task "x" with a contract has `task_x_pixels`: so is task "x_pixels".
+    for name in ("x", "x_pixels"):
+        model.add_task(name, num_classes=2, input_contract={})
+        model.prune(0.5)
+        model.end_task()
+    with pytest.raises(ValueError, match="'task_x_pixels' is taken"):
+        export.saved_model(model, tmp_path / "multi", layout="multi")
+    assert not (tmp_path / "multi").exists()
+    assert set(export.saved_model(model, tmp_path / "per_task")) == {
+        "x", "x_pixels"}
