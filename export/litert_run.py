@@ -82,11 +82,7 @@ def input_details(interpreter, key):
 
 def task_of(key):
     """The task a signature key belongs to."""
-    name = key[len(SIGNATURE_PREFIX):] if key.startswith(
-        SIGNATURE_PREFIX) else key
-    if name.endswith(PIXELS_SUFFIX):
-        name = name[:-len(PIXELS_SUFFIX)]
-    return name
+    return key.removeprefix(SIGNATURE_PREFIX).removesuffix(PIXELS_SUFFIX)
 
 
 def read_labels(model_path, tasks, labels_json=None):
@@ -166,13 +162,13 @@ def read_inputs(paths, shape, dtype, scale):
         raise SystemExit(
             f"Expected inputs of shape (batch,) + {tuple(shape[1:])} with "
             f"batch >= 1. Received: {batch.shape}")
-    if np.dtype(dtype) == np.uint8 and batch.dtype != np.uint8:
-        if not np.issubdtype(batch.dtype, np.integer) or (
-                batch.min() < 0 or batch.max() > 255):
-            raise SystemExit(
-                "This signature reads raw uint8 pixels (0-255); the .npy "
-                f"batch holds {batch.dtype} values in [{batch.min()}, "
-                f"{batch.max()}]. Save the pixels as uint8.")
+    if np.dtype(dtype) == np.uint8 and batch.dtype != np.uint8 and (
+            not np.issubdtype(batch.dtype, np.integer)
+            or batch.min() < 0 or batch.max() > 255):
+        raise SystemExit(
+            "This signature reads raw uint8 pixels (0-255); the .npy "
+            f"batch holds {batch.dtype} values in [{batch.min()}, "
+            f"{batch.max()}]. Save the pixels as uint8.")
     return batch.astype(dtype), names
 
 

@@ -19,8 +19,7 @@ from packnet_tf.errors import CapacityError, TaskStateError
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
 from packnet_tf.pruning import PruningMixin, validate_fraction
-from packnet_tf.task import FROZEN, TRAINING, TaskInfo
-from packnet_tf.task import validate_task_name
+from packnet_tf.task import FROZEN, TRAINING, TaskInfo, validate_task_name
 from packnet_tf.trunk import check_trunk, packed_layers, sized_trunk
 
 __all__ = ["PackNetModel", "validate_fraction"]

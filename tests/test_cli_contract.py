@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from cli_support import run_cli, write_config
+
 from packnet_tf import checkpoint
 
 CLASSES = ("left", "middle", "right")
@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
                                              "classes": SUBSET}}],
     }
     path = write_config(folder / "run.yaml", config)
-    code, out, err = run_cli("train", path, "--quiet")
+    code, _, err = run_cli("train", path, "--quiet")
     assert code == 0, err
     return folder
 
@@ -55,7 +55,7 @@ def test_train_records_the_contract_and_info_shows_it(trained):
     assert code == 0
     assert "inputs: preprocess mobilenet_v2, resize bilinear; right, left" \
         in out
-    code, out, _ = run_cli("info", trained / "model.keras", "--json")
+    _, out, _ = run_cli("info", trained / "model.keras", "--json")
     task = json.loads(out)["tasks"][0]
     assert task["input_contract"]["class_names"] == SUBSET
     code, out, _ = run_cli("verify", trained / "model.keras")
@@ -89,14 +89,13 @@ def test_eval_says_when_the_data_lacks_the_tasks_classes(trained, tmp_path):
                            "sides", "--data", folder)
     assert code == 2
     assert "Unknown class 'right'" in err and "--classes" in err
-    code, out, err = run_cli("eval", trained / "model.keras", "--task",
-                             "sides", "--data", folder, "--classes",
-                             "up,down")
+    code, _, err = run_cli("eval", trained / "model.keras", "--task",
+                           "sides", "--data", folder, "--classes", "up,down")
     assert code == 0, err
 
 
 def test_export_pixel_tflite_and_labels(trained, tmp_path):
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         "export", trained / "model.keras", "--tflite-dir", tmp_path,
         "--tflite-inputs", "pixels", "--quantize", "int8", "--data",
         trained / "images")

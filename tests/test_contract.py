@@ -7,13 +7,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_export_plain import FLOAT_TOLERANCE, model_outputs
 
 import packnet_tf as pn
-from packnet_tf import checkpoint, export
-from packnet_tf import layers
+from packnet_tf import checkpoint, export, layers
 from packnet_tf.contract import InputContract, as_contract
-
-from test_export_plain import FLOAT_TOLERANCE, model_outputs
 
 
 def _trunk(channels=3):

@@ -15,7 +15,6 @@ the accuracy `packnet-tf eval` prints; int8 files >= 99% of them.
 
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from cli_support import ROOT, run_cli, write_config
+
 from packnet_tf import checkpoint
 from packnet_tf.data import batches, from_spec
 
@@ -209,7 +208,7 @@ def served(tmp_path_factory):
             assert count == len(members)
             expected[name] = {"ids": ids, "labels": labels,
                               "classes": classes, "accuracy": accuracy}
-            url, body = client.rest_images_request(
+            _, body = client.rest_images_request(
                 "localhost:8501", name, [zipfile.ZipFile(DATA).read(m)
                                          for m in members[::250]],
                 client.images_signature(name))

@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-
-import packnet_tf as pn
-from packnet_tf import export
-
 from test_export_plain import (
     FLOAT_TOLERANCE,
     model_outputs,
     packed_model,
     wide_trunk,
 )
+
+import packnet_tf as pn
+from packnet_tf import export
 
 A_NAMES = ("cat", "dog", "emu")
 #: Task b: 7 classes, so the top-k outputs list 5.

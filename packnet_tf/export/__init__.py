@@ -6,11 +6,17 @@ same task.
 
 - `saved_model(model, base_dir, tasks=None, version=1, layout="per_task")`:
   the TF Serving layout `<base_dir>/<task>/<version>/` plus `models.config`;
-  `layout="multi"` writes one SavedModel with a `task_<name>` signature per
-  task sharing one copy of the weights.
+  `layout="multi"` writes one SavedModel with every task's signatures
+  sharing one copy of the weights. A task's signatures: `task_<name>`
+  (trunk-ready floats) and, with an input contract, `task_<name>_pixels`
+  (uint8 images of any size) and `task_<name>_images` (encoded JPEG/PNG),
+  each returning logits, probabilities and the top-k class ids, names and
+  scores (`packnet_tf.export.signatures`).
 - `tflite(model, path, task=None, tasks=None, quantize=None,
-  representative_data=None, sparse=False)`: one task per file, or one file
-  with a signature per task.
+  representative_data=None, sparse=False, layout=None, inputs="float")`:
+  one task per file, or one file with a signature per task; `inputs=
+  "pixels"` reads uint8 pixels at the trunk's size. `<task>.labels.txt`
+  goes beside the file.
 - `plain_model(model, task)`: the task as a plain Keras model (masks baked
   in, batch norm folded).
 """

@@ -175,11 +175,12 @@ def images_to_inputs(images, shape, contract):
     def decode(item):
         data, index = item
         check = tf.debugging.Assert(_is_image(data), [
-            f"Expected JPEG, PNG, GIF or BMP file bytes in `{IMAGES_NAME}` "
-            "(base64 in REST: {\"b64\": \"...\"}). Received at index",
+            (f"Expected JPEG, PNG, GIF or BMP file bytes in `{IMAGES_NAME}` "
+             "(base64 in REST: {\"b64\": \"...\"}). Received at index"),
             index, "bytes that are none of them (first bytes:",
-            tf.strings.substr(data, 0, 8), "). Send the image file's "
-            "contents, not a path or decoded pixels."])
+            tf.strings.substr(data, 0, 8),
+            ("). Send the image file's contents, not a path or decoded "
+             "pixels.")])
         with tf.control_dependencies([check]):
             image = tf.io.decode_image(data, channels=channels,
                                        expand_animations=False)
