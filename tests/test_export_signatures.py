@@ -244,3 +244,22 @@ def test_multi_layout_refuses_colliding_signature_keys(tmp_path):
     assert not (tmp_path / "multi").exists()
     assert set(export.saved_model(model, tmp_path / "per_task")) == {
         "x", "x_pixels"}
+
+
+def test_tflite_multi_task_int8_pixel_file(model, tmp_path):
+    rng = np.random.default_rng(5)
+    calibration = rng.integers(0, 256, size=(32, 8, 8, 3)).astype("float32")
+    path = export.tflite(model, tmp_path / "ab8.tflite", tasks=["a", "b"],
+                         inputs="pixels", quantize="int8",
+                         representative_data={"a": calibration,
+                                              "b": calibration[:16]})
+    interpreter = Interpreter(model_path=str(path))
+    assert sorted(interpreter.get_signature_list()) == [
+        "task_a_pixels", "task_b_pixels"]
+    for key in ("task_a_pixels", "task_b_pixels"):
+        runner = interpreter.get_signature_runner(key)
+        (inputs,) = runner.get_input_details().values()
+        assert inputs["dtype"] == np.uint8
+        assert inputs["quantization"] == (1.0, 0)
+        out = runner(pixels=_pixels(2, seed=6))["outputs"]
+        assert out.dtype == np.int8 and out.shape[0] == 2
