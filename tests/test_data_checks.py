@@ -233,30 +233,37 @@ def test_npz_labels_outside_its_class_names(tmp_path):
 # -- TFDS -----------------------------------------------------------------
 
 
-def _tfds_with_one_bad_image(tmp_path):
-    """A mock TFDS cifar10 whose train split holds one undecodable image."""
+def _tfds_with_one_bad_image(tmp_path, with_ids=True):
+    """A mock TFDS cifar10 whose train split holds one undecodable image.
+
+    Without `with_ids` its examples lack `tfds_id` (as TFDS' own random
+    mock data does): they are named by position.
+    """
     good = tf.io.encode_png(np.zeros((32, 32, 3), np.uint8)).numpy()
 
     def as_dataset(self, split, **kwargs):
         images = [good] * 5
         if split == "train":
             images[2] = b"truncated"
-        return tf.data.Dataset.from_tensor_slices({
-            "image": images, "label": np.arange(5) % 2,
-            "id": [f"{split}_{i}" for i in range(5)],
-            "tfds_id": [f"cifar10-{split}.tfrecord__{i}" for i in
-                        range(5)]})
+        features = {"image": images, "label": np.arange(5) % 2,
+                    "id": [f"{split}_{i}" for i in range(5)]}
+        if with_ids:
+            features["tfds_id"] = [f"cifar10-{split}.tfrecord__{i}"
+                                   for i in range(5)]
+        return tf.data.Dataset.from_tensor_slices(features)
 
     return tfds.testing.mock_data(as_dataset_fn=as_dataset,
                                   data_dir=str(tmp_path))
 
 
-def test_tfds_images_are_checked_and_skipped(tmp_path):
-    with _tfds_with_one_bad_image(tmp_path):
+@pytest.mark.parametrize("with_ids, name", [
+    (True, "cifar10-train.tfrecord__2"), (False, "#2")])
+def test_tfds_images_are_checked_and_skipped(tmp_path, with_ids, name):
+    with _tfds_with_one_bad_image(tmp_path, with_ids):
         source = data.from_spec({"tfds": "cifar10",
                                  "data_dir": str(tmp_path)})
-        with pytest.raises(BadFilesError, match=r"split 'train': 1 of 5 "
-                           r"\(cifar10-train.tfrecord__2\)"):
+        with pytest.raises(BadFilesError, match=rf"split 'train': 1 of 5 "
+                           rf"\({name}\)"):
             data.check_source(source, channels=3)
         report = data.check_source(source, channels=3, on_bad_files="skip")
         assert report.counts() == {"train": 1}

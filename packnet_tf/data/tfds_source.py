@@ -116,10 +116,25 @@ class TFDSSource(DataSource):
             return None
         return total - len(self._excluded.get(split, ()))
 
+    def _named(self, split, shuffle, seed):
+        """`(name, example)` pairs: TFDS' `tfds_id`, else the position.
+
+        Data read without `tfds_id` (some mocks and custom readers) is
+        named by its position, in file order (so not shuffled here).
+        """
+        import tensorflow as tf
+
+        dataset = self._open(split, shuffle, seed, with_ids=True)
+        if "tfds_id" in dataset.element_spec:
+            return dataset.map(lambda example: (example["tfds_id"], example))
+        dataset = self._open(split, shuffle=False, seed=seed, with_ids=True)
+        return dataset.enumerate().map(lambda i, example: (
+            tf.strings.join(["#", tf.strings.as_string(i)]), example))
+
     def encoded_examples(self, split):
         self.prepare()
-        return self._open(split, shuffle=False, seed=0, with_ids=True).map(
-            lambda example: (example["tfds_id"], example[self.image_key]))
+        return self._named(split, shuffle=False, seed=0).map(
+            lambda name, example: (name, example[self.image_key]))
 
     def exclude(self, split, names):
         self._excluded[split] = set(self._excluded.get(split, ())) | set(
@@ -157,11 +172,14 @@ class TFDSSource(DataSource):
 
         self.prepare()
         excluded = sorted(self._excluded.get(split, ()))
-        dataset = self._open(split, shuffle, seed, with_ids=bool(excluded))
         if excluded:
             left_out = tf.constant(excluded, tf.string)
-            dataset = dataset.filter(lambda example: tf.logical_not(
-                tf.reduce_any(tf.equal(example["tfds_id"], left_out))))
+            dataset = self._named(split, shuffle, seed).filter(
+                lambda name, example: tf.logical_not(
+                    tf.reduce_any(tf.equal(name, left_out)))).map(
+                lambda name, example: example)
+        else:
+            dataset = self._open(split, shuffle, seed)
         dataset = dataset.map(
             lambda example: (example[self.image_key],
                              example[self.label_key]))
