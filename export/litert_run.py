@@ -92,12 +92,40 @@ def read_labels(model_path, tasks, labels_json=None):
     for task in tasks:
         path = os.path.join(folder, task + LABELS_SUFFIX)
         if os.path.isfile(path):
-            with open(path) as file:
+            with open(path, encoding="utf-8") as file:
                 labels[task] = file.read().splitlines()
     if labels_json:
         with open(labels_json) as file:
             labels.update(json.load(file))
     return labels
+
+
+def _axis_weights(size_in, size_out):
+    """Source rows (low, high) and weights of TF's half-pixel bilinear."""
+    source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    low = np.floor(source)
+    weight = (source - low).astype(np.float32)
+    high = np.minimum(np.ceil(source), size_in - 1).astype(int)
+    return np.maximum(low, 0).astype(int), high, weight
+
+
+def resize_bilinear(pixels, height, width):
+    """Resizes `[h, w, c]` pixels as `tf.image.resize(..., "bilinear")`.
+
+    The training pipeline resizes with TensorFlow's bilinear method (half-
+    pixel centres, no antialiasing); Pillow's BILINEAR smooths when it
+    shrinks and gives other pixels. This is TF's method in NumPy.
+
+    Returns:
+        float32 `[height, width, c]`.
+    """
+    pixels = np.asarray(pixels, dtype=np.float32)
+    top, bottom, dy = _axis_weights(pixels.shape[0], height)
+    left, right, dx = _axis_weights(pixels.shape[1], width)
+    rows = (pixels[top] * (1 - dy)[:, None, None]
+            + pixels[bottom] * dy[:, None, None])
+    return (rows[:, left] * (1 - dx)[None, :, None]
+            + rows[:, right] * dx[None, :, None])
 
 
 def read_images(paths, height, width, channels, scale):
@@ -120,12 +148,14 @@ def read_images(paths, height, width, channels, scale):
     batch = []
     for path in paths:
         with Image.open(path) as image:
-            image = image.convert(mode)
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-            if scale is not None:
-                pixels = pixels.astype(np.float32) * scale
+            pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+        pixels = pixels.reshape(pixels.shape[:2] + (channels,))
+        if pixels.shape[:2] != (height, width):
+            pixels = resize_bilinear(pixels, height, width)
+            if scale is None:  # a uint8 input: the nearest whole values
+                pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        if scale is not None:
+            pixels = pixels.astype(np.float32) * scale
         batch.append(pixels.reshape(height, width, channels))
     return np.stack(batch)
 

@@ -73,6 +73,11 @@ class InputContract:
         class_names: the class names in label order (label i is
             `class_names[i]`), or None (labels are their ids).
         from_logits: whether the head outputs logits (else probabilities).
+        pixels: whether the task was trained on 0-255 pixels (images,
+            integer arrays) before `preprocess`. False for float data
+            such as arrays already in [0, 1]: then no raw-pixel or
+            image-file signature is exported (it would read values the
+            trunk never saw).
 
     Raises:
         ValueError: on a bad value (in `__post_init__`).
@@ -86,6 +91,7 @@ class InputContract:
     resize: str = "bilinear"
     class_names: tuple = None
     from_logits: bool = True
+    pixels: bool = True
 
     def __post_init__(self):
         preprocess_function(self.preprocess)
@@ -107,10 +113,11 @@ class InputContract:
                     "Expected distinct `class_names`. Received: "
                     f"{list(names)}")
             object.__setattr__(self, "class_names", tuple(names))
-        if not isinstance(self.from_logits, bool):
-            raise ValueError(
-                "Expected `from_logits` to be True or False. Received: "
-                f"from_logits={self.from_logits!r}")
+        for key in ("from_logits", "pixels"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(
+                    f"Expected `{key}` to be True or False. Received: "
+                    f"{key}={getattr(self, key)!r}")
 
     def preprocess_function(self):
         """The float32 -> float32 preprocessing of 0-255 pixels."""
@@ -178,7 +185,9 @@ class InputContract:
                  else ", ".join(self.class_names[:6])
                  + (", ..." if len(self.class_names) > 6 else ""))
         head = "" if self.from_logits else "; head outputs probabilities"
-        return f"preprocess {self.preprocess}, {resize}; {names}{head}"
+        floats = "" if self.pixels else "; float inputs, not pixels"
+        return (f"preprocess {self.preprocess}, {resize}; {names}{head}"
+                f"{floats}")
 
     def to_config(self):
         """The contract as a JSON-friendly dict."""
@@ -208,7 +217,7 @@ def as_contract(value):
         if unknown:
             raise ValueError(
                 f"Unknown input contract key(s) {unknown}. Expected some of "
-                "preprocess, resize, class_names, from_logits.")
+                "preprocess, resize, class_names, from_logits, pixels.")
         return InputContract(**value)
     raise TypeError(
         "Expected `input_contract` to be a packnet_tf.InputContract, a dict "

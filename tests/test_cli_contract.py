@@ -50,7 +50,7 @@ def test_train_records_the_contract_and_info_shows_it(trained):
     contract = model.tasks[0].input_contract
     assert contract.to_config() == {
         "preprocess": "mobilenet_v2", "resize": "bilinear",
-        "class_names": SUBSET, "from_logits": True}
+        "class_names": SUBSET, "from_logits": True, "pixels": True}
     code, out, _ = run_cli("info", trained / "model.keras")
     assert code == 0
     assert "inputs: preprocess mobilenet_v2, resize bilinear; right, left" \

@@ -42,8 +42,9 @@ def model():
     ({"class_names": ("a", "b\nc")}, "one-line"),
     ({"class_names": "ab"}, "non-empty list"),
     ({"from_logits": 1}, "True or False"),
+    ({"pixels": "yes"}, "True or False"),
 ], ids=["auto", "unknown", "resize", "repeated", "newline", "string",
-        "from_logits"])
+        "from_logits", "pixels"])
 def test_bad_fields_are_refused(fields, match):
     with pytest.raises(ValueError, match=match):
         InputContract(**fields)
@@ -84,6 +85,43 @@ def test_contract_is_saved_and_settable_on_a_finished_task(model, tmp_path):
     info = loaded.set_input_contract("a", {"preprocess": "unit"})
     assert info.input_contract.class_names is None
     assert loaded.verify() == {"a": 0.0}  # metadata, not weights
+
+
+def test_a_task_trained_on_floats_exports_no_raw_pixel_signatures(
+        tmp_path):
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(_trunk(), max_tasks=2)
+    model.add_task("f", num_classes=2, input_contract=InputContract(
+        "none", class_names=("x", "y"), pixels=False))
+    model.end_task()
+    assert "float inputs, not pixels" in model.tasks[0].input_contract \
+        .describe()
+    folder = export.saved_model(model, tmp_path / "serving",
+                                tasks=["f"])["f"]
+    signatures = tf.saved_model.load(str(folder)).signatures
+    assert sorted(signatures) == ["serving_default", "task_f"]
+    out = signatures["task_f"](inputs=tf.zeros((1, 6, 6, 3)))
+    assert out["class_names"].dtype == tf.string
+    with pytest.raises(ValueError, match=r"task\(s\) \['f'\] were trained "
+                       "on float inputs that are not 0-255 pixels"):
+        export.tflite(model, tmp_path / "f.tflite", task="f",
+                      inputs="pixels")
+    assert not (tmp_path / "f.tflite").exists()
+
+
+def test_the_cli_records_pixels_by_the_data(tmp_path):
+    from packnet_tf import data
+    from packnet_tf.cli.contracts import trained_on_pixels
+
+    x = np.zeros((4, 6, 6, 3))
+    y = np.array([0, 1, 0, 1])
+    floats = data.ArraySource({"train": (x.astype("float32"), y)},
+                              test_split=None)
+    ints = data.ArraySource({"train": (x.astype("uint8"), y)},
+                            test_split=None)
+    assert not trained_on_pixels(floats, "none")
+    assert trained_on_pixels(floats, "unit")  # 0-255 values stored as floats
+    assert trained_on_pixels(ints, "none")
 
 
 def _strip_contracts(source, target):

@@ -247,3 +247,17 @@ def test_grpc_images_request_runs_on_the_multi_task_signature(labelled,
         outputs["logits"].numpy(), model_outputs(labelled, "b", x), rtol=0,
         atol=FLOAT_TOLERANCE)
     assert outputs["class_names"].numpy()[0, 0].decode() in ("0", "1", "2")
+
+
+@pytest.mark.parametrize("size_in, size_out", [
+    ((32, 32), (8, 8)), ((7, 5), (32, 24)), ((30, 17), (30, 9))],
+    ids=["shrink", "grow", "one-axis"])
+def test_litert_runner_resizes_as_the_training_pipeline(size_in, size_out):
+    # Pillow's BILINEAR smooths when it shrinks; training resizes with
+    # TensorFlow's bilinear method, which the runner repeats in NumPy.
+    runner = _load_recipe("litert_run")
+    pixels = np.random.default_rng(0).integers(
+        0, 256, size_in + (3,)).astype(np.uint8)
+    expected = tf.image.resize(pixels.astype(np.float32), size_out).numpy()
+    np.testing.assert_allclose(runner.resize_bilinear(pixels, *size_out),
+                               expected, rtol=0, atol=1e-3)

@@ -34,6 +34,18 @@ def resolved_preprocess(source, preprocess):
     return "unit" if dtype.is_integer else "none"
 
 
+def trained_on_pixels(source, preprocess):
+    """Whether `source`'s examples are 0-255 pixels before `preprocess`.
+
+    Images and integer arrays are; float arrays are too when a pixel
+    preprocessing ("unit", a `keras.applications` one) was asked for, and
+    are not under "none" (values used as they are, e.g. already in [0, 1]).
+    """
+    if source.encoded or preprocess != "none":
+        return True
+    return source.dataset(source.train_split).element_spec[0].dtype.is_integer
+
+
 def contract_for(source, options):
     """The `InputContract` of a task trained from `source` with `options`.
 
@@ -45,11 +57,13 @@ def contract_for(source, options):
     Returns:
         An `InputContract`.
     """
+    preprocess = resolved_preprocess(source, options["preprocess"])
     return InputContract(
-        preprocess=resolved_preprocess(source, options["preprocess"]),
+        preprocess=preprocess,
         resize=PIPELINE_RESIZE if options["resize"] else None,
         class_names=tuple(str(n) for n in source.class_names),
-        from_logits=bool(options["from_logits"]))
+        from_logits=bool(options["from_logits"]),
+        pixels=trained_on_pixels(source, preprocess))
 
 
 def data_options(info, preprocess=None, classes=None):

@@ -25,8 +25,12 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
     weights and their uint8 owner masks (a task's signature masks the
     kernels when it runs).
 
-    Every signature reads a float batch named `inputs` and returns
-    `{"outputs": <head output>}`. `<base_dir>/models.config` is rewritten to
+    `task_<name>` reads a float batch named `inputs`; a task with an input
+    contract for pixels also gets `task_<name>_pixels` (uint8 `pixels` of
+    any size) and `task_<name>_images` (encoded `image_bytes`), prepared in
+    the graph as in training. Every signature returns `logits`, `outputs`
+    (the same), `probabilities` and the top-k `class_ids`, `class_names`
+    and `scores` (see `packnet_tf.export.signatures`). `<base_dir>/models.config` is rewritten to
     serve every model in `base_dir` from one TF Serving process. Versions
     already there are kept side by side; an existing version is never
     overwritten. The export is written into a staging folder and renamed
@@ -47,8 +51,9 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
         the version folder.
 
     Raises:
-        ValueError: for an unknown task, a bad version or layout, or a model
-            name that cannot name a served model (multi).
+        ValueError: for an unknown task, a bad version or layout, a model
+            name that cannot name a served model, or (multi) two tasks whose
+            signature keys collide (`x` and `x_pixels`).
         TaskStateError: for a task that has not finished.
         FileExistsError: if `base_dir` exists and is not an export
             directory, or the version exists already.

@@ -85,7 +85,10 @@ def head_outputs(outputs, num_classes, contract):
         # log p is a logit: softmax(log p) = p.
         probabilities = outputs
         logits = tf.math.log(outputs)
-    scores, ids = tf.math.top_k(probabilities, k=min(TOP_K, num_classes))
+    # Ranked by the head's own outputs: equal to `argmax` of the logits even
+    # where softmax rounds two of them to the same probability.
+    _, ids = tf.math.top_k(outputs, k=min(TOP_K, num_classes))
+    scores = tf.gather(probabilities, ids, batch_dims=1)
     return {
         LOGITS: logits,
         OUTPUT_NAME: tf.identity(outputs),
@@ -211,8 +214,8 @@ def task_functions(task, forward, input_spec, contract):
 
     Returns:
         A dict `{signature key: tf.function}`: `task_<name>`, and with a
-        contract on an image trunk `task_<name>_pixels` and
-        `task_<name>_images`.
+        contract of a task trained on pixels, on an image trunk,
+        `task_<name>_pixels` and `task_<name>_images`.
     """
     num_classes = task.num_classes
 
@@ -222,7 +225,9 @@ def task_functions(task, forward, input_spec, contract):
 
     functions = {signature_name(task.name): from_inputs}
     shape = image_shape(input_spec.shape[1:])
-    if contract is None or shape is None:
+    if contract is None or shape is None or not contract.pixels:
+        # Trained on floats that are not pixels: raw images would be read
+        # as something the trunk never saw.
         return functions
 
     @tf.function(input_signature=[tf.TensorSpec(

@@ -90,6 +90,13 @@ def check_pixel_inputs(model, infos):
             f"pixels were preprocessed); task(s) {missing} have none (trunk-"
             "ready floats). Record one with `model.set_input_contract(task, "
             "InputContract(...))`, or use inputs='float'.")
+    floats = [t.name for t in infos if not t.input_contract.pixels]
+    if floats:
+        raise ValueError(
+            f"inputs='pixels': task(s) {floats} were trained on float "
+            "inputs that are not 0-255 pixels (their contract says "
+            "pixels=False); raw pixels would be read as values the trunk "
+            "never saw. Use inputs='float'.")
     return shape
 
 
