@@ -22,6 +22,7 @@ import keras
 
 from packnet_tf import checkpoint
 from packnet_tf.cli.contracts import contract_for
+from packnet_tf.cli import outcome
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
 from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
 from packnet_tf.cli.metrics import task_metrics
@@ -248,69 +249,6 @@ class Run:
                     f"test accuracy {accuracy:.4f}; ") +
             f"frozen and saved to {self.config.model}")
 
-    def _error_log(self):
-        return self.config.model.with_name(self.config.model.stem +
-                                           ".error.log")
-
-    def _stopped(self, error):
-        """A `PhaseFailed` for an error raised while a task ran.
-
-        The traceback goes to `<model>.error.log`; the message says what
-        broke, where, and that the model file is whole and re-running
-        resumes.
-        """
-        import traceback
-
-        log = self._error_log()
-        text = "".join(traceback.format_exception(error))
-        try:
-            checkpoint.write_text(log, text)
-            details = f" The traceback is in {log}."
-        except OSError:
-            details = ""
-        task, phase = self._where or ("?", "?")
-        last = self.record.get("last_phase")
-        if last:
-            kept = f"its state after task {last['task']!r}, {last['phase']}"
-        elif self.plan.resumed:
-            kept = "the state it was loaded with"
-        else:
-            kept = "no file yet (no phase had finished)"
-        lines = [line for line in str(error).strip().splitlines()
-                 if line.strip()]
-        what = lines[-1].split("}} ", 1)[-1].strip() if lines else ""
-        return PhaseFailed(
-            f"Task {task!r}, {phase}: {type(error).__name__}: {what}. "
-            f"{self.config.model} keeps {kept} (the last complete one); "
-            "fix the cause and re-run the same command to resume (data "
-            f"files are checked again first).{details}")
-
-    def _report_matrix(self):
-        """Prints the accuracy matrix and its metrics; adds them to the record.
-
-        Skipped (with a line saying why) when a task has no test split or
-        finished in a run that kept no matrix.
-        """
-        from packnet_tf.evaluation import continual_metrics
-
-        rows = self.record.get("accuracy_matrix", {})
-        names = [t.name for t in self.plan.tasks]
-        try:
-            matrix = [[rows[a][b] if j <= i else None
-                       for j, b in enumerate(names)]
-                      for i, a in enumerate(names)]
-            metrics = continual_metrics(matrix, task_names=names)
-        except (KeyError, TypeError, ValueError):
-            self.reporter.line(
-                "\n(No accuracy matrix: a task has no test split, or "
-                "finished in a run that did not record one.)")
-            return
-        self.reporter.line("\nAccuracy matrix (row: after training the "
-                           "task; column: tested on):")
-        self.reporter.line(metrics.table())
-        self.record["continual_metrics"] = metrics.as_dict()
-        checkpoint.write_json(sidecar_path(self.config.model), self.record)
-
     def run(self):
         """Runs every task, then prints the accuracy and capacity tables.
 
@@ -330,15 +268,15 @@ class Run:
                 except PhaseFailed:
                     raise
                 except Exception as error:  # noqa: BLE001 (reported)
-                    raise self._stopped(error) from error
+                    raise outcome.stopped(self, error) from error
         # A finished run leaves no stale traceback from an earlier stop.
-        self._error_log().unlink(missing_ok=True)
+        outcome.error_log(self.config.model).unlink(missing_ok=True)
         now = {t.name: self.evaluate(t) for t in self.plan.tasks}
         rows = [(t.name, self.record["accuracy"].get(t.name), now[t.name])
                 for t in self.plan.tasks]
         self.reporter.line("\nTest accuracy right after each task and now:")
         self.reporter.line(accuracy_table(rows))
-        self._report_matrix()
+        outcome.report_matrix(self)
         self.reporter.line(f"\nWho owns the network:\n{self.model.capacity()}")
         return now
 
