@@ -225,11 +225,13 @@ def write_plot(summary, path):
                                 for row in entry["accuracy_matrix"]]
         else:
             matrices[method] = [a["mean"] for a in entry["final_acc"]]
-    seeds = ", ".join(str(s) for s in summary["seeds"])
+    seeds = summary["seeds"]
+    which = (f"seed {seeds[0]}" if len(seeds) == 1 else "mean over seeds "
+             + ", ".join(str(s) for s in seeds))
     return plot_accuracy_across_tasks(
         matrices, path, summary["tasks"],
         title=f"split-cifar10-5: each task's accuracy as later tasks are "
-        f"learned (mean over seeds {seeds}; joint dashed)")
+        f"learned ({which}; joint dashed)")
 
 
 def print_aggregate(summary):
