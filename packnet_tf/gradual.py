@@ -24,8 +24,8 @@ import warnings
 import keras
 import tensorflow as tf
 
-from packnet_tf.errors import TaskStateError
 from packnet_tf.ownership import count_to_keep
+from packnet_tf.task import require
 
 #: The variable importing tfmot sets.
 LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
@@ -230,15 +230,7 @@ class GradualPruning(keras.callbacks.Callback):
                 "GradualPruning prunes a packnet_tf.PackNetModel. "
                 f"Received a model of type {type(model).__name__}."
             )
-        task = model.active_task
-        if task is None or task.finished:
-            received = "no task" if task is None else (
-                f"task {task.name!r} state={task.state}")
-            raise TaskStateError(
-                "GradualPruning needs an active task that is still "
-                "training: call `add_task(...)` and fit before `end_task()`."
-                f" Received: {received}"
-            )
+        task = require(model.active_task, "GradualPruning")
         if self._task is None:
             self._task = task.name
             self.start_counts = model.owned_counts()

@@ -19,7 +19,8 @@ class MaskedTrainingMixin:
     """`train_step`, `test_step` and `fit` for the active task.
 
     Mixed into `PackNetModel`, which provides `_packed()`, `heads`, `trunk`,
-    `_active`, `_require_trainable()` and `_step_results()`.
+    `_active_id()`, `_task_for(action)` (the active task's record, guarded
+    by `packnet_tf.task.require`) and `_step_results()`.
     """
 
     def _train_masks(self, task_id, packed=None):
@@ -48,7 +49,7 @@ class MaskedTrainingMixin:
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        task = self._require_trainable("fit()")
+        task = self._task_for("fit")
         packed = self._packed()
         pairs = self._train_masks(task.task_id, packed)
         variables = [v for v, _ in pairs]
@@ -79,7 +80,7 @@ class MaskedTrainingMixin:
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self._active is None:
+        if self._active_id() is None:
             self.call(x)  # raises the no-task error
         y_pred = self(x, training=False)
         loss = self.compute_loss(
@@ -97,7 +98,7 @@ class MaskedTrainingMixin:
             TaskStateError: if no task is training.
             ValueError: if labels do not fit the active task's head.
         """
-        task = self._require_trainable("fit()")
+        task = self._task_for("fit")
         check_labels(x, y, task.num_classes, task.name)
         # The train step computes with raw kernels; free weights must be 0
         # for that to equal the masked kernels. Pruning leaves them at 0;

@@ -19,7 +19,14 @@ from packnet_tf.errors import CapacityError, TaskStateError
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
 from packnet_tf.pruning import PruningMixin, validate_fraction
-from packnet_tf.task import FROZEN, TRAINING, TaskInfo, validate_task_name
+from packnet_tf.task import (
+    TRAINING,
+    TaskInfo,
+    advance,
+    require,
+    require_can_add,
+    validate_task_name,
+)
 from packnet_tf.trunk import check_trunk, packed_layers, sized_trunk
 
 __all__ = ["PackNetModel", "validate_fraction"]
@@ -123,19 +130,28 @@ class PackNetModel(
         cached_as, function = self._predict_functions.get(index, (None, None))
         self.predict_function = function if cached_as == compiled_as else None
 
-    def _require_trainable(self, action):
-        task = None if self._active is None else self._tasks[self._active]
-        if task is None or task.finished:
-            received = (
-                "no task" if task is None
-                else f"task {task.name!r} state={task.state}"
-            )
-            raise TaskStateError(
-                f"`{action}` needs an active task that is still training. "
-                "Call `add_task(...)` first (or `use_task(...)` for the "
-                f"task being trained). Received: {received}"
-            )
-        return task
+    # -- what the mixins read (their declared interface) ------------------
+
+    def _active_id(self):
+        """The active task's owner id, or None before the first task."""
+        return None if self._active is None else self._active + 1
+
+    def _task_for(self, action):
+        """The active task's live record, if its state allows `action`.
+
+        Args:
+            action: a lifecycle action of `packnet_tf.task.TRANSITIONS`.
+
+        Returns:
+            The active `TaskInfo` itself (not a copy).
+
+        Raises:
+            TaskStateError: if there is no task or `action` is not allowed
+                in its state.
+        """
+        return require(
+            None if self._active is None else self._tasks[self._active],
+            action)
 
     def _build_head(self, name, num_classes, head):
         if head is None:
@@ -226,12 +242,7 @@ class PackNetModel(
         """
         validate_task_name(name, [t.name for t in self._tasks])
         input_contract = as_contract(input_contract)
-        if self._tasks and not self._tasks[-1].finished:
-            last = self._tasks[-1]
-            raise TaskStateError(
-                f"Task {last.name!r} is still {last.state}: call "
-                f"`end_task()` before `add_task({name!r})`."
-            )
+        require_can_add(self._tasks, name)
         if len(self._tasks) >= self.max_tasks:
             raise CapacityError(
                 f"This model holds at most max_tasks={self.max_tasks} tasks "
@@ -308,10 +319,10 @@ class PackNetModel(
         Raises:
             TaskStateError: if no task is training.
         """
-        task = self._require_trainable("end_task()")
+        task = self._task_for("end_task")
         outputs = self(self._probe(task.task_id), training=False)
         task.fingerprint = keras.ops.convert_to_numpy(outputs).tolist()
-        task.state = FROZEN
+        advance(task, "end_task")
         self._activate(self._active)
         return self.active_task
 

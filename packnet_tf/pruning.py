@@ -9,7 +9,7 @@ import numpy as np
 from packnet_tf import ownership
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import TaskStateError
-from packnet_tf.task import PRUNED
+from packnet_tf.task import advance
 
 
 def validate_fraction(fraction):
@@ -34,8 +34,9 @@ def validate_fraction(fraction):
 class PruningMixin:
     """`prune`, `prune_counts`, `owned_counts` and `capacity`.
 
-    Mixed into `PackNetModel`, which provides `_packed()`, `_tasks`,
-    `_active` and `_require_trainable()`.
+    Mixed into `PackNetModel`, which provides `_packed()` (its packed
+    layers), `tasks`, `_active_id()` and `_task_for(action)` (the active
+    task's record, guarded by `packnet_tf.task.require`).
     """
 
     def _apply_owners(self, plan):
@@ -59,11 +60,11 @@ class PruningMixin:
         Raises:
             TaskStateError: if there is no task.
         """
-        if self._active is None:
+        task_id = self._active_id()
+        if task_id is None:
             raise TaskStateError(
                 "`owned_counts()` needs a task: call `add_task(...)` first."
             )
-        task_id = self._active + 1
         return {
             key: int(np.sum(ownership.trainable_mask(owner, task_id)))
             for key, _, owner in self._kernels()
@@ -87,7 +88,7 @@ class PruningMixin:
             TaskStateError: if no task is training.
         """
         fraction = validate_fraction(fraction)
-        self._require_trainable("prune()")
+        self._task_for("prune")
         return self.prune_counts({
             key: ownership.count_to_free(owned, fraction)
             for key, owned in self.owned_counts().items()
@@ -112,7 +113,7 @@ class PruningMixin:
                 [0, owned].
             TaskStateError: if no task is training.
         """
-        task = self._require_trainable("prune()")
+        task = self._task_for("prune")
         owned = self.owned_counts()
         unknown = sorted(set(counts) - set(owned))
         if unknown:
@@ -132,7 +133,7 @@ class PruningMixin:
             for key, kernel, owner in self._kernels() if key in counts
         ]
         self._apply_owners(plan)
-        task.state = PRUNED
+        advance(task, "prune")
         return {key: int(count) for key, count in counts.items()}
 
     def capacity(self):
@@ -141,7 +142,8 @@ class PruningMixin:
         Returns:
             A `CapacityReport`; `print()` it for a table.
         """
-        num_ids = len(self._tasks) + 1
+        names = tuple(t.name for t in self.tasks)
+        num_ids = len(names) + 1
         counts = {}
         for layer in self._packed():
             if layer.packed_kernels():
@@ -149,4 +151,4 @@ class PruningMixin:
                     ownership.owner_counts(owner.numpy(), num_ids)
                     for _, _, owner in layer.packed_kernels()
                 )
-        return CapacityReport(tuple(t.name for t in self._tasks), counts)
+        return CapacityReport(names, counts)

@@ -1,9 +1,16 @@
-"""Task records: a task's name, id, head size and lifecycle state."""
+"""Task records and their lifecycle: one table of allowed transitions.
+
+A task is added in state "training", may be pruned (state "pruned", and
+pruned again or fine-tuned), and ends "frozen". `TRANSITIONS` is the only
+place these rules are written; `require` and `advance` are the only
+guards, used by `PackNetModel`, its mixins and `GradualPruning`.
+"""
 
 import dataclasses
 import re
 
 from packnet_tf.contract import as_contract
+from packnet_tf.errors import TaskStateError
 
 #: The task owns all free weights and trains.
 TRAINING = "training"
@@ -13,7 +20,15 @@ PRUNED = "pruned"
 #: change again.
 FROZEN = "frozen"
 
-STATES = (TRAINING, PRUNED, FROZEN)
+#: The lifecycle: `{action: {state before: state after}}`. An action is
+#: allowed only in the states it lists; `"add_task"` is about the previous
+#: task (the last one must be frozen before the next is added).
+TRANSITIONS = {
+    "fit": {TRAINING: TRAINING, PRUNED: PRUNED},
+    "prune": {TRAINING: PRUNED, PRUNED: PRUNED},
+    "end_task": {TRAINING: FROZEN, PRUNED: FROZEN},
+    "add_task": {FROZEN: FROZEN},
+}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -84,3 +99,71 @@ def validate_task_name(name, existing):
             f"unique. Existing tasks: {list(existing)}. Pick another name."
         )
     return name
+
+
+def _describe(action):
+    return action if action.endswith(("()", "Pruning")) else f"{action}()"
+
+
+def require(task, action):
+    """Checks that `action` is allowed on `task` (`TRANSITIONS`).
+
+    Args:
+        task: the active `TaskInfo`, or None when there is no task.
+        action: a key of `TRANSITIONS` other than "add_task", or the name
+            of a caller that needs the same states as "fit" (e.g.
+            "GradualPruning").
+
+    Returns:
+        `task`.
+
+    Raises:
+        TaskStateError: if there is no task or its state does not allow
+            `action`, saying what to call instead.
+    """
+    allowed = TRANSITIONS.get(action, TRANSITIONS["fit"])
+    if task is not None and task.state in allowed:
+        return task
+    received = ("no task" if task is None
+                else f"task {task.name!r} state={task.state}")
+    raise TaskStateError(
+        f"`{_describe(action)}` needs an active task that is still "
+        "training. Call `add_task(...)` first (or `use_task(...)` for the "
+        f"task being trained). Received: {received}"
+    )
+
+
+def advance(task, action):
+    """Moves `task` along `action`'s transition, after `require`.
+
+    Args:
+        task: the active `TaskInfo` (changed in place).
+        action: "prune" or "end_task" (or "fit", which keeps the state).
+
+    Returns:
+        `task`.
+
+    Raises:
+        TaskStateError: as `require`.
+    """
+    require(task, action)
+    task.state = TRANSITIONS[action][task.state]
+    return task
+
+
+def require_can_add(tasks, name):
+    """Checks that a task named `name` may follow `tasks`.
+
+    Args:
+        tasks: the model's `TaskInfo`s, in order.
+        name: the new task's name (for the message).
+
+    Raises:
+        TaskStateError: if the last task is not frozen yet.
+    """
+    if tasks and tasks[-1].state not in TRANSITIONS["add_task"]:
+        last = tasks[-1]
+        raise TaskStateError(
+            f"Task {last.name!r} is still {last.state}: call "
+            f"`end_task()` before `add_task({name!r})`."
+        )
