@@ -170,6 +170,90 @@ def last_step(schedule):
     return None
 
 
+#: Keys a dict of timings may hold (`schedule_for`): `polynomial_decay`'s.
+TIMING_KEYS = ("end_step", "begin_step", "frequency", "power",
+               "initial_sparsity")
+
+
+def schedule_for(gradual, prune_fraction):
+    """The schedule a task's `gradual` setting asks for.
+
+    Args:
+        gradual: None (one-shot pruning); a dict of `PolynomialDecay`
+            timings with keys from `TIMING_KEYS` (`end_step` required),
+            which prunes to `prune_fraction`; or a tfmot `PruningSchedule`
+            or its config dict, whose final sparsity must equal
+            `prune_fraction` unless that is None.
+        prune_fraction: the task's prune fraction, or None (the schedule
+            decides).
+
+    Returns:
+        A tfmot `PruningSchedule`, or None: one-shot pruning, or timings
+        with nothing to prune (fraction 0 or None, e.g. the last planned
+        task).
+
+    Raises:
+        ValueError: on unknown or missing timing keys, a schedule that
+            ends at another sparsity, or arguments tfmot rejects.
+        TypeError: on a value of another type.
+    """
+    if gradual is None:
+        return None
+    if isinstance(gradual, dict) and "class_name" not in gradual:
+        unknown = sorted(set(gradual) - set(TIMING_KEYS))
+        if unknown or "end_step" not in gradual:
+            raise ValueError(
+                "Expected `gradual` as a dict of PolynomialDecay timings "
+                f"with keys from {TIMING_KEYS} (end_step required; the "
+                "final sparsity is the prune fraction), a tfmot "
+                f"PruningSchedule, or its config. Received: {gradual!r}"
+            )
+        if not prune_fraction:
+            return None
+        return polynomial_decay(prune_fraction, **gradual)
+    schedule = schedule_from_config(gradual)
+    final = final_sparsity(schedule)
+    if prune_fraction is not None and prune_fraction != final:
+        raise ValueError(
+            f"The schedule ends at sparsity {final} but "
+            f"prune_fraction={prune_fraction}. With a schedule pass "
+            "prune_fraction=None (the schedule decides), or a dict of "
+            "timings as `gradual` to prune to the planned fraction."
+        )
+    return schedule
+
+
+def check_fits(schedule, steps_per_epoch, finetune_epochs):
+    """Checks that fine-tuning is long enough to finish `schedule`.
+
+    Args:
+        schedule: a tfmot `PruningSchedule`.
+        steps_per_epoch: training batches per epoch, or None when unknown
+            (only the epoch count is checked then).
+        finetune_epochs: epochs of fine-tuning.
+
+    Raises:
+        ValueError: with no fine-tuning, or when the schedule's last step
+            comes after the last fine-tuning step.
+    """
+    if not finetune_epochs:
+        raise ValueError(
+            "Gradual pruning happens while fine-tuning: expected "
+            "`finetune_epochs` >= 1 with `gradual`. Received: "
+            f"finetune_epochs={finetune_epochs}"
+        )
+    last = last_step(schedule)
+    if steps_per_epoch is not None and last is not None and (
+            last > steps_per_epoch * finetune_epochs):
+        raise ValueError(
+            f"The pruning schedule reaches its final sparsity at step "
+            f"{last}, but fine-tuning takes "
+            f"{steps_per_epoch * finetune_epochs} steps ({finetune_epochs} "
+            f"epochs of {steps_per_epoch}). End the schedule earlier or "
+            "fine-tune longer."
+        )
+
+
 @keras.saving.register_keras_serializable(package="packnet_tf")
 class GradualPruning(keras.callbacks.Callback):
     """Prunes the active task of a `PackNetModel` on a tfmot schedule.

@@ -36,26 +36,45 @@ def _check_count(value, name, minimum):
     return int(value)
 
 
-def _check_fraction(value, where):
+def check_fraction(value, where="", label="a prune fraction"):
+    """Checks one prune fraction: a number in [0, 1).
+
+    The one check of a fraction in the package (`PackNetModel.prune`,
+    plans, `train_task` and the run config use it).
+
+    Args:
+        value: the fraction.
+        where: where it was given, for the message (e.g. "for every
+            task").
+        label: what to call it in the message.
+
+    Returns:
+        `value` as a float.
+
+    Raises:
+        ValueError: if it is not a real number in [0, 1) (bools are not).
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not 0.0 <= float(value) < 1.0
     ):
+        where = f" {where}" if where else ""
         raise ValueError(
-            f"Expected a prune fraction in [0, 1) {where}: the share of a "
-            f"task's weights to free. Received: {value!r}"
+            f"Expected {label} in [0, 1){where}: the share of a task's "
+            f"weights to free. Received: {value!r}"
         )
     return float(value)
 
 
-def validate_spec(spec, num_tasks):
+def validate_spec(spec, num_tasks=None):
     """Checks a whole plan for `num_tasks` tasks, before any task starts.
 
     Args:
         spec: a number in [0, 1), a list/tuple of `num_tasks` such numbers,
             or `"equal"`.
-        num_tasks: the number of planned tasks (an int >= 1).
+        num_tasks: the number of planned tasks (an int >= 1), or None to
+            check the values only (a list of any length).
 
     Returns:
         `spec` normalized: a float, a tuple of floats, or `"equal"`.
@@ -63,7 +82,8 @@ def validate_spec(spec, num_tasks):
     Raises:
         ValueError: on anything else, saying what was expected.
     """
-    num_tasks = _check_count(num_tasks, "num_tasks", 1)
+    if num_tasks is not None:
+        num_tasks = _check_count(num_tasks, "num_tasks", 1)
     if isinstance(spec, str):
         if spec != EQUAL:
             raise ValueError(
@@ -73,7 +93,7 @@ def validate_spec(spec, num_tasks):
             )
         return EQUAL
     if isinstance(spec, (list, tuple)):
-        if len(spec) != num_tasks:
+        if num_tasks is not None and len(spec) != num_tasks:
             raise ValueError(
                 f"Expected one prune fraction per planned task "
                 f"(num_tasks={num_tasks}). Received {len(spec)} fractions: "
@@ -81,7 +101,7 @@ def validate_spec(spec, num_tasks):
                 f"num_tasks={len(spec)} tasks."
             )
         return tuple(
-            _check_fraction(value, f"at index {index} of the list")
+            check_fraction(value, f"at index {index} of the list")
             for index, value in enumerate(spec)
         )
     if isinstance(spec, bool) or not isinstance(spec, numbers.Real):
@@ -90,7 +110,7 @@ def validate_spec(spec, num_tasks):
             f"with one such number per task, or {EQUAL!r}. "
             f"Received: {spec!r} of type {type(spec).__name__}"
         )
-    return _check_fraction(spec, "for every task")
+    return check_fraction(spec, "for every task")
 
 
 def equal_share_fraction(task_index, num_tasks):
@@ -145,19 +165,3 @@ def prune_fraction_for(spec, task_index, num_tasks):
         return spec[task_index]
     return spec
 
-
-def plan(spec, num_tasks):
-    """Every planned task's prune fraction, in order.
-
-    Args:
-        spec: as in `prune_fraction_for`.
-        num_tasks: the number of planned tasks.
-
-    Returns:
-        A list of `num_tasks` floats.
-
-    Raises:
-        ValueError: as `prune_fraction_for`.
-    """
-    spec = validate_spec(spec, num_tasks)
-    return [prune_fraction_for(spec, i, num_tasks) for i in range(num_tasks)]

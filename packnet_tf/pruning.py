@@ -9,26 +9,20 @@ import numpy as np
 from packnet_tf import ownership
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import TaskStateError
+from packnet_tf.planning import check_fraction
 from packnet_tf.task import advance
 
 
 def validate_fraction(fraction):
-    """Checks a prune fraction: a number in [0, 1).
+    """Checks a prune fraction: a number in [0, 1) (`planning.check_fraction`).
+
+    Returns:
+        `fraction` as a float.
 
     Raises:
         ValueError: otherwise.
     """
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, (int, float, np.floating, np.integer))
-        or not 0.0 <= float(fraction) < 1.0
-    ):
-        raise ValueError(
-            "Expected `fraction` in [0, 1): the share of the active task's "
-            f"weights to free. Received: fraction={fraction!r}"
-        )
-    return float(fraction)
-
+    return check_fraction(fraction, label="`fraction`")
 
 
 class PruningMixin:

@@ -1,15 +1,19 @@
-"""`train_task`: the whole PackNet cycle for one task in one call."""
+"""`train_task`: the whole PackNet cycle for one task in one call.
+
+The phases and their rules live in `packnet_tf.phases`; this module adds
+the task, resolves the prune plan, and fits on arrays or a dataset.
+"""
 
 import dataclasses
-import inspect
 import math
 
-import keras
 import tensorflow as tf
 
-from packnet_tf import gradual as gradual_pruning
-from packnet_tf.model import validate_fraction
-from packnet_tf.planning import prune_fraction_for
+from packnet_tf import phases
+from packnet_tf.phases import fresh_optimizer
+from packnet_tf.planning import check_fraction, prune_fraction_for
+
+__all__ = ["TaskResult", "fresh_optimizer", "train_task"]
 
 
 @dataclasses.dataclass
@@ -18,7 +22,8 @@ class TaskResult:
 
     Attributes:
         task: the task's `TaskInfo` when the call returned.
-        train_history: the `History` of the training phase.
+        train_history: the `History` of the training phase (None for 0
+            epochs).
         finetune_history: the `History` of the fine-tuning phase, or None.
         freed: weights freed per kernel by pruning, one-shot or gradual
             (empty if not pruned).
@@ -28,46 +33,6 @@ class TaskResult:
     train_history: object
     finetune_history: object = None
     freed: dict = dataclasses.field(default_factory=dict)
-
-
-def fresh_optimizer(optimizer, learning_rate=None):
-    """A new, unbuilt optimizer like `optimizer`.
-
-    PackNet starts every phase with fresh optimizer state, so that no moment
-    or step count of one phase leaks into the next.
-
-    Args:
-        optimizer: a name (`"adam"`) or a Keras optimizer to copy (its
-            configuration, not its state).
-        learning_rate: overrides the learning rate when given.
-
-    Returns:
-        A `keras.optimizers.Optimizer`.
-
-    Raises:
-        TypeError: for anything else.
-    """
-    if isinstance(optimizer, str):
-        optimizer = keras.optimizers.get(optimizer)
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise TypeError(
-            "Expected `optimizer` to be a name like 'adam' or a "
-            f"keras.optimizers.Optimizer. Received: {type(optimizer).__name__}"
-        )
-    config = optimizer.get_config()
-    if learning_rate is not None:
-        config["learning_rate"] = float(learning_rate)
-    return optimizer.__class__.from_config(config)
-
-
-def _compile(model, make_optimizer, optimizer, learning_rate, loss, metrics):
-    # Keras optimizers bind to the strategy they are created under.
-    with model.distribute_strategy.scope():
-        model.compile(
-            optimizer=make_optimizer(optimizer, learning_rate),
-            loss=loss,
-            metrics=list(metrics or []),
-        )
 
 
 def _planned_fraction(model, prune_fraction, num_tasks):
@@ -86,41 +51,7 @@ def _planned_fraction(model, prune_fraction, num_tasks):
         return prune_fraction_for(prune_fraction, len(model.tasks), planned)
     if prune_fraction is None:
         return None
-    return validate_fraction(prune_fraction)
-
-
-#: Keys a dict `gradual` may hold: `gradual_pruning.polynomial_decay`'s.
-_DECAY_KEYS = tuple(
-    inspect.signature(gradual_pruning.polynomial_decay).parameters)[1:]
-
-
-def _schedule(gradual, prune_fraction):
-    """The tfmot schedule `gradual` asks for, or None for one-shot pruning."""
-    if gradual is None:
-        return None
-    if isinstance(gradual, dict) and "class_name" not in gradual:
-        unknown = sorted(set(gradual) - set(_DECAY_KEYS))
-        if unknown or "end_step" not in gradual:
-            raise ValueError(
-                "Expected `gradual` as a dict of PolynomialDecay timings "
-                f"with keys from {_DECAY_KEYS} (end_step required; the "
-                "final sparsity is the prune fraction), a tfmot "
-                "PruningSchedule, or its config. Received: "
-                f"{gradual!r}"
-            )
-        if not prune_fraction:
-            return None  # nothing to prune (e.g. the last planned task)
-        return gradual_pruning.polynomial_decay(prune_fraction, **gradual)
-    schedule = gradual_pruning.schedule_from_config(gradual)
-    final = gradual_pruning.final_sparsity(schedule)
-    if prune_fraction is not None and prune_fraction != final:
-        raise ValueError(
-            f"The schedule ends at sparsity {final} but "
-            f"prune_fraction={prune_fraction}. With a schedule pass "
-            "prune_fraction=None (the schedule decides), or a dict of "
-            "timings as `gradual` to prune to the planned fraction."
-        )
-    return schedule
+    return check_fraction(prune_fraction, label="`fraction`")
 
 
 def _steps_per_epoch(data, batch_size):
@@ -134,32 +65,20 @@ def _steps_per_epoch(data, batch_size):
     return None
 
 
-def _check_schedule_fits(schedule, data, batch_size, finetune_epochs):
-    if not finetune_epochs:
-        raise ValueError(
-            "Gradual pruning happens while fine-tuning: expected "
-            "`finetune_epochs` >= 1 with `gradual`. Received: "
-            f"finetune_epochs={finetune_epochs}"
-        )
-    steps = _steps_per_epoch(data, batch_size)
-    last = gradual_pruning.last_step(schedule)
-    if steps is not None and last is not None and (
-            last > steps * finetune_epochs):
-        raise ValueError(
-            f"The pruning schedule reaches its final sparsity at step "
-            f"{last}, but fine-tuning takes {steps * finetune_epochs} steps "
-            f"({finetune_epochs} epochs of {steps}). End the schedule "
-            "earlier or fine-tune longer."
-        )
-
-
-def _fit(model, data, epochs, batch_size, fit_kwargs):
-    if isinstance(data, tuple):
-        x, y = data
-        return model.fit(x, y, epochs=epochs, batch_size=batch_size,
-                         **fit_kwargs)
-    # A dataset is shuffled (or not) by its own pipeline.
-    return model.fit(data, epochs=epochs, shuffle=False, **fit_kwargs)
+def _fitter(model, data, batch_size, fit_kwargs):
+    """`fit(epochs, callbacks)` on `data` for the phase functions."""
+    def fit(epochs, extra_callbacks):
+        kwargs = dict(fit_kwargs)
+        if extra_callbacks:
+            kwargs["callbacks"] = list(kwargs["callbacks"] or []) + list(
+                extra_callbacks)
+        if isinstance(data, tuple):
+            x, y = data
+            return model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                             **kwargs)
+        # A dataset is shuffled (or not) by its own pipeline.
+        return model.fit(data, epochs=epochs, shuffle=False, **kwargs)
+    return fit
 
 
 def train_task(
@@ -249,56 +168,32 @@ def train_task(
     >>> result = train_task(model, "digits_0_1", (x, y), num_classes=2,
     ...                     epochs=3, prune_fraction=0.5, finetune_epochs=1)
     """
-    prune_fraction = _planned_fraction(model, prune_fraction, num_tasks)
-    for key, value in (("epochs", epochs), ("finetune_epochs",
-                                            finetune_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"Expected `{key}` to be an int >= 0. Received: {key}={value!r}"
-            )
-    schedule = _schedule(gradual, prune_fraction)
-    if schedule is not None:
-        _check_schedule_fits(schedule, train_data, batch_size,
-                             finetune_epochs)
-    fresh_optimizer(optimizer)  # fail on a bad optimizer before add_task
-    if loss is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if finetune_learning_rate is None and learning_rate is not None:
-        finetune_learning_rate = learning_rate / 10.0
-    fit_kwargs = {
+    recipe = phases.Recipe(
+        epochs=epochs,
+        prune_fraction=_planned_fraction(model, prune_fraction, num_tasks),
+        finetune_epochs=finetune_epochs,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        finetune_learning_rate=finetune_learning_rate,
+        loss=loss,
+        metrics=metrics,
+        gradual=gradual,
+    )
+    recipe.check_fits(_steps_per_epoch(train_data, batch_size))
+    fit = _fitter(model, train_data, batch_size, {
         "validation_data": validation_data,
         "callbacks": callbacks,
         "verbose": verbose,
-    }
+    })
     model.add_task(name, num_classes=num_classes, head=head,
                    input_contract=input_contract)
-    _compile(model, fresh_optimizer, optimizer, learning_rate, loss, metrics)
-    result = TaskResult(
-        task=None,
-        train_history=_fit(model, train_data, epochs, batch_size, fit_kwargs),
-    )
-    if schedule is not None:
-        pruning = gradual_pruning.GradualPruning(schedule)
-        _compile(model, fresh_optimizer, optimizer, finetune_learning_rate,
-                 loss, metrics)
-        result.finetune_history = _fit(
-            model, train_data, finetune_epochs, batch_size,
-            dict(fit_kwargs, callbacks=list(callbacks or []) + [pruning]),
-        )
-        owned = model.owned_counts()
-        result.freed = {
-            key: start - owned[key]
-            for key, start in pruning.start_counts.items()
-        }
-    elif prune_fraction:
-        result.freed = model.prune(prune_fraction)
-        if finetune_epochs:
-            _compile(model, fresh_optimizer, optimizer,
-                     finetune_learning_rate, loss, metrics)
-            result.finetune_history = _fit(
-                model, train_data, finetune_epochs, batch_size, fit_kwargs
-            )
+    result = TaskResult(task=None, train_history=phases.train(
+        model, recipe, fit))
+    result.freed = phases.prune(model, recipe)
+    result.finetune_history, gradually_freed = phases.finetune(
+        model, recipe, fit)
+    result.freed = result.freed or gradually_freed
     if end:
-        model.end_task()
+        phases.end(model)
     result.task = model.active_task
     return result

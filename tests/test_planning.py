@@ -7,7 +7,12 @@ import pytest
 import packnet_tf as pn
 from packnet_tf import layers
 from packnet_tf.ownership import count_to_free
-from packnet_tf.planning import plan, prune_fraction_for
+from packnet_tf.planning import check_fraction, prune_fraction_for, validate_spec
+
+
+def plan(spec, num_tasks):
+    """Every planned task's fraction, as train_task and the CLI ask them."""
+    return [prune_fraction_for(spec, i, num_tasks) for i in range(num_tasks)]
 
 
 def test_equal_is_tasks_left_over_tasks_left_plus_one():
@@ -45,6 +50,23 @@ def test_number_and_list_specs():
 def test_bad_specs_say_what_was_expected(spec, task_index, num_tasks, match):
     with pytest.raises(ValueError, match=match):
         prune_fraction_for(spec, task_index, num_tasks)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True, None, "0.5"])
+def test_one_fraction_check_for_every_caller(value):
+    with pytest.raises(ValueError, match=r"Expected a prune fraction in "
+                                         r"\[0, 1\) here: .* Received: "):
+        check_fraction(value, "here")
+    with pytest.raises(ValueError, match=r"Expected `fraction` in \[0, 1\)"):
+        check_fraction(value, label="`fraction`")
+    assert check_fraction(np.float32(0.25)) == 0.25
+
+
+def test_a_plan_checked_without_its_length():
+    assert validate_spec([0.5, 0.25, 0.5]) == (0.5, 0.25, 0.5)
+    assert validate_spec("equal") == "equal"
+    with pytest.raises(ValueError, match="at index 1 of the list"):
+        validate_spec([0.5, 1.0])
 
 
 @pytest.mark.parametrize("num_tasks", [2, 3, 5, 7, 12])

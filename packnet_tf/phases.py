@@ -1,0 +1,256 @@
+"""The phases of one task: train, prune, fine-tune (maybe gradual), end.
+
+A `Recipe` holds how one task is trained, checked once: epochs, prune
+fraction, optimizer and rates, loss, metrics and an optional gradual
+schedule. The phase functions apply it to the active task of a
+`PackNetModel`. They are the one statement of PackNet's rules for a task:
+
+- every training phase starts with a fresh optimizer (no moment or step
+  count leaks from one phase into the next);
+- fine-tuning runs at a tenth of the training rate unless told otherwise
+  (the paper's choice);
+- the default loss is sparse categorical cross-entropy on logits;
+- a task with prune fraction 0 (or None) is neither pruned nor fine-tuned;
+- with a gradual schedule there is no one-shot prune: the task is pruned
+  along the schedule while it fine-tunes.
+
+`packnet_tf.train_task` runs them in one call; the `packnet-tf` runner runs
+them one by one, saving the model after each. How a phase fits is the
+caller's: each takes `fit(epochs, callbacks)`, and optionally
+`compile(learning_rate)` to start the phase's optimizer another way (the
+runner keeps its compiled train step and resets the optimizer's variables).
+"""
+
+import dataclasses
+
+import keras
+
+from packnet_tf import gradual as gradual_pruning
+from packnet_tf.planning import check_fraction
+
+#: The phases of a task, in order.
+PHASES = ("train", "prune", "finetune", "end")
+
+
+def fresh_optimizer(optimizer, learning_rate=None):
+    """A new, unbuilt optimizer like `optimizer`.
+
+    PackNet starts every phase with fresh optimizer state, so that no moment
+    or step count of one phase leaks into the next.
+
+    Args:
+        optimizer: a name (`"adam"`), a `{"class_name", "config"}` dict, or a
+            Keras optimizer to copy (its configuration, not its state).
+        learning_rate: overrides the learning rate when given.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Raises:
+        TypeError: for anything else.
+        ValueError: for an unknown optimizer name.
+    """
+    if isinstance(optimizer, (str, dict)):
+        optimizer = keras.optimizers.get(optimizer)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            "Expected `optimizer` to be a name like 'adam' or a "
+            f"keras.optimizers.Optimizer. Received: {type(optimizer).__name__}"
+        )
+    config = optimizer.get_config()
+    if learning_rate is not None:
+        config["learning_rate"] = float(learning_rate)
+    return optimizer.__class__.from_config(config)
+
+
+def _check_epochs(key, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"Expected `{key}` to be an int >= 0. Received: {key}={value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How one task trains; checked when made.
+
+    Attributes:
+        epochs: training epochs before pruning.
+        prune_fraction: this task's share of its weights to free, in
+            [0, 1), or None (not pruned; with a schedule: the schedule
+            decides). Plans (lists, "equal") are resolved by the caller
+            (`packnet_tf.planning.prune_fraction_for`).
+        finetune_epochs: epochs after pruning.
+        optimizer: a name, config dict or Keras optimizer (copied per
+            phase by `fresh_optimizer`).
+        learning_rate: the training rate (None keeps the optimizer's).
+        finetune_learning_rate: the fine-tuning rate (None: a tenth of
+            `learning_rate`).
+        loss: the loss (None: sparse categorical cross-entropy on logits).
+        metrics: compiled metrics.
+        gradual: None for one-shot pruning, or what
+            `packnet_tf.gradual.schedule_for` takes (a dict of timings, a
+            tfmot schedule or its config).
+
+    Raises:
+        ValueError: on bad epochs, fraction or schedule.
+        TypeError: on a bad optimizer.
+    """
+
+    epochs: int = 1
+    prune_fraction: float = 0.5
+    finetune_epochs: int = 1
+    optimizer: object = "adam"
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = None
+    loss: object = None
+    metrics: tuple = ("accuracy",)
+    gradual: object = None
+    schedule: object = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self):
+        if self.prune_fraction is not None:
+            object.__setattr__(self, "prune_fraction",
+                               check_fraction(self.prune_fraction))
+        _check_epochs("epochs", self.epochs)
+        _check_epochs("finetune_epochs", self.finetune_epochs)
+        schedule = gradual_pruning.schedule_for(self.gradual,
+                                                self.prune_fraction)
+        if schedule is not None:
+            gradual_pruning.check_fits(schedule, None, self.finetune_epochs)
+        object.__setattr__(self, "schedule", schedule)
+        fresh_optimizer(self.optimizer)  # fails early on a bad optimizer
+        object.__setattr__(self, "metrics", tuple(self.metrics or ()))
+
+    @property
+    def prunes(self):
+        """Whether the task is pruned (one shot or gradually)."""
+        return self.schedule is not None or bool(self.prune_fraction)
+
+    @property
+    def finetune_rate(self):
+        """The fine-tuning learning rate (a tenth of training's by default)."""
+        if self.finetune_learning_rate is not None:
+            return self.finetune_learning_rate
+        if self.learning_rate is None:
+            return None
+        return self.learning_rate / 10.0
+
+    def loss_function(self):
+        """The loss to compile with."""
+        if self.loss is None:
+            return keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True)
+        return self.loss
+
+    def check_fits(self, steps_per_epoch):
+        """Checks that fine-tuning finishes the schedule (if any).
+
+        Args:
+            steps_per_epoch: training batches per epoch, or None.
+
+        Raises:
+            ValueError: if the schedule ends after fine-tuning does.
+        """
+        if self.schedule is not None:
+            gradual_pruning.check_fits(self.schedule, steps_per_epoch,
+                                       self.finetune_epochs)
+
+
+def compile_fresh(model, recipe, learning_rate):
+    """Compiles `model` for a phase, with a fresh optimizer.
+
+    Args:
+        model: a `PackNetModel`.
+        recipe: the task's `Recipe`.
+        learning_rate: the phase's rate.
+    """
+    # Keras optimizers bind to the strategy they are created under.
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=fresh_optimizer(recipe.optimizer, learning_rate),
+            loss=recipe.loss_function(),
+            metrics=list(recipe.metrics),
+        )
+
+
+def _start(model, recipe, learning_rate, compile):
+    if compile is None:
+        compile_fresh(model, recipe, learning_rate)
+    else:
+        compile(learning_rate)
+
+
+def train(model, recipe, fit, compile=None):
+    """The train phase: `recipe.epochs` epochs on every free weight.
+
+    Args:
+        model: a `PackNetModel` whose active task is training.
+        recipe: the task's `Recipe`.
+        fit: `fit(epochs, callbacks)` -> a Keras `History`; fits the model
+            on the task's data.
+        compile: `compile(learning_rate)` to start the phase's optimizer
+            instead of `compile_fresh`.
+
+    Returns:
+        The `History`, or None for 0 epochs (nothing is compiled then).
+    """
+    if not recipe.epochs:
+        return None
+    _start(model, recipe, recipe.learning_rate, compile)
+    return fit(recipe.epochs, [])
+
+
+def prune(model, recipe):
+    """The one-shot prune phase.
+
+    Args:
+        model: a `PackNetModel` whose active task is training.
+        recipe: the task's `Recipe`.
+
+    Returns:
+        `{"layer/kernel": weights freed}`; empty when the recipe prunes
+        gradually (see `finetune`) or not at all.
+    """
+    if recipe.schedule is not None or not recipe.prune_fraction:
+        return {}
+    return model.prune(recipe.prune_fraction)
+
+
+def finetune(model, recipe, fit, compile=None):
+    """The fine-tune phase, pruning along the schedule when gradual.
+
+    Args:
+        model: a `PackNetModel` whose active task is training or pruned.
+        recipe: the task's `Recipe`.
+        fit: `fit(epochs, callbacks)` -> a Keras `History`; `callbacks`
+            holds the `GradualPruning` callback when gradual.
+        compile: as in `train`.
+
+    Returns:
+        `(history, freed)`: the `History` (None when the task does not
+        fine-tune: not pruned, or 0 epochs) and, when gradual, the weights
+        the schedule freed per kernel (else an empty dict).
+    """
+    if not recipe.prunes or not recipe.finetune_epochs:
+        return None, {}
+    _start(model, recipe, recipe.finetune_rate, compile)
+    if recipe.schedule is None:
+        return fit(recipe.finetune_epochs, []), {}
+    pruning = gradual_pruning.GradualPruning(recipe.schedule)
+    history = fit(recipe.finetune_epochs, [pruning])
+    owned = model.owned_counts()
+    return history, {key: start - owned[key]
+                     for key, start in pruning.start_counts.items()}
+
+
+def end(model):
+    """The end phase: freezes the active task.
+
+    Args:
+        model: a `PackNetModel`.
+
+    Returns:
+        The task's `TaskInfo`.
+    """
+    return model.end_task()
