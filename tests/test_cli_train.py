@@ -232,3 +232,82 @@ def test_a_saved_model_continues_as_the_network(workdir):
     assert after["a"] == before["a"]
     # The source file is not modified.
     assert fingerprints(workdir / "out" / "model.keras") == before
+
+
+#: Dies by SIGKILL at fine-tuning step 10 of task a, after gradual pruning
+#: has pruned a part of the way (steps 4 and 8), then runs the command.
+_KILLED_MID_FINETUNE = """
+import os, signal, sys
+from packnet_tf import gradual
+original = gradual.GradualPruning.on_train_batch_begin
+def dying(self, batch, logs=None):
+    original(self, batch, logs)
+    if self._task == "a" and self.step == 10:
+        assert 0 < self.sparsity < 2 / 3, self.history
+        os.kill(os.getpid(), signal.SIGKILL)
+gradual.GradualPruning.on_train_batch_begin = dying
+from packnet_tf.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _owner_counts(model_path):
+    """`{"layer/kernel": [count owned by task 0 (free), 1, 2, ...]}`."""
+    model = checkpoint.load_model(model_path)
+    return {
+        f"{layer.name}/{name}": np.bincount(
+            owner.numpy().ravel(), minlength=len(model.tasks) + 1).tolist()
+        for layer in model._packed()
+        for name, _, owner in layer.packed_kernels()
+    }
+
+
+@pytest.mark.slow
+def test_gradual_from_the_config_resumes_after_a_kill_mid_finetune(workdir):
+    import subprocess
+    import sys
+
+    from cli_support import cli_env, run_subprocess
+    from packnet_tf.ownership import count_to_keep
+
+    config = tiny_config(workdir)  # "equal": a prunes 2/3, b 1/2, c 0
+    config["defaults"].update(epochs=1, finetune_epochs=3,
+                              gradual={"end_step": 12, "frequency": 4})
+    reference = write_config(workdir / "reference.yaml",
+                             dict(config, model="ref/model.keras"))
+    done = run_subprocess("train", reference, "--quiet", "--deterministic")
+    assert done.returncode == 0, done.stderr
+    assert "pruned gradually: freed" in done.stdout
+
+    path = write_config(workdir / "run.yaml", config)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_FINETUNE, "train", str(path),
+         "--quiet", "--deterministic"],
+        env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr
+    model_path = workdir / "out" / "model.keras"
+    record = json.loads((workdir / "out" / "model.run.json").read_text())
+    assert record["last_phase"] == {"task": "a", "phase": "train"}
+    assert [t.state for t in checkpoint.load_model(model_path).tasks] == [
+        "training"]
+
+    done = run_subprocess("train", path, "--quiet", "--deterministic")
+    assert done.returncode == 0, done.stderr
+    assert "resume   from state 'training'" in done.stdout
+    record = json.loads((workdir / "out" / "model.run.json").read_text())
+    phases = [(e["task"], e["phase"]) for e in record["log"]]
+    # No one-shot prune phase: a gradual task prunes while it fine-tunes.
+    assert phases == [("a", "train"), ("a", "finetune"), ("a", "end"),
+                      ("b", "train"), ("b", "finetune"), ("b", "end"),
+                      ("c", "train"), ("c", "end")]
+    # The resumed run is the uninterrupted one, bit for bit ...
+    assert fingerprints(model_path) == fingerprints(
+        workdir / "ref" / "model.keras")
+    assert checkpoint.load_model(model_path).verify() == {
+        "a": 0.0, "b": 0.0, "c": 0.0}
+    # ... and every kernel reached the planned sparsity exactly.
+    for key, counts in _owner_counts(model_path).items():
+        size = sum(counts)
+        keep_a = count_to_keep(size, 2 / 3)
+        keep_b = count_to_keep(size - keep_a, 0.5)
+        assert counts == [0, keep_a, keep_b, size - keep_a - keep_b], key

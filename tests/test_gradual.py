@@ -263,3 +263,13 @@ def test_environment_is_unchanged_after_a_gradual_run(value):
     assert f"ENV {value!r} {value!r}" in result.stdout
     # tf.keras stayed Keras 3: tfmot's import did not route it to tf_keras.
     assert "TF_KERAS keras.src." in result.stdout
+
+
+def test_the_config_knows_the_same_timing_keys():
+    from packnet_tf.cli import schema
+    from packnet_tf.gradual import TIMING_KEYS, polynomial_decay
+    import inspect
+
+    assert tuple(schema.GRADUAL_KEYS) == TIMING_KEYS
+    assert TIMING_KEYS == tuple(
+        inspect.signature(polynomial_decay).parameters)[1:]

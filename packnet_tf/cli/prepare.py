@@ -32,6 +32,7 @@ class TaskPlan:
         prune_fraction: what it prunes (0: not pruned, not fine-tuned).
         check: the `CheckReport` of its data (files left out with
             `on_bad_files: skip`).
+        recipe: how it trains (`packnet_tf.phases.Recipe`).
     """
 
     config: object
@@ -39,6 +40,7 @@ class TaskPlan:
     num_classes: int
     prune_fraction: float
     check: object = None
+    recipe: object = None
 
     @property
     def name(self):
@@ -169,11 +171,47 @@ def _prune_fraction(config, task, model):
         raise config.error("defaults.prune_fraction", error) from None
 
 
+def _recipe(config, task, fraction):
+    """The task's `phases.Recipe`, or a `ConfigError` naming the key."""
+    from packnet_tf import phases
+
+    where = f"tasks[{task.index}]"
+    options = task.options
+    try:
+        phases.fresh_optimizer(options["optimizer"])
+    except (ValueError, TypeError) as error:
+        raise config.error(f"{where}.optimizer", error) from None
+    try:
+        return phases.Recipe(
+            epochs=options["epochs"], prune_fraction=fraction,
+            finetune_epochs=options["finetune_epochs"],
+            optimizer=options["optimizer"],
+            learning_rate=options["learning_rate"],
+            finetune_learning_rate=options["finetune_learning_rate"],
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=options["from_logits"]),
+            gradual=options["gradual"])
+    except ValueError as error:
+        raise config.error(f"{where}.gradual", error) from None
+
+
+def _check_schedules(config, plans):
+    """A gradual schedule must end within its task's fine-tuning steps."""
+    for plan in plans:
+        examples = plan.source.num_examples(plan.source.train_split)
+        steps = (None if not examples else
+                 -(-examples // plan.options["batch_size"]))
+        try:
+            plan.recipe.check_fits(steps)
+        except ValueError as error:
+            raise config.error(f"tasks[{plan.config.index}].gradual",
+                               error) from None
+
+
 def _check_free(config, model, first_new):
     if first_new is None or not model.tasks or not model.tasks[-1].finished:
         return
-    report = model.capacity()
-    full = [name for name, c in report.counts.items() if c[0] == 0]
+    full = model.capacity().full_layers()
     if full:
         last = model.tasks[-1].name
         raise config.error(
@@ -219,12 +257,7 @@ def prepare(config, strategy=None):
         ConfigError: on any problem, before anything trains.
     """
     import contextlib
-    import importlib.util
 
-    if config.log_dir is not None and importlib.util.find_spec(
-            "tensorboard") is None:
-        raise config.error("log_dir", "TensorBoard logs need the "
-                           "`tensorboard` package: pip install tensorboard")
     # Data first: a missing path or an unprepared TFDS data set is
     # reported before a network is built (which may download weights).
     sources = [_source(config, task) for task in config.tasks]
@@ -263,15 +296,11 @@ def prepare(config, strategy=None):
                 f"a head of {held[task.name].num_classes} classes, but its "
                 f"data ({source.description}) has {classes}. Give the task "
                 "its original data, or a new name.")
-        try:
-            from packnet_tf.training import fresh_optimizer
-
-            fresh_optimizer(keras.optimizers.get(task.options["optimizer"]))
-        except (ValueError, TypeError) as error:
-            raise config.error(f"{where}.optimizer", error) from None
-        plans.append(TaskPlan(task, source, classes,
-                              _prune_fraction(config, task, model)))
+        fraction = _prune_fraction(config, task, model)
+        plans.append(TaskPlan(task, source, classes, fraction,
+                              recipe=_recipe(config, task, fraction)))
     first_new = next((t for t in config.tasks if t.name not in held), None)
     _check_free(config, model, first_new)
     _check_files(config, plans, fits)
+    _check_schedules(config, plans)
     return RunPlan(config, model, resumed, plans, sidecar)

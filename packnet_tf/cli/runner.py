@@ -1,7 +1,9 @@
 """A resumable run: the config's tasks, phase by phase, saved after each.
 
-Each task goes through the phases train -> prune -> fine-tune -> end (a
-task with prune fraction 0 skips prune and fine-tune). After every phase
+Each task goes through the phases of `packnet_tf.phases` - train ->
+prune -> fine-tune -> end - under its `Recipe` (a task with prune fraction
+0 skips prune and fine-tune; a task with `gradual` timings has no prune
+phase and is pruned along its schedule while it fine-tunes). After every phase
 the model file is replaced atomically (`packnet_tf.checkpoint`), so a kill
 at any moment leaves the state at the end of the last finished phase. The
 run's position is read back from the model itself: a task's `state` says
@@ -10,7 +12,10 @@ is ambiguous (fine-tuned yet or not); the run record next to the model
 (`<model>.run.json`, also written atomically, after the model) names the
 last phase and the SHA-256 of the model file it describes, and is trusted
 only when that digest matches. If a kill falls between the two writes, the
-fine-tune phase runs again: time is lost, never a state.
+fine-tune phase runs again: time is lost, never a state. A gradual task is
+saved "pruned" only at the end of its fine-tune phase, so there "pruned"
+means done; a kill during that phase resumes from the end of training and
+prunes along the schedule from the start again.
 
 Every phase is seeded from the run's seed, the task's position and the
 phase, so a resumed run computes what an uninterrupted one would have.
@@ -20,7 +25,7 @@ import time
 
 import keras
 
-from packnet_tf import checkpoint
+from packnet_tf import checkpoint, phases
 from packnet_tf.cli.contracts import contract_for
 from packnet_tf.cli import outcome
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
@@ -30,10 +35,7 @@ from packnet_tf.cli.networks import input_shape
 from packnet_tf.cli.progress import accuracy_table, history_summary
 from packnet_tf.data import batches
 from packnet_tf.task import FROZEN, PRUNED, TRAINING
-from packnet_tf.training import fresh_optimizer
-
-#: Phases in order, with their number (for seeds and TensorBoard steps).
-PHASES = ("train", "prune", "finetune", "end")
+from packnet_tf.phases import PHASES, fresh_optimizer
 
 
 class Run:
@@ -54,6 +56,7 @@ class Run:
         self.verbose = verbose
         self.strategy = strategy
         self._compiled_for = None
+        self._summary = ""
         self.record = dict(plan.sidecar)
         self.record.setdefault("accuracy", {})
         self.record.setdefault("log", [])
@@ -86,16 +89,12 @@ class Run:
                        seed=seed, preprocess=options["preprocess"],
                        resize=options["resize"])
 
-    def _loss(self, task):
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=task.options["from_logits"])
-
     def _compile(self, task, learning_rate):
-        optimizer = keras.optimizers.get(task.options["optimizer"])
+        recipe = task.recipe
         with self._scope():
             self.model.compile(
-                optimizer=fresh_optimizer(optimizer, learning_rate),
-                loss=self._loss(task), metrics=["accuracy"])
+                optimizer=fresh_optimizer(recipe.optimizer, learning_rate),
+                loss=recipe.loss_function(), metrics=list(recipe.metrics))
         self._compiled_for = task.name
 
     def _fresh_optimizer_state(self, task, learning_rate):
@@ -138,31 +137,44 @@ class Run:
         step = task.config.index * len(PHASES) + PHASES.index(phase)
         self.reporter.capacity(step, self.model.capacity())
 
-    def _fit(self, task, phase, epochs, learning_rate):
-        self._where = (task.name, phase)
-        seed = self._seed(task, phase)
-        keras.utils.set_random_seed(seed)
-        self._fresh_optimizer_state(task, learning_rate)
-        guard = NanGuard()
-        validation = (self._data(task, task.source.test_split, seed)
-                      if task.options["validation"]
-                      and task.source.test_split else None)
-        start = time.perf_counter()
-        history = self.model.fit(
-            self._data(task, task.source.train_split, seed), epochs=epochs,
-            validation_data=validation, verbose=self.verbose, shuffle=False,
-            callbacks=[guard] + self.reporter.fit_callbacks(task.name,
-                                                            phase))
-        if guard.failed_at is not None:
-            epoch, batch, loss = guard.failed_at
-            raise PhaseFailed(
-                f"Task {task.name!r}, {phase}: the loss became {loss} at "
-                f"epoch {epoch + 1}, batch {batch + 1}; the phase was "
-                f"stopped and {self.config.model} keeps the state before "
-                "it. Lower the learning rate (or check the data for "
-                "NaN/inf) and re-run the same command to resume.")
-        return history_summary(history, epochs,
-                               time.perf_counter() - start)
+    def _compiler(self, task, phase):
+        """`compile(learning_rate)` for phase `phase` of `task`."""
+        def start(learning_rate):
+            self._where = (task.name, phase)
+            keras.utils.set_random_seed(self._seed(task, phase))
+            self._fresh_optimizer_state(task, learning_rate)
+        return start
+
+    def _fitter(self, task, phase):
+        """`fit(epochs, callbacks)` for phase `phase` of `task`.
+
+        Records the phase's one-line summary in `self._summary`.
+        """
+        def fit(epochs, extra_callbacks):
+            seed = self._seed(task, phase)
+            guard = NanGuard()
+            validation = (self._data(task, task.source.test_split, seed)
+                          if task.options["validation"]
+                          and task.source.test_split else None)
+            start = time.perf_counter()
+            history = self.model.fit(
+                self._data(task, task.source.train_split, seed),
+                epochs=epochs, validation_data=validation,
+                verbose=self.verbose, shuffle=False,
+                callbacks=[guard] + list(extra_callbacks)
+                + self.reporter.fit_callbacks(task.name, phase))
+            if guard.failed_at is not None:
+                epoch, batch, loss = guard.failed_at
+                raise PhaseFailed(
+                    f"Task {task.name!r}, {phase}: the loss became {loss} at "
+                    f"epoch {epoch + 1}, batch {batch + 1}; the phase was "
+                    f"stopped and {self.config.model} keeps the state before "
+                    "it. Lower the learning rate (or check the data for "
+                    "NaN/inf) and re-run the same command to resume.")
+            self._summary = history_summary(history, epochs,
+                                            time.perf_counter() - start)
+            return history
+        return fit
 
     def evaluate(self, task):
         """Test accuracy of a task, or None without a test split."""
@@ -190,7 +202,9 @@ class Run:
             say("done", "finished in an earlier run")
             return
         options = task.options
-        prune = task.prune_fraction
+        recipe = task.recipe
+        prune = recipe.prune_fraction
+        gradual = recipe.schedule is not None
         # A task in a file loaded to resume has finished its train phase
         # (files are written only at phase ends); a task in a new model
         # (a converted network's own task) has not.
@@ -211,31 +225,40 @@ class Run:
             if self.plan.resumed:
                 say("resume", f"from state {state!r} in {self.config.model}")
         if train_pending:
-            summary = (self._fit(task, "train", options["epochs"],
-                                 options["learning_rate"])
-                       if options["epochs"] else "0 epochs")
+            self._where = (name, "train")
+            history = phases.train(self.model, recipe,
+                                   self._fitter(task, "train"),
+                                   self._compiler(task, "train"))
             self._save(task, "train")
-            say("train", summary)
+            say("train", self._summary if history else "0 epochs")
         finetuned = self.last == {"task": name, "phase": "finetune"}
-        if prune and state == TRAINING:
+        if not gradual and prune and state == TRAINING:
             self._where = (name, "prune")
             owned = sum(self.model.owned_counts().values())
-            freed = sum(self.model.prune(prune).values())
+            freed = sum(phases.prune(self.model, recipe).values())
             self._save(task, "prune")
             free = self.model.capacity().free_fraction()
             say("prune", f"freed {freed:,} of its {owned:,} weights "
                 f"({prune:.1%}); the network is {free:.1%} free")
             state, finetuned = PRUNED, False
-        if prune and state == PRUNED and not finetuned:
-            epochs = options["finetune_epochs"]
-            if epochs:
-                rate = options["finetune_learning_rate"] or (
-                    options["learning_rate"] / 10.0)
-                summary = self._fit(task, "finetune", epochs, rate)
+        # Gradual: the file says "pruned" only after its fine-tune phase.
+        if recipe.prunes and not finetuned and (
+                state == (TRAINING if gradual else PRUNED)):
+            owned = sum(self.model.owned_counts().values())
+            history, freed = phases.finetune(
+                self.model, recipe, self._fitter(task, "finetune"),
+                self._compiler(task, "finetune"))
+            if history is not None:
                 self._save(task, "finetune")
-                say("finetune", summary)
+                if gradual:
+                    free = self.model.capacity().free_fraction()
+                    self._summary += (
+                        f"; pruned gradually: freed "
+                        f"{sum(freed.values()):,} of its {owned:,} weights "
+                        f"({prune:.1%}); the network is {free:.1%} free")
+                say("finetune", self._summary)
         self._where = (name, "end")
-        self.model.end_task()
+        phases.end(self.model)
         accuracy = self.evaluate(task)
         self.record["accuracy"][name] = accuracy
         # A row of the accuracy matrix: every task so far, after this one.

@@ -1,5 +1,6 @@
 """The config's keys and the checks of their values (no TensorFlow)."""
 
+from packnet_tf.planning import check_fraction, validate_spec
 from packnet_tf.task import validate_task_name
 
 #: Top-level keys.
@@ -20,10 +21,16 @@ TASK_DEFAULTS = {
     "num_classes": None,
     "validation": False,
     "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
+    "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
 }
 #: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
 #: here too so that config checks need no TensorFlow).
 ON_BAD_FILES = ("error", "skip")
+#: Keys of `gradual` (`packnet_tf.gradual.TIMING_KEYS`, kept here too so
+#: that config checks need no TensorFlow; a test pins them equal), with the
+#: least value of each int key.
+GRADUAL_KEYS = {"end_step": 0, "begin_step": 0, "frequency": 1,
+                "power": None, "initial_sparsity": None}
 #: Keys only a task has.
 TASK_ONLY_KEYS = ("name", "data")
 #: Network types and the keys each accepts (besides `type`).
@@ -133,12 +140,42 @@ def check_task_options(options, where, path, plan_ok):
             raise ConfigError(path, f"{where}.prune_fraction", "a task takes "
                               "a number in [0, 1); set a list or 'equal' in "
                               f"`defaults`. Received: {value!r}")
-        if not isinstance(value, (str, list)) and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-                or not 0 <= value < 1):
-            raise ConfigError(path, f"{where}.prune_fraction", "expected a "
-                              "number in [0, 1), a list of them (one per "
-                              f"task) or 'equal'. Received: {value!r}")
+        try:
+            validate_spec(value)  # the length is checked against the tasks
+        except ValueError as error:
+            raise ConfigError(path, f"{where}.prune_fraction",
+                              error) from None
+    if options.get("gradual") is not None:
+        _check_gradual(options["gradual"], f"{where}.gradual", path,
+                       options.get("finetune_epochs"))
+
+
+def _check_gradual(gradual, key, path, finetune_epochs):
+    """Checks `gradual`: PolynomialDecay timings, the fraction decides."""
+    if not isinstance(gradual, dict):
+        raise ConfigError(path, key, "expected PolynomialDecay timings, "
+                          "e.g. {end_step: 100, frequency: 10}; the final "
+                          "sparsity is the task's prune_fraction. Received: "
+                          f"{gradual!r}")
+    check_unknown(key, gradual, GRADUAL_KEYS, path)
+    if "end_step" not in gradual:
+        raise ConfigError(path, f"{key}.end_step", "missing: the training "
+                          "step of fine-tuning that reaches the prune "
+                          "fraction.")
+    for name, least in GRADUAL_KEYS.items():
+        if name in gradual and least is not None:
+            check_int(gradual[name], f"{key}.{name}", path, least)
+    if "power" in gradual:
+        _number(gradual["power"], f"{key}.power", path)
+    if "initial_sparsity" in gradual:
+        try:
+            check_fraction(gradual["initial_sparsity"])
+        except ValueError as error:
+            raise ConfigError(path, f"{key}.initial_sparsity",
+                              error) from None
+    if finetune_epochs == 0:
+        raise ConfigError(path, key, "gradual pruning happens while "
+                          "fine-tuning: set finetune_epochs >= 1 (it is 0).")
 
 
 def check_network(network, path):
