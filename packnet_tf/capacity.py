@@ -45,6 +45,11 @@ class CapacityReport:
         """The free share of `layer` (or of the whole network)."""
         return self.fractions(layer)["free"]
 
+    def full_layers(self):
+        """Names of the layers with no free weight left, in order."""
+        return [name for name, counts in self.counts.items()
+                if counts[0] == 0]
+
     def as_dict(self):
         """Every layer's fractions plus `"total"`, JSON-friendly."""
         result = {name: self.fractions(name) for name in self.counts}

@@ -203,7 +203,7 @@ class PackNetModel(
 
     def _check_free_capacity(self):
         report = self.capacity()
-        full = [name for name, c in report.counts.items() if c[0] == 0]
+        full = report.full_layers()
         if full:
             owned = ", ".join(
                 f"{n}: {s:.1%}" for n, s in report.fractions().items()

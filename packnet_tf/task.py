@@ -30,7 +30,9 @@ TRANSITIONS = {
     "add_task": {FROZEN: FROZEN},
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The one rule for names that become folders, signatures and TF Serving
+#: model names (tasks here; export model names in `export.checks`).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclasses.dataclass
@@ -87,7 +89,7 @@ def validate_task_name(name, existing):
         ValueError: if the name is not a string of 1-64 letters, digits,
             `_`, `.` or `-` starting with a letter or digit, or is taken.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ValueError(
             "Expected a task name of 1-64 letters, digits, '_', '.' or '-' "
             "that starts with a letter or digit (it names export folders "

@@ -5,13 +5,12 @@ a half-written export behind.
 """
 
 import os
-import re
 
 from packnet_tf.errors import TaskStateError
+from packnet_tf.task import NAME_PATTERN
 
 #: The names TF Serving models and signatures are made from (the rule task
 #: names follow, see `packnet_tf.task.validate_task_name`).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Prefix of the staging folders and files an export writes first.
 STAGING_PREFIX = ".packnet-staging-"
 #: The TF Serving config an export writes next to the model folders.

@@ -210,17 +210,6 @@ class PackedLayer(keras.layers.Layer):
         for _, kernel, owner in self.packed_kernels():
             kernel.assign(ownership.zero_free(kernel, owner))
 
-    def ownership(self):
-        """Owner ids of every packed kernel, as NumPy arrays by name."""
-        return {
-            n: np.asarray(owner.numpy())
-            for n, _, owner in self.packed_kernels()
-        }
-
-    def num_packed_weights(self):
-        """Total number of weights in packed kernels."""
-        return int(sum(np.prod(k.shape) for _, k, _ in self.packed_kernels()))
-
     def get_config(self):
         config = super().get_config()
         config["max_tasks"] = self.max_tasks
