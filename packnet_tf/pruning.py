@@ -33,9 +33,9 @@ class PruningMixin:
     task's record, guarded by `packnet_tf.task.require`).
     """
 
-    def _apply_owners(self, plan):
+    def _apply_owners(self, changes):
         """Assigns new owners and zeroes the weights they free."""
-        for kernel, owner, new_owner in plan:
+        for kernel, owner, new_owner in changes:
             owner.assign(new_owner)
             kernel.assign(ownership.zero_free(kernel, new_owner))
 
@@ -121,12 +121,12 @@ class PruningMixin:
                     f"weights task {task.name!r} owns there). "
                     f"Received: {count!r}"
                 )
-        plan = [
+        changes = [
             (kernel, owner, ownership.prune_owner(
                 kernel, owner, task.task_id, int(counts[key])))
             for key, kernel, owner in self._kernels() if key in counts
         ]
-        self._apply_owners(plan)
+        self._apply_owners(changes)
         advance(task, "prune")
         return {key: int(count) for key, count in counts.items()}
 
