@@ -278,6 +278,11 @@ def prepare(config, strategy=None):
         except DataError as error:
             raise config.error(f"{where}.data",
                                f"task {task.name!r}: {error}") from None
+        if task.options["augment"] is not None and len(shape) != 3:
+            raise config.error(
+                f"{where}.augment", "augmentation flips and shifts images; "
+                f"this network's input has shape {tuple(shape)}, not "
+                "(height, width, channels). Leave `augment` out.")
         try:
             # Raises on an unknown mode, whatever the dtype.
             preprocess_function(task.options["preprocess"], tf.float32)

@@ -82,12 +82,12 @@ class Run:
         return (self.config.seed * 1_000_003 + task.config.index * 10
                 + PHASES.index(phase))
 
-    def _data(self, task, split, seed, shuffle=None):
+    def _data(self, task, split, seed, shuffle=None, augment=None):
         options = task.options
         return batches(task.source, split, input_shape(self.model),
                        batch_size=options["batch_size"], shuffle=shuffle,
                        seed=seed, preprocess=options["preprocess"],
-                       resize=options["resize"])
+                       resize=options["resize"], augment=augment)
 
     def _compile(self, task, learning_rate):
         recipe = task.recipe
@@ -158,7 +158,8 @@ class Run:
                           and task.source.test_split else None)
             start = time.perf_counter()
             history = self.model.fit(
-                self._data(task, task.source.train_split, seed),
+                self._data(task, task.source.train_split, seed,
+                           augment=task.options["augment"]),
                 epochs=epochs, validation_data=validation,
                 verbose=self.verbose, shuffle=False,
                 callbacks=[guard] + list(extra_callbacks)

@@ -1,5 +1,6 @@
 """The config's keys and the checks of their values (no TensorFlow)."""
 
+from packnet_tf.augmentation import check_augment
 from packnet_tf.planning import check_fraction, validate_spec
 from packnet_tf.task import validate_task_name
 
@@ -22,6 +23,7 @@ TASK_DEFAULTS = {
     "validation": False,
     "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
     "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
+    "augment": None,  # or {flip: horizontal, translate: 0.1}
 }
 #: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
 #: here too so that config checks need no TensorFlow).
@@ -145,6 +147,11 @@ def check_task_options(options, where, path, plan_ok):
         except ValueError as error:
             raise ConfigError(path, f"{where}.prune_fraction",
                               error) from None
+    if "augment" in options:
+        try:
+            options["augment"] = check_augment(options["augment"])
+        except (TypeError, ValueError) as error:
+            raise ConfigError(path, f"{where}.augment", error) from None
     if options.get("gradual") is not None:
         _check_gradual(options["gradual"], f"{where}.gradual", path,
                        options.get("finetune_epochs"))

@@ -13,6 +13,7 @@ import importlib
 import numpy as np
 import tensorflow as tf
 
+from packnet_tf import augmentation
 from packnet_tf.data.source import DataError
 
 #: `preprocess` names besides the `keras.applications` module names.
@@ -137,7 +138,8 @@ def preprocess_function(mode, dtype):
 
 
 def batches(source, split, input_shape, batch_size=32, shuffle=None,
-            seed=0, preprocess="auto", resize=True, repeat=False):
+            seed=0, preprocess="auto", resize=True, repeat=False,
+            augment=None):
     """A batched, prefetched `tf.data.Dataset` of `(x, y)` for a network.
 
     Args:
@@ -150,6 +152,12 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         preprocess: see `preprocess_function`.
         resize: whether images may be resized to the input size.
         repeat: repeat forever (for step-based training).
+        augment: None (default), or an augmentation spec such as
+            `{"flip": "horizontal", "translate": 0.1}` (see
+            `packnet_tf.augmentation`), applied to each training batch
+            after preprocessing, seeded by `seed` (the same per seed,
+            different every epoch). Only for the train split of an image
+            network.
 
     Returns:
         A `tf.data.Dataset` of float32 `x` batches and int32 labels.
@@ -157,12 +165,28 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
     Raises:
         DataError: if the examples do not fit `input_shape` (see
             `fit_plan`) or `preprocess` is unknown.
+        ValueError: for a bad `augment` spec, or `augment` on a split
+            other than the train split or on inputs that are not images.
 
     Example:
 
     >>> train = batches(source, "train", (32, 32, 3), batch_size=64, seed=0)
     """
     plan = fit_plan(source, input_shape, resize=resize)
+    layers = augmentation.augmenter(augment, seed)
+    if layers is not None and split != source.train_split:
+        raise ValueError(
+            f"Augmentation is for training batches only; received split "
+            f"{split!r} (the train split is {source.train_split!r}). Leave "
+            "`augment` out for validation and evaluation data."
+        )
+    if layers is not None and len(plan.input_shape) != 3:
+        raise ValueError(
+            "Augmentation flips and shifts images: it needs a network input "
+            f"of shape (height, width, channels). Received input shape "
+            f"{tuple(plan.input_shape)}. Leave `augment` out for this "
+            "network."
+        )
     if shuffle is None:
         shuffle = split == source.train_split
     dataset = source.dataset(split, shuffle=bool(shuffle), seed=seed)
@@ -191,4 +215,9 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
                           deterministic=True)
     if repeat:
         dataset = dataset.repeat()
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if layers is not None:
+        # One call at a time: the layers' seed generator then advances in
+        # the same order on every run, so a seed gives the same batches.
+        dataset = dataset.map(lambda x, y: (layers(x, training=True), y))
+    return dataset.prefetch(tf.data.AUTOTUNE)
