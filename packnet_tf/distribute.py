@@ -10,14 +10,17 @@ Two things here work around TensorFlow 2.21 / Keras 3.15 behaviour:
 2. Keras 3.15 `fit` fails under `MultiWorkerMirroredStrategy`
    (keras-team/keras#20585): its symbolic build feeds a `PerReplica` batch to
    the model, and it reduces scalar step results along an axis they do not
-   have. `MultiWorkerFitMixin` overrides the two private hooks involved.
-   `tests/test_distribute.py` pins both failures on plain Keras, so a Keras
-   release that fixes or changes them shows up as a failing test.
+   have. `MultiWorkerFitMixin` overrides Keras' private
+   `_maybe_symbolic_build` hook (reading it through
+   `packnet_tf._keras_compat`) and reshapes the step results.
+   `tests/test_distribute.py` pins both failures on plain Keras, and
+   `tests/test_keras_compat.py` the hook itself, so a Keras release that
+   fixes or changes them shows up as a failing test.
 """
 
 import tensorflow as tf
 
-from packnet_tf import ownership
+from packnet_tf import _keras_compat, ownership
 
 
 def is_multi_worker(strategy=None):
@@ -39,16 +42,15 @@ class MultiWorkerFitMixin:
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
+        strategy = _keras_compat.model_strategy(self)
         if iterator is not None and strategy is not None and is_multi_worker(
                 strategy):
-            for _, _, it in iterator:
-                batch = next(it)
+            batch = _keras_compat.first_batch(iterator)
+            if batch is not None:
                 # Build from this worker's first replica's share of the batch.
                 data_batch = tf.nest.map_structure(
                     lambda v: strategy.experimental_local_results(v)[0], batch
                 )
-                break
             iterator = None
         return super()._maybe_symbolic_build(
             iterator=iterator, data_batch=data_batch

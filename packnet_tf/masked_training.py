@@ -11,6 +11,7 @@ first sets every free weight to 0, and the restore keeps them there.
 import keras
 import tensorflow as tf
 
+from packnet_tf._keras_compat import loss_tracker
 from packnet_tf.labels import check_labels
 from packnet_tf.layers.base import unmasked_forward
 
@@ -41,11 +42,14 @@ class MaskedTrainingMixin:
                 variable.assign(tf.where(mask, variable.value, backup))
 
     def _update_loss_metric(self, loss, x):
+        # As Keras' own step does: the loss unscaled by the replicas (see
+        # NOTES), weighted by the batch size.
+        tracker = loss_tracker(self)
+        if tracker is None:
+            return
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=batch)
+        tracker.update_state(loss * replicas, sample_weight=batch)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
