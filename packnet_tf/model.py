@@ -12,10 +12,12 @@ import dataclasses
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from packnet_tf.contract import as_contract
 from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.errors import CapacityError, TaskStateError
+from packnet_tf.free_init import check_free_init, fresh_draws, start_values
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
 from packnet_tf.pruning import PruningMixin, validate_fraction
@@ -48,6 +50,11 @@ class PackNetModel(
             `max_tasks` when the trunk's layers were built with another
             `max_tasks`; weights and owners are copied.
         max_tasks: the most tasks the network will hold, in [1, 255].
+        free_init: where task 2 and later start the free weights they
+            take: `"zero"` (default), `"previous"` (their values when they
+            were pruned; keeps one copy of the packed kernels) or
+            `"initializer"` (fresh draws from the layer's initializer). See
+            `packnet_tf.free_init`.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -67,11 +74,21 @@ class PackNetModel(
     >>> model.end_task()
     """
 
-    def __init__(self, trunk, max_tasks, **kwargs):
+    def __init__(self, trunk, max_tasks, free_init="zero", **kwargs):
         super().__init__(**kwargs)
         self.max_tasks = validate_max_tasks(max_tasks, allow_none=False)
+        self.free_init = check_free_init(free_init)
         check_trunk(trunk)
         self.trunk = sized_trunk(trunk, self.max_tasks)
+        # Pruned weights' values, per packed kernel, for free_init
+        # "previous" (in `_kernels()` order).
+        self._released = [
+            self.add_weight(shape=kernel.shape, dtype=kernel.dtype,
+                            initializer="zeros", trainable=False,
+                            name=f"{layer.name}_{name}_released")
+            for layer in self._packed()
+            for name, kernel, _ in layer.packed_kernels()
+        ] if free_init == "previous" else []
         self.heads = []
         self._tasks = []
         self._active = None
@@ -256,10 +273,24 @@ class PackNetModel(
             input_contract.check_input_shape(self.trunk.inputs[0].shape[1:],
                                              name)
         task_id = len(self._tasks) + 1
+        released = iter(self._released)
         for layer in self._packed():
+            free = [tf.equal(owner, 0) for _, _, owner in
+                    layer.packed_kernels()]
             layer.claim_free(task_id)
             if task_id > 1:
                 layer.copy_task_slot(task_id - 1, task_id)
+            for (kernel_name, kernel, _), claimed in zip(
+                    layer.packed_kernels(), free):
+                kept = next(released, None)
+                if task_id == 1 or self.free_init == "zero":
+                    continue  # pruning left them at 0
+                if self.free_init == "previous":
+                    values = kept
+                else:
+                    values = fresh_draws(layer.initializer_of(kernel_name),
+                                         kernel.shape, kernel.dtype)
+                kernel.assign(start_values(kernel, claimed, values))
         self.heads.append(head)
         self._tasks.append(TaskInfo(name, task_id, width, TRAINING,
                                     input_contract=input_contract))
@@ -380,6 +411,7 @@ class PackNetModel(
             "name": self.name,
             "trainable": self.trainable,
             "max_tasks": self.max_tasks,
+            "free_init": self.free_init,
             "trunk": keras.saving.serialize_keras_object(self.trunk),
             "tasks": [t.to_config() for t in self._tasks],
             "heads": [keras.saving.serialize_keras_object(h)

@@ -6,7 +6,7 @@ kernels of `self.trunk` and the active task (see `packnet_tf.model`).
 
 import numpy as np
 
-from packnet_tf import ownership
+from packnet_tf import free_init, ownership
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import TaskStateError
 from packnet_tf.planning import check_fraction
@@ -29,13 +29,22 @@ class PruningMixin:
     """`prune`, `prune_counts`, `owned_counts` and `capacity`.
 
     Mixed into `PackNetModel`, which provides `_packed()` (its packed
-    layers), `tasks`, `_active_id()` and `_task_for(action)` (the active
-    task's record, guarded by `packnet_tf.task.require`).
+    layers), `tasks`, `_active_id()`, `_task_for(action)` (the active
+    task's record, guarded by `packnet_tf.task.require`) and `_released`
+    (the kept values of pruned weights, one per packed kernel in
+    `_kernels()` order, or empty).
     """
 
     def _apply_owners(self, changes):
-        """Assigns new owners and zeroes the weights they free."""
-        for kernel, owner, new_owner in changes:
+        """Assigns new owners and zeroes the weights they free.
+
+        With `free_init="previous"` the freed weights' values are kept
+        first (`packnet_tf.free_init.remember_pruned`).
+        """
+        for kernel, owner, new_owner, released in changes:
+            if released is not None:
+                released.assign(free_init.remember_pruned(
+                    kernel, owner, new_owner, released))
             owner.assign(new_owner)
             kernel.assign(ownership.zero_free(kernel, new_owner))
 
@@ -121,10 +130,12 @@ class PruningMixin:
                     f"weights task {task.name!r} owns there). "
                     f"Received: {count!r}"
                 )
+        released = list(self._released) or [None] * len(owned)
         changes = [
             (kernel, owner, ownership.prune_owner(
-                kernel, owner, task.task_id, int(counts[key])))
-            for key, kernel, owner in self._kernels() if key in counts
+                kernel, owner, task.task_id, int(counts[key])), kept)
+            for (key, kernel, owner), kept in zip(self._kernels(), released)
+            if key in counts
         ]
         self._apply_owners(changes)
         advance(task, "prune")

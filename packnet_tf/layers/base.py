@@ -205,6 +205,26 @@ class PackedLayer(keras.layers.Layer):
                 ops.where(mask, ops.expand_dims(row, 0), variable)
             )
 
+    def initializer_of(self, name):
+        """The initializer of packed kernel `name` (e.g. `"kernel"`).
+
+        Keras names a layer's initializers after its kernels: `kernel` ->
+        `kernel_initializer`, `depthwise_kernel` -> `depthwise_initializer`,
+        `pointwise_kernel` -> `pointwise_initializer`. A layer that names
+        them otherwise overrides this.
+
+        Args:
+            name: a kernel name of `packed_kernels()`.
+
+        Returns:
+            A `keras.initializers.Initializer`.
+
+        Raises:
+            AttributeError: if the layer has no such initializer.
+        """
+        stem = name[:-len("_kernel")] if name.endswith("_kernel") else name
+        return getattr(self, f"{stem}_initializer")
+
     def zero_free(self):
         """Sets every free weight (owner 0) of every packed kernel to 0."""
         for _, kernel, owner in self.packed_kernels():

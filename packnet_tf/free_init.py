@@ -1,0 +1,101 @@
+"""Where a new task's free weights start.
+
+When task k > 1 is added it takes every free weight: the weights earlier
+tasks pruned. Three starts are offered (`PackNetModel(free_init=...)`):
+
+- `"zero"` (the default): pruning sets freed weights to 0 and the new task
+  starts them there;
+- `"previous"`: the value each weight had when it was pruned (what
+  Avalanche's PackNet does: its masks hide pruned weights without changing
+  them). The model keeps those values in one non-trainable copy of every
+  packed kernel (`<layer>/<kernel>_released`), saved with it;
+- `"initializer"`: new values drawn from the layer's own initializer (e.g.
+  Glorot-uniform), seeded from Keras' global seed
+  (`keras.utils.set_random_seed`), so a seed gives the same draws.
+
+The first task starts from the trunk's weights in every mode. Earlier tasks
+never see these entries (they are not theirs), so every mode leaves them
+bit-exact. The functions here are pure tensor math; the model applies them.
+"""
+
+import tensorflow as tf
+
+from packnet_tf.ownership import FREE
+
+#: The starts `PackNetModel(free_init=...)` accepts.
+FREE_INITS = ("zero", "previous", "initializer")
+
+
+def check_free_init(value):
+    """Checks a `free_init` value.
+
+    Args:
+        value: one of `FREE_INITS`.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if value not in FREE_INITS:
+        raise ValueError(
+            f"Expected `free_init` to be one of {list(FREE_INITS)}: where a "
+            "new task's free weights start (0, their values when pruned, or "
+            f"fresh draws from the layer's initializer). Received: "
+            f"free_init={value!r}"
+        )
+    return value
+
+
+def remember_pruned(kernel, old_owner, new_owner, released):
+    """`released` with the values of the weights this prune frees.
+
+    Args:
+        kernel: the kernel before pruning zeroes anything.
+        old_owner: its owner ids before pruning.
+        new_owner: its owner ids after pruning.
+        released: the kept values of earlier prunes.
+
+    Returns:
+        The new `released` tensor: `kernel` where a weight was freed now,
+        `released` elsewhere.
+    """
+    freed = tf.logical_and(tf.equal(new_owner, FREE),
+                           tf.not_equal(old_owner, FREE))
+    return tf.where(freed, kernel, released)
+
+
+def start_values(kernel, claimed, values):
+    """`kernel` with the `claimed` entries set to `values`.
+
+    Args:
+        kernel: the kernel after the new task claimed the free weights.
+        claimed: boolean mask of the entries the new task just claimed.
+        values: what they start at (a tensor of `kernel`'s shape).
+
+    Returns:
+        The new kernel tensor; every other entry is unchanged.
+    """
+    return tf.where(claimed, tf.cast(values, kernel.dtype), kernel)
+
+
+def fresh_draws(initializer, shape, dtype):
+    """New values from `initializer`'s distribution, not its first draw.
+
+    A Keras initializer with an int seed returns the same values at every
+    call; a copy with its seed left to Keras (`seed=None`) draws from the
+    global seed instead (`keras.utils.set_random_seed`).
+
+    Args:
+        initializer: a `keras.initializers.Initializer`.
+        shape: the kernel's shape.
+        dtype: the kernel's dtype.
+
+    Returns:
+        A tensor of `shape`.
+    """
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = None
+    return initializer.__class__.from_config(config)(shape, dtype=dtype)
