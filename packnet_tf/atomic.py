@@ -41,10 +41,33 @@ def _pid_alive(pid):
     return True
 
 
+#: Between a file's name and the writer's pid in its temporary's name.
+TEMPORARY_INFIX = ".tmp-"
+
+
+def is_temporary(name, target_name):
+    """Whether file `name` is a temporary of `atomic_path(target_name)`.
+
+    Folders that must hold only known files (an export directory) skip
+    these: a process killed mid-write leaves one behind, and the next
+    write of `target_name` removes it.
+
+    Args:
+        name: a file name (no folder).
+        target_name: the final file's name (no folder).
+
+    Returns:
+        True when `name` is `<target_name>.tmp-<pid>...`.
+    """
+    prefix = target_name + TEMPORARY_INFIX
+    return name.startswith(prefix) and name[len(prefix):].split(".")[
+        0].isdigit()
+
+
 def _remove_stale_temporaries(path):
     """Deletes `<file>.tmp-<pid>*` left by processes that died mid-write."""
-    for stale in path.parent.glob(f"{path.name}.tmp-*"):
-        pid = stale.name[len(path.name) + len(".tmp-"):].split(".")[0]
+    for stale in path.parent.glob(f"{path.name}{TEMPORARY_INFIX}*"):
+        pid = stale.name[len(path.name) + len(TEMPORARY_INFIX):].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(
                 int(pid)):
             with contextlib.suppress(OSError):
@@ -70,7 +93,8 @@ def atomic_path(path, suffix=""):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}{suffix}")
+    tmp = path.with_name(
+        f"{path.name}{TEMPORARY_INFIX}{os.getpid()}{suffix}")
     try:
         yield tmp
         _fsync_file(tmp)
@@ -82,15 +106,29 @@ def atomic_path(path, suffix=""):
     _fsync_dir(path.parent)
 
 
+def write_bytes(path, content, suffix=""):
+    """Writes `content` to `path` atomically (see `atomic_path`).
+
+    Args:
+        path: the target file.
+        content: bytes.
+        suffix: appended to the temporary name (see `atomic_path`).
+    """
+    with atomic_path(path, suffix=suffix) as tmp:
+        tmp.write_bytes(content)
+
+
 def write_text(path, text):
-    """Writes `text` to `path` atomically (see `atomic_path`).
+    """Writes `text` to `path` atomically as UTF-8 (see `atomic_path`).
+
+    The bytes are the same on every platform: UTF-8 whatever the locale,
+    and no newline translation.
 
     Args:
         path: the target file.
         text: a str.
     """
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path, data):

@@ -2,16 +2,17 @@
 
 import json
 import os
+import stat
 import zipfile
 
 import keras
 import numpy as np
 import pytest
+from conftest import conv_bn_trunk
 
 import packnet_tf as pn
-from packnet_tf import checkpoint
+from packnet_tf import atomic, checkpoint
 from packnet_tf.checkpoint import CheckpointError
-from conftest import conv_bn_trunk
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,51 @@ def test_write_json_is_whole_or_absent(tmp_path):
         checkpoint.write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["run.json"]
+
+
+def record_syncs(monkeypatch):
+    """Records, in order, each fsync (of a "file" or a "dir") and rename."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode)
+                      else "file")
+        fsync(fd)
+
+    def recording_replace(source, target):
+        events.append("rename")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    return events
+
+
+@pytest.mark.parametrize("write, content", [
+    (atomic.write_bytes, b"\x00\x01"),
+    (atomic.write_text, "caf\u00e9\n"),
+    (atomic.write_json, {"a": 1}),
+])
+def test_atomic_writes_fsync_the_file_then_rename_then_fsync_the_folder(
+        tmp_path, monkeypatch, write, content):
+    events = record_syncs(monkeypatch)
+    write(tmp_path / "f", content)
+    assert events == ["file", "rename", "dir"]
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_write_text_is_utf8_without_newline_translation(tmp_path):
+    atomic.write_text(tmp_path / "labels.txt", "caf\u00e9\r\nb\n")
+    assert (tmp_path / "labels.txt").read_bytes() == b"caf\xc3\xa9\r\nb\n"
+
+
+def test_is_temporary_knows_the_temporaries_of_one_file():
+    assert atomic.is_temporary("models.config.tmp-123", "models.config")
+    assert atomic.is_temporary("m.tflite.tmp-9.tflite", "m.tflite")
+    assert not atomic.is_temporary("models.config", "models.config")
+    assert not atomic.is_temporary("models.config.tmp-x", "models.config")
+    assert not atomic.is_temporary("other.tmp-123", "models.config")
 
 
 def test_missing_file(tmp_path):

@@ -9,11 +9,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
-
-import packnet_tf as pn
-from packnet_tf import export
-from packnet_tf.trunk import packed_layers
-
+from test_checkpoint import record_syncs
 from test_export_plain import (
     FLOAT_TOLERANCE,
     every_kind_trunk,
@@ -21,6 +17,10 @@ from test_export_plain import (
     packed_model,
     probe_inputs,
 )
+
+import packnet_tf as pn
+from packnet_tf import export
+from packnet_tf.trunk import packed_layers
 
 TASKS = ("a", "b", "c")
 
@@ -192,3 +192,19 @@ def test_a_failed_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export.saved_model(model, tmp_path / "fresh", tasks=["b", "c"])
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_dead_writers_models_config_temporary_does_not_block(
+        model, tmp_path, monkeypatch):
+    base = tmp_path / "exported"
+    export.saved_model(model, base, tasks="a")
+    dead_pid = 2 ** 22 + 12345  # above Linux's pid_max default
+    stale = base / f"models.config.tmp-{dead_pid}"
+    stale.write_text("model_config_list {")
+    events = record_syncs(monkeypatch)
+    export.saved_model(model, base, tasks="b")
+    assert not stale.exists()
+    assert sorted(os.listdir(base)) == ["a", "b", "models.config"]
+    # models.config: fsynced, renamed, its folder fsynced (the model
+    # folders move with os.rename).
+    assert events == ["file", "rename", "dir"]

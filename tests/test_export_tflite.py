@@ -9,12 +9,7 @@ import os
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-import packnet_tf as pn
-from packnet_tf import export
-from packnet_tf.export.checks import select_tasks
-from packnet_tf.export.tflite import convert
-
+from test_checkpoint import record_syncs
 from test_export_plain import (
     FLOAT_TOLERANCE,
     every_kind_trunk,
@@ -23,6 +18,11 @@ from test_export_plain import (
     probe_inputs,
     wide_trunk,
 )
+
+import packnet_tf as pn
+from packnet_tf import export
+from packnet_tf.export.checks import select_tasks
+from packnet_tf.export.tflite import convert
 
 #: Max |float16 file - model| on logits (the issue's bound).
 FLOAT16_TOLERANCE = 1e-2
@@ -204,3 +204,13 @@ def test_an_existing_file_is_replaced_atomically(model, tmp_path,
     # No staging file, and no labels for "c": they follow the model file.
     assert sorted(os.listdir(tmp_path)) == [
         "a.labels.txt", "b.labels.txt", "m.tflite"]
+
+
+def test_the_file_and_its_labels_are_fsynced_before_and_after_renaming(
+        model, tmp_path, monkeypatch):
+    events = record_syncs(monkeypatch)
+    export.tflite(model, tmp_path / "m.tflite", task="a")
+    # The model file, then its labels file: each whole on disk, renamed,
+    # and the rename itself on disk.
+    assert events == ["file", "rename", "dir"] * 2
+    assert sorted(os.listdir(tmp_path)) == ["a.labels.txt", "m.tflite"]

@@ -6,12 +6,11 @@ a half-written export behind.
 
 import os
 
+from packnet_tf.atomic import is_temporary
 from packnet_tf.errors import TaskStateError
 from packnet_tf.task import NAME_PATTERN
 
-#: The names TF Serving models and signatures are made from (the rule task
-#: names follow, see `packnet_tf.task.validate_task_name`).
-#: Prefix of the staging folders and files an export writes first.
+#: Prefix of the staging folder a SavedModel export writes first.
 STAGING_PREFIX = ".packnet-staging-"
 #: The TF Serving config an export writes next to the model folders.
 MODELS_CONFIG = "models.config"
@@ -118,8 +117,8 @@ def _is_version_dir(path):
 def check_export_dir(base_dir):
     """Checks that `base_dir` is absent, empty, or an export directory.
 
-    An export directory holds only `models.config`, staging leftovers, and
-    model folders (`<name>/`) whose entries are integer version folders.
+    An export directory holds only `models.config`, staging leftovers (a
+    staging folder, a temporary `models.config`), and model folders (`<name>/`) whose entries are integer version folders.
 
     Args:
         base_dir: the folder `saved_model` writes into.
@@ -145,7 +144,8 @@ def check_export_dir(base_dir):
     else:
         for entry in sorted(os.listdir(base_dir)):
             path = os.path.join(base_dir, entry)
-            if entry == MODELS_CONFIG or entry.startswith(STAGING_PREFIX):
+            if (entry == MODELS_CONFIG or entry.startswith(STAGING_PREFIX)
+                    or is_temporary(entry, MODELS_CONFIG)):
                 continue
             if not os.path.isdir(path) or not NAME_PATTERN.match(entry):
                 problem = f"it holds {entry!r}, which is not a model folder"

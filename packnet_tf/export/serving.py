@@ -1,9 +1,9 @@
 """The TF Serving `models.config` that serves every exported model at once."""
 
 import os
-import tempfile
 
-from packnet_tf.export.checks import MODELS_CONFIG, STAGING_PREFIX, model_dirs
+from packnet_tf import atomic
+from packnet_tf.export.checks import MODELS_CONFIG, model_dirs
 
 
 def _quote(text):
@@ -39,8 +39,8 @@ def models_config_text(base_dir, names, base_path=None):
 def write_models_config(base_dir, base_path=None):
     """Writes `<base_dir>/models.config` listing every exported model.
 
-    The file is written to a temporary name first and renamed, so a server
-    never reads half of it.
+    The file is written atomically (`packnet_tf.atomic`: a temporary file
+    beside it, fsynced and renamed), so a server never reads half of it.
 
     Args:
         base_dir: an export directory.
@@ -53,13 +53,5 @@ def write_models_config(base_dir, base_path=None):
     base_dir = os.path.abspath(base_dir)
     text = models_config_text(base_dir, model_dirs(base_dir), base_path)
     target = os.path.join(base_dir, MODELS_CONFIG)
-    handle, staging = tempfile.mkstemp(prefix=STAGING_PREFIX, dir=base_dir)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(staging, target)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+    atomic.write_text(target, text)
     return target

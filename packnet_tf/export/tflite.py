@@ -12,8 +12,8 @@ than depend on it.
 """
 
 import os
-import tempfile
 
+from packnet_tf import atomic
 from packnet_tf.export import checks
 from packnet_tf.export.tflite_convert import (
     INPUTS,
@@ -39,22 +39,6 @@ def labels_path(path, task):
                         task + LABELS_SUFFIX)
 
 
-def _write_atomically(path, content):
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, staging = tempfile.mkstemp(
-        prefix=checks.STAGING_PREFIX, suffix=os.path.splitext(path)[1],
-        dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
-
-
 def write_labels(path, infos):
     """Writes `<task>.labels.txt` beside `path` for every task.
 
@@ -71,7 +55,7 @@ def write_labels(path, infos):
         names = (contract.names_for(info.num_classes) if contract
                  else tuple(str(i) for i in range(info.num_classes)))
         target = labels_path(path, info.name)
-        _write_atomically(target, ("\n".join(names) + "\n").encode())
+        atomic.write_text(target, "\n".join(names) + "\n")
         written[info.name] = target
     return written
 
@@ -123,9 +107,9 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     preprocessed inside the file as the task's input contract says
     (resizing stays with the app). Every signature returns
     `{"outputs": ...}`: the head's outputs (int8 logits in an int8 pixel
-    file; see `packnet_tf.export.tflite_convert`). The file is written to a
-    temporary name next to `path` and renamed; each task's class names go
-    beside it, `<task>.labels.txt`.
+    file; see `packnet_tf.export.tflite_convert`). The file is written
+    atomically (`packnet_tf.atomic`: beside `path`, fsynced, renamed);
+    each task's class names go beside it, `<task>.labels.txt`.
 
     Args:
         model: a `PackNetModel`.
@@ -206,6 +190,6 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     content = convert(model, infos, layout=layout, quantize=quantize,
                       representative_data=representative_data,
                       sparse=bool(sparse), inputs=inputs)
-    _write_atomically(path, content)
+    atomic.write_bytes(path, content, suffix=os.path.splitext(path)[1])
     write_labels(path, infos)
     return path
