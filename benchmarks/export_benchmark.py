@@ -117,7 +117,7 @@ def export_all(model, plain, root, calibration):
     """Writes every form; returns `{name: (path, kind)}`."""
     from packnet_tf import export
     from packnet_tf.export.checks import select_tasks
-    from packnet_tf.export.tflite import convert
+    from packnet_tf.export.to_tflite import convert
 
     forms = {}
     plain.save(root / "plain.keras")

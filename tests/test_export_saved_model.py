@@ -1,7 +1,8 @@
 """export.saved_model: TF Serving layout, signatures, exactness, versions, errors."""
 
+import importlib
 import os
-import sys
+import types
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from test_export_plain import (
 
 import packnet_tf as pn
 from packnet_tf import export
+from packnet_tf.export import to_saved_model
 from packnet_tf.trunk import packed_layers
 
 TASKS = ("a", "b", "c")
@@ -182,8 +184,8 @@ def test_a_failed_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_save(*args, **kwargs)
 
-    module = sys.modules["packnet_tf.export.saved_model"]
-    monkeypatch.setattr(module.tf.saved_model, "save", save_then_fail)
+    monkeypatch.setattr(to_saved_model.tf.saved_model, "save",
+                        save_then_fail)
     with pytest.raises(OSError, match="disk full"):
         export.saved_model(model, base, tasks=["b", "c"], version=1)
     assert _listing(base) == before
@@ -208,3 +210,14 @@ def test_a_dead_writers_models_config_temporary_does_not_block(
     # models.config: fsynced, renamed, its folder fsynced (the model
     # folders move with os.rename).
     assert events == ["file", "rename", "dir"]
+
+
+@pytest.mark.parametrize("function, module", [
+    ("saved_model", "to_saved_model"), ("tflite", "to_tflite")])
+def test_export_functions_do_not_shadow_their_modules(function, module):
+    imported = importlib.import_module(f"packnet_tf.export.{module}")
+    assert isinstance(imported, types.ModuleType)
+    public = getattr(export, function)
+    assert callable(public) and not isinstance(public, types.ModuleType)
+    assert public is getattr(imported, function)
+    assert getattr(export, module) is imported

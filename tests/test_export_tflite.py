@@ -22,7 +22,7 @@ from test_export_plain import (
 import packnet_tf as pn
 from packnet_tf import export
 from packnet_tf.export.checks import select_tasks
-from packnet_tf.export.tflite import convert
+from packnet_tf.export.to_tflite import convert
 
 #: Max |float16 file - model| on logits (the issue's bound).
 FLOAT16_TOLERANCE = 1e-2

@@ -19,11 +19,15 @@ same task.
   goes beside the file.
 - `plain_model(model, task)`: the task as a plain Keras model (masks baked
   in, batch norm folded).
+
+The functions live in modules named apart from them (`to_saved_model`,
+`to_tflite`, `plain`, `serving`), so that `packnet_tf.export.tflite` is
+the function and `import packnet_tf.export.to_tflite` the module.
 """
 
 from packnet_tf.export.plain import plain_model
-from packnet_tf.export.saved_model import saved_model
 from packnet_tf.export.serving import write_models_config
-from packnet_tf.export.tflite import tflite
+from packnet_tf.export.to_saved_model import saved_model
+from packnet_tf.export.to_tflite import tflite
 
 __all__ = ["plain_model", "saved_model", "tflite", "write_models_config"]
