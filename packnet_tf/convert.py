@@ -1,9 +1,10 @@
 """`convert`: an existing Keras model -> a `PackNetModel`.
 
 The model's graph is cloned with `keras.models.clone_model(recursive=True)`:
-every Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D and
-BatchNormalization becomes its packed twin with the same arguments and
-weights (kernels whole, biases and batch-norm values in task slot 0);
+every layer whose class has an entry in the packed-layer registry
+(`packnet_tf.layers.registry`: Dense, Conv2D, BatchNormalization, ...)
+becomes its packed twin with the same arguments and weights (kernels whole,
+biases and batch-norm values in task slot 0);
 layers without weights pass through unchanged; an adapted `Normalization`
 (fixed input statistics, as EfficientNet has) becomes the same layer with
 its statistics as constants. Any other layer with weights is rejected with
@@ -22,13 +23,13 @@ import math
 
 import keras
 
+from packnet_tf import _keras_compat
 from packnet_tf.errors import UnsupportedLayerError
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.model import PackNetModel
 from packnet_tf.task import validate_task_name
 from packnet_tf.trunk import iter_layers
 from packnet_tf.twins import (
-    TWINS,
     check_convertible,
     copy_weights,
     describe,
@@ -36,6 +37,7 @@ from packnet_tf.twins import (
     is_frozen_statistics,
     is_graph_model,
     twin_config,
+    twin_spec,
 )
 
 
@@ -90,10 +92,10 @@ def find_classifier(model):
     tensor = model.outputs[0]
     chain = []
     while True:
-        operation, node_index, _ = tensor._keras_history
+        operation, node_index, _ = _keras_compat.keras_history(tensor)
         if operation is None or isinstance(operation, keras.layers.InputLayer):
             return None, None, [], operation
-        node = operation._inbound_nodes[node_index]
+        node = _keras_compat.inbound_node(operation, node_index)
         if _is_classifier(operation) and len(node.input_tensors) == 1:
             return operation, node, chain[::-1], None
         if (
@@ -163,10 +165,10 @@ def convert(model, max_tasks, first_task=None):
     """Turns a Keras Functional or Sequential model into a `PackNetModel`.
 
     The trunk is the model's graph from its input to the input of its final
-    classifier, with every Dense, Conv1D, Conv2D, DepthwiseConv2D,
-    SeparableConv2D and BatchNormalization replaced by its packed twin
-    (same arguments, weights copied; biases and batch-norm values go to
-    task slot 0). Layers without weights pass through; an adapted
+    classifier, with every layer the packed-layer registry has an entry
+    for (`packnet_tf.layers.registry.specs()`; README lists them) replaced
+    by its packed twin (same arguments, weights copied; biases and
+    batch-norm values go to task slot 0). Layers without weights pass through; an adapted
     Normalization keeps its statistics as constants. Trainable flags are
     kept: a layer with `trainable=False` will not train for later tasks
     either (set `model.trunk.trainable = True` to change that).
@@ -246,7 +248,7 @@ def convert(model, max_tasks, first_task=None):
     pairs = []
 
     def clone_layer(layer):
-        if type(layer) in TWINS:
+        if twin_spec(layer) is not None:
             twin_cls, config = twin_config(layer, max_tasks)
             twin = twin_cls.from_config(config)
             pairs.append((layer, twin))

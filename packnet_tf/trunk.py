@@ -4,17 +4,13 @@ import keras
 import numpy as np
 
 from packnet_tf.errors import UnsupportedLayerError
+from packnet_tf.layers import registry
 from packnet_tf.layers.base import PackedLayer
 
-#: The layer classes a trunk may hold weights in.
-SUPPORTED_LAYERS = (
-    "PackedDense",
-    "PackedConv1D",
-    "PackedConv2D",
-    "PackedDepthwiseConv2D",
-    "PackedSeparableConv2D",
-    "TaskBatchNormalization",
-)
+
+def supported_layers():
+    """Names of the packed classes a trunk may hold weights in (registry)."""
+    return tuple(spec.name for spec in registry.specs())
 
 
 def iter_layers(model):
@@ -79,14 +75,14 @@ def check_trunk(trunk):
         raise UnsupportedLayerError(
             "Every layer with weights in a trunk must be packed so that "
             f"tasks can share it. Unsupported: {', '.join(bad)}. Use "
-            f"{', '.join(SUPPORTED_LAYERS)} (from `packnet_tf.layers`) or "
+            f"{', '.join(supported_layers())} (from `packnet_tf.layers`) or "
             "layers without weights."
         )
     if not packed_layers(trunk):
         raise ValueError(
             f"The trunk '{trunk.name}' has no packed layer: there would be "
             "nothing to share between tasks. Build it from "
-            f"{', '.join(SUPPORTED_LAYERS)}."
+            f"{', '.join(supported_layers())}."
         )
 
 

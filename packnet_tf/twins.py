@@ -1,43 +1,23 @@
 """Packed twins of Keras layers: their arguments, weights, and what cannot be packed.
 
-`convert` replaces every Dense, Conv1D, Conv2D, DepthwiseConv2D,
-SeparableConv2D and BatchNormalization with its packed twin. This module
-says, per layer, which twin, with which arguments (an argument a twin cannot
-honour is an error, never dropped), and how the weights move over: kernels
-whole, biases and batch-norm values to task slot 0. An adapted
-`Normalization` has fixed statistics, so it becomes the same layer with its
-statistics as constants (no weights left to share).
+`convert` replaces every layer that has an entry in the packed-layer
+registry (`packnet_tf.layers.registry`) with its packed twin. This module
+says, per layer, which twin (the entry's `packed_class`), with which
+arguments (an argument a twin cannot honour is an error, never dropped),
+and how the weights move over (the entry's `weights`): kernels whole,
+biases and batch-norm values to task slot 0. An adapted `Normalization` has
+fixed statistics, so it becomes the same layer with its statistics as
+constants (no weights left to share).
 """
 
 import inspect
 
 import keras
-from keras.src.models.functional import Functional  # no public alias
 
-from packnet_tf import layers as packed
+from packnet_tf import _keras_compat
 from packnet_tf.errors import UnsupportedLayerError
+from packnet_tf.layers import registry
 from packnet_tf.trunk import iter_layers
-
-#: Keras class -> (packed twin, {Keras weight attribute: twin attribute}).
-TWINS = {
-    keras.layers.Dense: (packed.PackedDense,
-                         {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.Conv1D: (packed.PackedConv1D,
-                          {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.Conv2D: (packed.PackedConv2D,
-                          {"kernel": "kernel", "bias": "bias"}),
-    keras.layers.DepthwiseConv2D: (
-        packed.PackedDepthwiseConv2D,
-        {"kernel": "depthwise_kernel", "bias": "bias"}),
-    keras.layers.SeparableConv2D: (
-        packed.PackedSeparableConv2D,
-        {"depthwise_kernel": "depthwise_kernel",
-         "pointwise_kernel": "pointwise_kernel", "bias": "bias"}),
-    keras.layers.BatchNormalization: (
-        packed.TaskBatchNormalization,
-        {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
-         "moving_variance": "moving_variance"}),
-}
 
 #: Keras arguments the twins lack, with the value that means "not used":
 #: any other value is an error, never silently dropped.
@@ -52,12 +32,18 @@ INERT_ARGUMENTS = {
 #: Layer names listed per unsupported class in the error.
 MAX_NAMES_SHOWN = 3
 
-SUPPORTED_MESSAGE = (
-    "Supported layers with weights: Dense, Conv1D, Conv2D, DepthwiseConv2D, "
-    "SeparableConv2D, BatchNormalization (packed per task), Normalization "
-    "(its statistics become constants), and Functional/Sequential models "
-    "made of these; any layer without weights passes through."
-)
+
+
+def supported_message():
+    """The sentence naming the layers `convert` accepts (from the registry)."""
+    names = ", ".join(
+        spec.keras_class.__name__ for spec in registry.specs())
+    return (
+        f"Supported layers with weights: {names} (packed per task), "
+        "Normalization (its statistics become constants), and "
+        "Functional/Sequential models made of these; any layer without "
+        "weights passes through."
+    )
 
 
 def accepted_arguments(cls):
@@ -81,7 +67,13 @@ def describe(layer):
 
 def is_graph_model(obj):
     """Whether `obj` is a Functional or Sequential model (a known graph)."""
-    return isinstance(obj, (Functional, keras.Sequential))
+    return _keras_compat.is_functional(obj) or isinstance(
+        obj, keras.Sequential)
+
+
+def twin_spec(layer):
+    """The registry entry that packs `layer` (matched by exact class), or None."""
+    return registry.spec_for_keras_class(type(layer))
 
 
 def is_frozen_statistics(layer):
@@ -93,7 +85,8 @@ def twin_config(layer, max_tasks):
     """The packed twin's config for a supported Keras `layer`.
 
     Args:
-        layer: a layer whose exact type is a key of `TWINS`.
+        layer: a layer whose exact class has a registry entry
+            (`twin_spec(layer)` is not None).
         max_tasks: task slots of the twin.
 
     Returns:
@@ -104,7 +97,8 @@ def twin_config(layer, max_tasks):
             (LoRA, quantization, batch renormalization, a multi-axis batch
             norm, or any argument the twin does not know).
     """
-    twin_cls, _ = TWINS[type(layer)]
+    spec = twin_spec(layer)
+    twin_cls = spec.packed_class
     config = dict(layer.get_config())
     # Dense leaves activity_regularizer out of its config.
     config["activity_regularizer"] = keras.regularizers.serialize(
@@ -115,20 +109,8 @@ def twin_config(layer, max_tasks):
             f"({layer.dtype_policy.name}); packed layers need float "
             "weights. Convert the float model before quantizing it."
         )
-    if isinstance(layer, keras.layers.BatchNormalization):
-        axis = config["axis"]
-        if isinstance(axis, (list, tuple)):
-            if len(axis) != 1:
-                raise UnsupportedLayerError(
-                    f"Layer {describe(layer)} normalizes over axes {axis}; "
-                    "TaskBatchNormalization normalizes over one axis."
-                )
-            config["axis"] = axis[0]
-        config["axis"] = int(config["axis"])
-        if not config.get("renorm"):
-            # Unused without renorm, in Keras as here.
-            config.pop("renorm_clipping", None)
-            config.pop("renorm_momentum", None)
+    if spec.config_from_keras is not None:
+        config = spec.config_from_keras(layer, config)
     accepted = accepted_arguments(twin_cls)
     for key in list(config):
         if key in accepted:
@@ -149,9 +131,8 @@ def twin_config(layer, max_tasks):
 
 def check_weights_mapped(layer):
     """Raises if `layer` holds a weight the twin would not receive."""
-    _, weight_map = TWINS[type(layer)]
     mapped = {
-        id(getattr(layer, name)) for name in weight_map
+        id(getattr(layer, name)) for name in twin_spec(layer).weights
         if getattr(layer, name, None) is not None
     }
     left = [w.path for w in layer.weights if id(w) not in mapped]
@@ -178,7 +159,7 @@ def check_convertible(model, max_tasks=1):
     for layer in iter_layers(model):
         if is_graph_model(layer):
             continue  # its layers follow in iter_layers
-        if type(layer) in TWINS:
+        if twin_spec(layer) is not None:
             twin_config(layer, max_tasks)
             check_weights_mapped(layer)
         elif is_frozen_statistics(layer):
@@ -195,7 +176,7 @@ def check_convertible(model, max_tasks=1):
         raise UnsupportedLayerError(
             f"Cannot convert '{model.name}': it has layers with weights "
             f"that have no packed twin: {found}. A layer with weights must "
-            f"be packed so that tasks can share it. {SUPPORTED_MESSAGE} "
+            f"be packed so that tasks can share it. {supported_message()} "
             "Layers are matched by exact class: a subclass may compute "
             "differently, so it is rejected too."
         )
@@ -203,9 +184,8 @@ def check_convertible(model, max_tasks=1):
 
 def copy_weights(source, twin):
     """Copies `source`'s weights: kernels whole, per-task values to slot 0."""
-    _, weight_map = TWINS[type(source)]
     per_task = {id(v) for v in twin.per_task_variables()}
-    for source_name, twin_name in weight_map.items():
+    for source_name, twin_name in twin_spec(source).weights.items():
         variable = getattr(source, source_name, None)
         if variable is None:
             continue

@@ -3,27 +3,17 @@
 A `TaskBatchNormalization` right after a linear convolution or dense layer
 is, for one task, an affine map per output channel; it folds into that
 layer's kernel and bias, so the exported network has no batch norm left.
+Which layers it folds into, and into which of their kernels, is declared by
+their entries in the packed-layer registry (`fold_kernel`, `fold_axes`).
 """
+
+import itertools
 
 import keras
 import numpy as np
 
-from packnet_tf.layers import (
-    PackedConv1D,
-    PackedConv2D,
-    PackedDense,
-    PackedDepthwiseConv2D,
-    PackedSeparableConv2D,
-    TaskBatchNormalization,
-)
-
-#: Layers a following batch norm can fold into (when their activation is
-#: linear).
-FOLDABLE = (PackedDense, PackedConv1D, PackedConv2D, PackedDepthwiseConv2D,
-            PackedSeparableConv2D)
-
-#: Batch-norm variables, in the order Keras' `BatchNormalization` holds them.
-BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
+from packnet_tf import _keras_compat
+from packnet_tf.layers import TaskBatchNormalization, registry
 
 
 def task_row(layer, name, task_id):
@@ -37,28 +27,23 @@ def _is_linear(layer):
 
 
 def _channel_axis(layer, rank):
-    if isinstance(layer, PackedDense):
-        return rank - 1
-    return 1 if layer.data_format == "channels_first" else rank - 1
+    # Layers without a data_format (Dense) put channels last.
+    data_format = getattr(layer, "data_format", "channels_last")
+    return 1 if data_format == "channels_first" else rank - 1
+
+
+def _fold_spec(layer):
+    """`layer`'s registry entry if batch norm folds into it, else None."""
+    spec = registry.spec_for_packed_class(type(layer))
+    return spec if spec is not None and spec.folds_batch_norm else None
 
 
 def _can_fold(producer, bn):
-    if not isinstance(producer, FOLDABLE) or not isinstance(
+    if _fold_spec(producer) is None or not isinstance(
             bn, TaskBatchNormalization) or not _is_linear(producer):
         return False
     rank = len(producer.output.shape)
     return bn.axis % rank == _channel_axis(producer, rank)
-
-
-def _keras_histories(structure):
-    """`(layer, node, tensor)` of every Keras tensor in a node's config."""
-    if isinstance(structure, dict):
-        if structure.get("class_name") == "__keras_tensor__":
-            return [tuple(structure["config"]["keras_history"])]
-        return [h for v in structure.values() for h in _keras_histories(v)]
-    if isinstance(structure, (list, tuple)):
-        return [h for v in structure for h in _keras_histories(v)]
-    return []
 
 
 def _functional_pairs(model):
@@ -73,13 +58,13 @@ def _functional_pairs(model):
              for entry in config["layers"]}
     readers = {}
     for name, inbound in nodes.items():
-        for history in _keras_histories(inbound):
+        for history in _keras_compat.config_keras_histories(inbound):
             readers[history[0]] = readers.get(history[0], 0) + 1
-    for history in _keras_histories(config.get("output_layers", [])):
+    for history in _keras_compat.config_output_histories(config):
         readers[history[0]] = readers.get(history[0], 0) + 1
     pairs = []
     for name, inbound in nodes.items():
-        sources = _keras_histories(inbound)
+        sources = _keras_compat.config_keras_histories(inbound)
         if len(inbound) != 1 or len(sources) != 1:
             continue
         producer = sources[0][0]
@@ -92,7 +77,8 @@ def fold_plan(model):
     """The batch norms that fold into the layer right before them.
 
     A `TaskBatchNormalization` folds when its only input is the output of a
-    packed convolution or dense layer with a linear activation, that output
+    packed layer whose registry entry has a `fold_kernel`, with a linear
+    activation, that output
     feeds nothing else, both are called once, and the batch norm normalizes
     the channel axis. Nested models are searched too (folds never cross a
     model boundary).
@@ -105,7 +91,7 @@ def fold_plan(model):
     """
     if isinstance(model, keras.Sequential):
         layers = model.layers
-        pairs = list(zip(layers[:-1], layers[1:]))
+        pairs = list(itertools.pairwise(layers))
     else:
         pairs = _functional_pairs(model)
     plan = [(p, bn) for p, bn in pairs if _can_fold(p, bn)]
@@ -137,15 +123,22 @@ def batch_norm_affine(bn, task_id):
 
 
 def fold_into(layer, values, scale, shift):
-    """Folds `y = x * scale + shift` into a linear layer's weights."""
-    if isinstance(layer, PackedSeparableConv2D):
-        name, per_output = "pointwise_kernel", scale
-    elif isinstance(layer, PackedDepthwiseConv2D):
-        # Output channel c * multiplier + m comes from kernel[..., c, m].
-        kernel = values["kernel"]
-        name, per_output = "kernel", scale.reshape(kernel.shape[-2:])
-    else:
-        name, per_output = "kernel", scale
+    """Folds `y = x * scale + shift` into a linear layer's weights.
+
+    Args:
+        layer: a packed layer whose registry entry has a `fold_kernel`.
+        values: its Keras twin's weights for one task (see
+            `export.plain.task_values`).
+        scale, shift: the batch norm's affine map over output channels.
+
+    Returns:
+        A new dict: `fold_kernel` scaled per output channel (over its last
+        `fold_axes` axes, e.g. channel c * multiplier + m of a depthwise
+        kernel is `kernel[..., c, m]`), and the bias shifted.
+    """
+    spec = _fold_spec(layer)
+    name = spec.fold_kernel
+    per_output = scale.reshape(values[name].shape[-spec.fold_axes:])
     dtype = values[name].dtype
     folded = dict(values)
     folded[name] = (values[name].astype("float64") * per_output).astype(dtype)

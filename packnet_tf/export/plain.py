@@ -1,10 +1,11 @@
 """One task of a `PackNetModel` as a plain Keras network.
 
-Every packed layer becomes its Keras twin (`PackedConv2D` -> `Conv2D`, ...)
-holding the task's *effective* weights: kernel entries owned by tasks 1..t,
+Every packed layer becomes its Keras twin, the `keras_class` of its entry
+in the packed-layer registry (`PackedConv2D` -> `Conv2D`, ...), holding the
+task's *effective* weights: kernel entries owned by tasks 1..t,
 zeros elsewhere, and task t's own bias. A `TaskBatchNormalization` that
-directly follows a linear convolution or dense layer is folded into it
-(`packnet_tf.export.folding`); any other one becomes a `BatchNormalization`
+directly follows a linear layer whose entry has a `fold_kernel` is folded
+into it (`packnet_tf.export.folding`); any other one becomes a `BatchNormalization`
 with task t's statistics.
 
 The graph is rebuilt with `keras.models.clone_model` rather than traced by
@@ -20,47 +21,49 @@ import tensorflow as tf
 from packnet_tf import ownership
 from packnet_tf.export.checks import select_tasks
 from packnet_tf.export.folding import (
-    BN_NAMES,
     batch_norm_affine,
     fold_into,
     fold_plan,
     task_row,
 )
-from packnet_tf.layers import (
-    PackedConv1D,
-    PackedConv2D,
-    PackedDense,
-    PackedDepthwiseConv2D,
-    PackedLayer,
-    PackedSeparableConv2D,
-    TaskBatchNormalization,
-)
+from packnet_tf.layers import PackedLayer, registry
 
-#: The Keras layer each packed layer becomes.
-TWINS = (
-    (PackedDense, keras.layers.Dense),
-    (PackedConv1D, keras.layers.Conv1D),
-    (PackedConv2D, keras.layers.Conv2D),
-    (PackedDepthwiseConv2D, keras.layers.DepthwiseConv2D),
-    (PackedSeparableConv2D, keras.layers.SeparableConv2D),
-    (TaskBatchNormalization, keras.layers.BatchNormalization),
-)
+
+def twin_spec(layer):
+    """The registry entry of `layer` (a `PackedLayer`), for its export.
+
+    Args:
+        layer: a `PackedLayer`; a subclass without an entry of its own
+            exports as its nearest registered base class.
+
+    Returns:
+        A `PackedLayerSpec`.
+
+    Raises:
+        TypeError: if no class of `layer`'s has an entry.
+    """
+    spec = registry.spec_for_packed_class(type(layer))
+    if spec is None:
+        raise TypeError(
+            f"No plain Keras twin for {type(layer).__name__}: its class has "
+            "no entry in the packed-layer registry. Register one with "
+            "`packnet_tf.layers.registry.register(PackedLayerSpec(...))`."
+        )
+    return spec
 
 
 def twin_class(layer):
     """The Keras class that `layer` (a `PackedLayer`) becomes."""
-    for packed, twin in TWINS:
-        if isinstance(layer, packed):
-            return twin
-    raise TypeError(f"No plain Keras twin for {type(layer).__name__}.")
+    return twin_spec(layer).keras_class
 
 
 def twin_variable_name(layer, packed_name):
-    """Name of packed variable `packed_name` in `layer`'s Keras twin."""
-    if isinstance(layer, PackedDepthwiseConv2D) and (
-            packed_name == "depthwise_kernel"):
-        return "kernel"  # keras.layers.DepthwiseConv2D calls it `kernel`
-    return packed_name
+    """Name of packed variable `packed_name` in `layer`'s Keras twin.
+
+    E.g. `PackedDepthwiseConv2D`'s `depthwise_kernel` is `kernel` in
+    `keras.layers.DepthwiseConv2D` (the entry's `weights` says so).
+    """
+    return twin_spec(layer).keras_weight(packed_name)
 
 
 def groups_of(layer):
@@ -123,17 +126,18 @@ def task_values(layer, task_id, folded_bn=None):
     Returns:
         A dict `{twin variable name: NumPy array}`.
     """
+    spec = twin_spec(layer)
     values = {}
+    kernels = set()
     for name, kernel, owner in layer.packed_kernels():
         visible = np.asarray(ownership.visible_mask(owner, task_id))
         visible = np.where(visible, kernel.numpy(), 0).astype(kernel.dtype)
-        values[twin_variable_name(layer, name)] = np.asarray(
+        values[spec.keras_weight(name)] = np.asarray(
             expand_groups(visible, groups_of(layer)))
-    names = BN_NAMES if isinstance(layer, TaskBatchNormalization) else (
-        "bias",)
-    for name in names:
-        if hasattr(layer, name):
-            values[name] = task_row(layer, name, task_id)
+        kernels.add(name)
+    for keras_name, name in spec.weights.items():
+        if name not in kernels and getattr(layer, name, None) is not None:
+            values[keras_name] = task_row(layer, name, task_id)
     if folded_bn is not None:
         values = fold_into(layer, values,
                            *batch_norm_affine(folded_bn, task_id))
@@ -147,7 +151,7 @@ def plain_trunk(trunk, task_id=None, fold_batch_norm=True):
         trunk: a `PackNetModel`'s trunk.
         task_id: the task whose weights the twins get; None leaves them at
             their initial values (for callers that map the variables
-            themselves, see `packnet_tf.export.shared`).
+            themselves, see `packnet_tf.export.modules`).
         fold_batch_norm: fold batch norms into the preceding layer where
             `fold_plan` allows; the folded batch norm becomes an `Identity`.
 
@@ -201,7 +205,7 @@ def call_head_copy(head, features):
             copy = head.__class__.from_config(head.get_config())
         outputs = copy(features, training=False)
         copy.set_weights(head.get_weights())
-    except Exception:  # arbitrary user layers fail in many ways
+    except Exception:  # noqa: BLE001 - arbitrary user layers fail in many ways
         return head(features, training=False)
     return outputs
 

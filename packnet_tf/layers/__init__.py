@@ -1,10 +1,15 @@
-"""Keras layers whose weights are shared between tasks by owner masks."""
+"""Keras layers whose weights are shared between tasks by owner masks.
 
+`registry` is the one table of them (see `PackedLayerSpec`).
+"""
+
+from packnet_tf.layers import registry
 from packnet_tf.layers.base import PackedLayer
 from packnet_tf.layers.batch_norm import TaskBatchNormalization
 from packnet_tf.layers.conv import PackedConv1D, PackedConv2D
 from packnet_tf.layers.dense import PackedDense
 from packnet_tf.layers.depthwise_conv import PackedDepthwiseConv2D
+from packnet_tf.layers.registry import PackedLayerSpec
 from packnet_tf.layers.separable_conv import PackedSeparableConv2D
 
 __all__ = [
@@ -13,6 +18,8 @@ __all__ = [
     "PackedDense",
     "PackedDepthwiseConv2D",
     "PackedLayer",
+    "PackedLayerSpec",
     "PackedSeparableConv2D",
     "TaskBatchNormalization",
+    "registry",
 ]
