@@ -5,8 +5,9 @@ previous file must still be there, complete. So every file is written next
 to its target as `<file>.tmp-<pid><suffix>`, flushed to disk with `fsync`,
 and moved over the target with `os.replace`, which is atomic on POSIX and
 Windows. Temporary files of processes that died mid-write are removed by the
-next write. No Keras or TensorFlow here: the data and export layers use it
-too.
+next write. Folders written by other libraries (SavedModels) are made
+durable with `fsync_tree` before their rename. No Keras or TensorFlow here:
+the data and export layers use it too.
 """
 
 import contextlib
@@ -15,9 +16,15 @@ import os
 import pathlib
 
 
-def _fsync_dir(directory):
-    # The rename itself must reach the disk too; not every OS allows
-    # opening a directory (Windows does not), and there it is not needed.
+def fsync_folder(directory):
+    """Flushes a folder's entries (a rename into it) to disk.
+
+    Not every OS can open a folder (Windows cannot), and there it is not
+    needed: then this does nothing.
+
+    Args:
+        directory: the folder.
+    """
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -29,6 +36,22 @@ def _fsync_dir(directory):
 def _fsync_file(path):
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
+
+def fsync_tree(directory):
+    """Flushes every file and folder under `directory` to disk.
+
+    For a folder written by a library that does not fsync (a SavedModel),
+    before it is renamed into place: the rename must not reach the disk
+    before the files do.
+
+    Args:
+        directory: the root folder.
+    """
+    for folder, _, files in os.walk(directory, topdown=False):
+        for name in files:
+            _fsync_file(os.path.join(folder, name))
+        fsync_folder(folder)
 
 
 def _pid_alive(pid):
@@ -103,7 +126,7 @@ def atomic_path(path, suffix=""):
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
 
 
 def write_bytes(path, content, suffix=""):

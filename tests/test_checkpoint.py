@@ -91,9 +91,10 @@ def test_write_json_is_whole_or_absent(tmp_path):
 
 
 def record_syncs(monkeypatch):
-    """Records, in order, each fsync (of a "file" or a "dir") and rename."""
+    """Records, in order, each fsync (of a "file" or a "dir") and rename
+    (`os.replace`: "rename"; `os.rename`, of folders: "rename folder")."""
     events = []
-    fsync, replace = os.fsync, os.replace
+    fsync, replace, rename = os.fsync, os.replace, os.rename
 
     def recording_fsync(fd):
         events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode)
@@ -104,8 +105,13 @@ def record_syncs(monkeypatch):
         events.append("rename")
         replace(source, target)
 
+    def recording_rename(source, target):
+        events.append("rename folder")
+        rename(source, target)
+
     monkeypatch.setattr(os, "fsync", recording_fsync)
     monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(os, "rename", recording_rename)
     return events
 
 
@@ -125,6 +131,16 @@ def test_atomic_writes_fsync_the_file_then_rename_then_fsync_the_folder(
 def test_write_text_is_utf8_without_newline_translation(tmp_path):
     atomic.write_text(tmp_path / "labels.txt", "caf\u00e9\r\nb\n")
     assert (tmp_path / "labels.txt").read_bytes() == b"caf\xc3\xa9\r\nb\n"
+
+
+def test_fsync_tree_flushes_every_file_and_folder(tmp_path, monkeypatch):
+    (tmp_path / "v" / "variables").mkdir(parents=True)
+    (tmp_path / "v" / "saved_model.pb").write_bytes(b"pb")
+    (tmp_path / "v" / "variables" / "data").write_bytes(b"data")
+    events = record_syncs(monkeypatch)
+    atomic.fsync_tree(tmp_path / "v")
+    # Bottom-up: a folder after what it holds.
+    assert events == ["file", "dir", "file", "dir"]
 
 
 def test_is_temporary_knows_the_temporaries_of_one_file():

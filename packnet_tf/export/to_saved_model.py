@@ -6,6 +6,7 @@ import tempfile
 
 import tensorflow as tf
 
+from packnet_tf import atomic
 from packnet_tf.export import checks
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.serving import write_models_config
@@ -30,12 +31,13 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
     any size) and `task_<name>_images` (encoded `image_bytes`), prepared in
     the graph as in training. Every signature returns `logits`, `outputs`
     (the same), `probabilities` and the top-k `class_ids`, `class_names`
-    and `scores` (see `packnet_tf.export.signatures`). `<base_dir>/models.config` is rewritten to
-    serve every model in `base_dir` from one TF Serving process. Versions
-    already there are kept side by side; an existing version is never
-    overwritten. The export is written into a staging folder and renamed
-    into place, so a failure leaves nothing behind and a server never sees a
-    half-written version.
+    and `scores` (see `packnet_tf.export.signatures`).
+    `<base_dir>/models.config` is rewritten to serve every model in
+    `base_dir` from one TF Serving process. Versions already there are kept
+    side by side; an existing version is never overwritten. The export is
+    written into a staging folder, fsynced and renamed into place, so a
+    failure leaves nothing behind and a server never sees a half-written
+    version.
 
     Args:
         model: a `PackNetModel`.
@@ -90,7 +92,11 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
 
 
 def _write(modules, targets, base_dir):
-    """Saves every module to a staging folder, then renames them into place."""
+    """Saves every module to a staging folder, then renames them into place.
+
+    Everything is fsynced before it is renamed (`packnet_tf.atomic`); on
+    any error the folders this call created or moved are removed again.
+    """
     created_base = not os.path.exists(base_dir)
     os.makedirs(base_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=checks.STAGING_PREFIX, dir=base_dir)
@@ -99,6 +105,9 @@ def _write(modules, targets, base_dir):
         for name, module in modules.items():
             tf.saved_model.save(module, os.path.join(staging, name),
                                 signatures=module.signatures())
+        # TensorFlow does not fsync: the files reach the disk before the
+        # renames that publish them.
+        atomic.fsync_tree(staging)
         for name, target in targets.items():
             model_dir = os.path.dirname(target)
             if not os.path.isdir(model_dir):
@@ -106,6 +115,8 @@ def _write(modules, targets, base_dir):
                 created.append(model_dir)
             os.rename(os.path.join(staging, name), target)
             moved.append(target)
+            atomic.fsync_folder(model_dir)
+        # Last: fsyncs `base_dir`, which holds any new model folder.
         write_models_config(base_dir)
     except BaseException:
         for target in moved:
