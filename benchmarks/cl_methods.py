@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import packnet_tf as pn
 from common import cifar_cnn_layers, to_unit, training_batches
-from packnet_tf import baselines, ownership
+from packnet_tf import augmentation, baselines
 
 EPOCHS, FINETUNE_EPOCHS, BASELINE_EPOCHS = 4, 2, 6
 LEARNING_RATE, FINETUNE_LEARNING_RATE = 1e-3, 1e-4
@@ -38,32 +38,6 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-class FreshFreeWeights(keras.callbacks.Callback):
-    """Re-draws a new task's weights from the free pool (a variant).
-
-    The library starts a task's free weights at zero (pruning zeroes what
-    it frees). This variant draws them again from Glorot-uniform (the
-    layers' default initializer), once, when the task's first `fit` begins.
-    """
-
-    def __init__(self, seed):
-        super().__init__()
-        self.seed, self.done = seed, False
-
-    def on_train_begin(self, logs=None):
-        task_id = self.model.active_task.task_id
-        if self.done or task_id == 1:
-            return
-        self.done = True
-        init = keras.initializers.GlorotUniform(seed=self.seed + task_id)
-        for layer in self.model.trunk.layers:
-            for _, kernel, owner in getattr(layer, "packed_kernels",
-                                            list)():
-                mine = ownership.trainable_mask(owner, task_id)
-                kernel.assign(
-                    keras.ops.where(mine, init(kernel.shape), kernel))
-
-
 def predict(model, task):
     return model.predict(task["x_test"], batch_size=INFERENCE_BATCH,
                          verbose=0)
@@ -73,8 +47,13 @@ def accuracy(logits, task):
     return float(np.mean(np.argmax(logits, -1) == task["y_test"]))
 
 
-def _batches(task, seed):
-    return training_batches(task["train"], task["count"], BATCH, seed=seed)
+def _batches(task, seed, augment=None):
+    batches = training_batches(task["train"], task["count"], BATCH,
+                               seed=seed)
+    layers = augmentation.augmenter(augment, seed)
+    if layers is None:
+        return batches
+    return batches.map(lambda x, y: (layers(x, training=True), y))
 
 
 def _loss():
@@ -107,10 +86,20 @@ def _row(evaluate, done, count):
 
 
 def run_packnet(tasks, settings, seed):
+    """PackNet under `settings` (the workload's recipe and its variants).
+
+    Settings: `prune_fraction` (a number or "equal"), `no_prune_last`,
+    `free_init` (`PackNetModel(free_init=...)`), `adam_epsilon`, `gradual`
+    (PolynomialDecay timings while fine-tuning, or None) and `augment` (an
+    augmentation spec, or None).
+    """
     keras.utils.set_random_seed(seed)
     trunk = keras.Sequential([keras.Input((32, 32, 3))]
                              + cifar_cnn_layers(keras.layers, packed=True))
-    model = pn.PackNetModel(trunk, max_tasks=len(tasks))
+    model = pn.PackNetModel(trunk, max_tasks=len(tasks),
+                            free_init=settings.get("free_init", "zero"))
+    optimizer = keras.optimizers.Adam(
+        epsilon=settings.get("adam_epsilon", 1e-7))
     timer, matrix, logits_after, train_seconds = EpochTimer(), [], [], 0.0
 
     def evaluate(j):
@@ -127,22 +116,21 @@ def run_packnet(tasks, settings, seed):
 
     for i, task in enumerate(tasks):
         last = i == len(tasks) - 1
-        callbacks = [timer]
-        if settings["free_init"] == "glorot":
-            callbacks.append(FreshFreeWeights(seed))
         unpruned_last = last and settings["no_prune_last"]
         start = time.perf_counter()
         pn.train_task(
-            model, task["name"], _batches(task, seed), num_classes=2,
+            model, task["name"],
+            _batches(task, seed, settings.get("augment")), num_classes=2,
             # An unpruned task is not fine-tuned: it trains as long as the
             # baselines instead.
             epochs=BASELINE_EPOCHS if unpruned_last else EPOCHS,
             prune_fraction=(None if unpruned_last
                             else settings["prune_fraction"]),
-            finetune_epochs=FINETUNE_EPOCHS, optimizer="adam",
+            num_tasks=len(tasks), gradual=settings.get("gradual"),
+            finetune_epochs=FINETUNE_EPOCHS, optimizer=optimizer,
             learning_rate=LEARNING_RATE,
             finetune_learning_rate=FINETUNE_LEARNING_RATE,
-            callbacks=callbacks, verbose=0)
+            callbacks=[timer], verbose=0)
         train_seconds += time.perf_counter() - start
         logits_after.append(predict(model, task))
         matrix.append(_row(evaluate, i, len(tasks)))

@@ -33,9 +33,9 @@ def command():
 
 def write_json(name, payload):
     """Writes `results/<name>` atomically and returns its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
+    path = RESULTS / name  # may name a subfolder: "variants/x.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")

@@ -155,7 +155,7 @@ def variant(args):
     if args.no_prune_last:
         changes.append(f"last task unpruned, {BASELINE_EPOCHS} epochs")
     if args.free_init != "zero":
-        changes.append(f"freed weights re-drawn ({args.free_init})")
+        changes.append(f"free weights start: {args.free_init}")
     return ", ".join(changes)
 
 
@@ -200,10 +200,14 @@ def aggregate(per_seed):
                         "max_forgetting"):
                 values = [r["metrics"][key] for r in runs]
                 entry[key] = (None if None in values else _mean_sd(values))
-            entry["accuracy_matrix"] = np.mean(
+            # Cells not yet measured (task j after an earlier task i) are
+            # null, as in the per-seed files: strict JSON has no NaN.
+            mean = np.mean(
                 [[[np.nan if v is None else v for v in row]
-                  for row in r["accuracy_matrix"]] for r in runs],
-                axis=0).tolist()
+                  for row in r["accuracy_matrix"]] for r in runs], axis=0)
+            entry["accuracy_matrix"] = [
+                [None if np.isnan(v) else float(v) for v in row]
+                for row in mean]
         out[method] = entry
     paired = {}
     if "packnet" in methods and "individual" in methods:
@@ -221,8 +225,7 @@ def write_plot(summary, path):
     matrices = {}
     for method, entry in summary["methods"].items():
         if "accuracy_matrix" in entry:
-            matrices[method] = [[None if np.isnan(v) else v for v in row]
-                                for row in entry["accuracy_matrix"]]
+            matrices[method] = entry["accuracy_matrix"]
         else:
             matrices[method] = [a["mean"] for a in entry["final_acc"]]
     seeds = summary["seeds"]
@@ -278,9 +281,10 @@ def main(argv=None):
     parser.add_argument("--no-prune-last", action="store_true",
                         help="leave the last task unpruned (the paper's "
                         "choice), trained for the baselines' epochs")
-    parser.add_argument("--free-init", choices=("zero", "glorot"),
+    parser.add_argument("--free-init",
+                        choices=("zero", "previous", "initializer"),
                         default="zero", help="start of a new task's free "
-                        "weights: as pruning left them (zero) or re-drawn")
+                        "weights (PackNetModel(free_init=...))")
     parser.add_argument("--out", help="results file name (default: "
                         "split_cifar10_5.json; with --quick or a variant, "
                         "a name that says so)")
