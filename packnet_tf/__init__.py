@@ -2,23 +2,38 @@
 
 Mallya & Lazebnik, "PackNet: Adding Multiple Tasks to a Single Network by
 Iterative Pruning", CVPR 2018.
+
+The public names below are imported on first use (PEP 562), so that
+`import packnet_tf` (and the `packnet-tf` command's `--help` and config
+checks) does not import TensorFlow; `packnet_tf.PackNetModel` and
+`from packnet_tf import train_task` work as plain imports would.
 """
 
-from packnet_tf import export
-from packnet_tf import layers
-from packnet_tf.capacity import CapacityReport
-from packnet_tf.contract import InputContract
-from packnet_tf.convert import convert
-from packnet_tf.errors import CapacityError
-from packnet_tf.errors import TaskStateError
-from packnet_tf.errors import UnsupportedLayerError
-from packnet_tf.gradual import GradualPruning
-from packnet_tf.model import PackNetModel
-from packnet_tf.planning import prune_fraction_for
-from packnet_tf.task import TaskInfo
-from packnet_tf.training import train_task
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
+
+#: Each public name and the module it comes from.
+_PUBLIC = {
+    "CapacityError": "packnet_tf.errors",
+    "CapacityReport": "packnet_tf.capacity",
+    "GradualPruning": "packnet_tf.gradual",
+    "InputContract": "packnet_tf.contract",
+    "PackNetModel": "packnet_tf.model",
+    "TaskInfo": "packnet_tf.task",
+    "TaskStateError": "packnet_tf.errors",
+    "UnsupportedLayerError": "packnet_tf.errors",
+    "convert": "packnet_tf.convert",
+    "export": "packnet_tf.export",
+    "layers": "packnet_tf.layers",
+    "prune_fraction_for": "packnet_tf.planning",
+    "train_task": "packnet_tf.training",
+}
+
+#: The public names that are subpackages themselves.
+_SUBPACKAGES = ("export", "layers")
 
 __all__ = [
     "CapacityError",
@@ -35,3 +50,55 @@ __all__ = [
     "prune_fraction_for",
     "train_task",
 ]
+
+
+def _resolve(name):
+    module = importlib.import_module(_PUBLIC[name])
+    return module if name in _SUBPACKAGES else getattr(module, name)
+
+
+def __getattr__(name):
+    """Imports a public name on its first use (PEP 562).
+
+    Args:
+        name: the attribute asked for.
+
+    Returns:
+        The public class, function or subpackage of that name.
+
+    Raises:
+        AttributeError: if `name` is not one of `__all__`.
+    """
+    if name not in _PUBLIC:
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}")
+    value = _resolve(name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    """The module's names, the not yet imported public ones included."""
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: `packnet_tf.convert` stays the function.
+
+    Importing the submodule `packnet_tf.convert` makes Python bind it as
+    the package's attribute `convert`, which would hide the public function
+    of that name (an eager `from packnet_tf.convert import convert` here
+    used to rebind it). This keeps the function in its place.
+    """
+
+    def __setattr__(self, name, value):
+        if (isinstance(value, types.ModuleType)
+                and value.__name__ == f"{__name__}.{name}"
+                and name in _PUBLIC and name not in _SUBPACKAGES):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+# The module's own type, not global state: only this package's attribute
+# binding changes.
+sys.modules[__name__].__class__ = _Package
