@@ -33,7 +33,8 @@ def test_import_changes_no_global_state_and_reaches_export():
            if k not in ("TF_USE_LEGACY_KERAS",)}
     env["PYTHONPATH"] = str(root)
     result = subprocess.run([sys.executable, "-c", _PROBE], env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300,
+                            check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"env_changed": [], "root_log_level_same": True,

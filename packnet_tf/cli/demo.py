@@ -132,18 +132,18 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
     ]
     if export:
         lines += [
-            f"  TF Serving SavedModels:        {written['serving']}/<task>/1"
-            " (models.config serves all)",
+            (f"  TF Serving SavedModels:        {written['serving']}/<task>/1"
+             " (models.config serves all)"),
             f"  LiteRT files:                  {out / 'tflite'}/<task>.tflite",
         ]
     lines += [
-        f"  the digits as an image folder: {written['images']}"
-        "/<split>/<digit>/*.png",
+        (f"  the digits as an image folder: {written['images']}"
+         "/<split>/<digit>/*.png"),
         "Next:",
         f"  packnet-tf info {written['model']} --plot capacity.png",
         f"  packnet-tf verify {written['model']}",
-        "  packnet-tf train examples/digits_folder.yaml   (the same tasks "
-        "from the image folder)",
+        ("  packnet-tf train examples/digits_folder.yaml   (the same tasks "
+         "from the image folder)"),
     ]
     print("\n".join(lines), file=stream, flush=True)
     return written

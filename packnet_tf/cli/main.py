@@ -12,14 +12,32 @@ Exit codes: 0 ok; 1 verify found a changed task; 2 bad input (config,
 arguments, model file, data files that cannot be decoded), nothing was
 trained; 3 a phase stopped (NaN loss, or an error while training) or the
 run is busy; the model file keeps its last complete state.
+
+The command keeps TensorFlow's own log lines (C++ logging, tf.function
+retracing warnings) off the terminal unless `--verbose`; `--help`,
+`--version` and a config error answer without importing TensorFlow.
 """
 
 import argparse
 import sys
 
+from packnet_tf import __version__
+from packnet_tf.cli.quiet import import_tensorflow, quiet_tensorflow
+
 #: Exit codes.
 OK, CHANGED, BAD_INPUT, STOPPED = 0, 1, 2, 3
 
+#: The errors that end a command with an exit code other than a traceback:
+#: `(module, class, code)`, first match wins. A module that is not imported
+#: cannot have raised its error, so the check looks in `sys.modules` and
+#: imports nothing (a config error stays quick, without TensorFlow).
+_EXIT_CODES = (
+    ("packnet_tf.cli.schema", "ConfigError", BAD_INPUT),
+    ("packnet_tf.cli.commands", "UsageError", BAD_INPUT),
+    ("packnet_tf.cli.strategy", "StrategyError", BAD_INPUT),
+    ("packnet_tf.cli.progress", "PhaseFailed", STOPPED),
+    ("packnet_tf.checkpoint", "RunBusyError", STOPPED),
+)
 
 def _add_data_args(parser, split_default):
     parser.add_argument("--data", help="tfds:NAME, an image folder or .zip "
@@ -39,24 +57,49 @@ def _add_data_args(parser, split_default):
                         "them out and count them")
 
 
+_VERBOSE_HELP = ("show TensorFlow's own log lines (C++ logging, tf.function "
+                 "retracing warnings), which are kept off by default")
+
+
 def build_parser():
-    """The argument parser of `packnet-tf`."""
+    """The argument parser of `packnet-tf`.
+
+    `--verbose` is accepted before or after the command's name.
+
+    Returns:
+        An `argparse.ArgumentParser`.
+    """
     parser = argparse.ArgumentParser(
         prog="packnet-tf",
         description="PackNet for Keras: many tasks in one network, each "
         "task's outputs frozen bit for bit.",
         epilog="Exit codes: 0 ok, 1 verify found a change, 2 bad input, "
         "3 a phase stopped (the model file keeps its last complete state).")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
+    # SUPPRESS: a command's parser leaves a `--verbose` given before the
+    # command's name in place instead of resetting it to False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        default=argparse.SUPPRESS, help=_VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="pack five digit tasks, export")
+    def add_command(name, **kwargs):
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    demo = add_command("demo", help="pack five digit tasks, export")
     demo.add_argument("--out", default="runs/demo",
                       help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=6)
-    demo.add_argument("--finetune-epochs", type=int, default=2)
-    demo.add_argument("--no-export", action="store_true")
+    demo.add_argument("--epochs", type=int, default=6,
+                      help="training epochs per task (default: %(default)s)")
+    demo.add_argument("--finetune-epochs", type=int, default=2,
+                      help="fine-tuning epochs per task after pruning "
+                      "(default: %(default)s)")
+    demo.add_argument("--no-export", action="store_true",
+                      help="skip the SavedModel and LiteRT exports")
 
-    train = commands.add_parser(
+    train = add_command(
         "train", help="train a config's tasks (resumes where it stopped)")
     train.add_argument("config", help="YAML or JSON run config")
     train.add_argument("--model", help="override the config's model file")
@@ -73,7 +116,7 @@ def build_parser():
                        help="TensorFlow op determinism (bit-reproducible "
                        "runs, slower on some devices)")
 
-    evaluate = commands.add_parser("eval", help="evaluate one task")
+    evaluate = add_command("eval", help="evaluate one task")
     evaluate.add_argument("model")
     evaluate.add_argument("--task", required=True)
     _add_data_args(evaluate, "test")
@@ -82,16 +125,16 @@ def build_parser():
                           help="the task's head outputs probabilities, "
                           "not logits")
 
-    info = commands.add_parser("info", help="tasks, states and capacity")
+    info = add_command("info", help="tasks, states and capacity")
     info.add_argument("model")
     info.add_argument("--plot", help="write the capacity plot (.png/.svg)")
     info.add_argument("--json", action="store_true")
 
-    verify = commands.add_parser("verify", help="check finished tasks' "
-                                 "outputs against their fingerprints")
+    verify = add_command("verify", help="check finished tasks' "
+                         "outputs against their fingerprints")
     verify.add_argument("model")
 
-    export = commands.add_parser("export", help="SavedModel / LiteRT files")
+    export = add_command("export", help="SavedModel / LiteRT files")
     export.add_argument("model")
     export.add_argument("--task", action="append",
                         help="a task to export (repeat; default: all)")
@@ -121,6 +164,8 @@ def _train(args, out):
     from packnet_tf.cli.config import load_config
     from packnet_tf.cli.strategy import make_strategy, worker_model_path
 
+    if args.strategy != "default":
+        import_tensorflow(args.verbose)  # the strategy is made with it
     # The strategy first: a multi-worker one must exist before other TF ops.
     strategy, chief, index = make_strategy(args.strategy)
     config = load_config(args.config, model=args.model, log_dir=args.log_dir)
@@ -130,7 +175,8 @@ def _train(args, out):
         config = load_config(
             args.config, model=worker_model_path(config.model, index),
             log_dir=None)
-    import tensorflow as tf
+    # After the config's checks: a bad config answers without TensorFlow.
+    tf = import_tensorflow(args.verbose)
 
     from packnet_tf.cli.runner import train
 
@@ -143,12 +189,42 @@ def _train(args, out):
 
 
 def _demo(args, out):
+    import_tensorflow(args.verbose)
     from packnet_tf.cli.demo import run_demo
 
     run_demo(args.out, epochs=args.epochs,
              finetune_epochs=args.finetune_epochs,
              export=not args.no_export, stream=out)
     return OK
+
+
+def _model_command(name):
+    """The handler of a command that reads a saved model (`commands`)."""
+
+    def handle(args, out):
+        import_tensorflow(args.verbose)
+        from packnet_tf.cli import commands
+
+        return getattr(commands, name)(args, out)
+
+    return handle
+
+
+#: Each command's handler; each imports what it needs when it runs.
+_HANDLERS = {"demo": _demo, "train": _train,
+             "eval": _model_command("evaluate"),
+             "info": _model_command("info"),
+             "verify": _model_command("verify"),
+             "export": _model_command("export")}
+
+
+def _exit_code(error):
+    """The exit code `error` ends the command with, or None (a bug)."""
+    for module, name, code in _EXIT_CODES:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return code
+    return None
 
 
 def main(argv=None, out=None):
@@ -160,30 +236,23 @@ def main(argv=None, out=None):
 
     Returns:
         The exit code (see the module docstring).
+
+    Raises:
+        SystemExit: for `--help`, `--version` and arguments argparse
+            refuses (code 2).
     """
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    from packnet_tf.cli import commands
-    from packnet_tf.cli.config import ConfigError
-    from packnet_tf.cli.strategy import StrategyError
-
-    handlers = {"demo": _demo, "train": _train, "eval": commands.evaluate,
-                "info": commands.info, "verify": commands.verify,
-                "export": commands.export}
     try:
-        return handlers[args.command](args, out)
-    except (ConfigError, commands.UsageError, StrategyError) as error:
-        print(f"packnet-tf {args.command}: error: {error}", file=sys.stderr)
-        return BAD_INPUT
+        with quiet_tensorflow(args.verbose):
+            return _HANDLERS[args.command](args, out)
     except Exception as error:
-        from packnet_tf.checkpoint import RunBusyError
-        from packnet_tf.cli.progress import PhaseFailed
-
-        if isinstance(error, (PhaseFailed, RunBusyError)):
-            print(f"packnet-tf {args.command}: stopped: {error}",
-                  file=sys.stderr)
-            return STOPPED
-        raise
+        code = _exit_code(error)
+        if code is None:
+            raise
+        kind = "error" if code == BAD_INPUT else "stopped"
+        print(f"packnet-tf {args.command}: {kind}: {error}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
