@@ -339,10 +339,13 @@ def main(argv=None):
     summary = aggregate(per_seed)
     print_aggregate(summary)
     plot = write_plot(summary, RESULTS / f"{stem}_accuracy.png")
+    # Seeds run in separate sittings may come from different machines.
+    machines = {str(s): r.get("machine") for s, r in per_seed.items()}
     path = write_json(f"{stem}.json", {
         "workload": workload, **summary,
         "per_seed": {str(s): r["methods"] for s, r in per_seed.items()},
-        "machine": machine(), "command": command()})
+        "machine": machine(), "seed_machines": machines,
+        "command": command()})
     print(f"workload: {workload}\nmachine: {machine()}\ntotal "
           f"{time.perf_counter() - started:.0f} s; wrote {path} and {plot}")
 
