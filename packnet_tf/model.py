@@ -8,6 +8,7 @@ every other entry is restored to its exact previous value, so no optimizer
 (weight decay, momentum, EMA) can move a frozen weight.
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -169,6 +170,25 @@ class PackNetModel(
         return require(
             None if self._active is None else self._tasks[self._active],
             action)
+
+    @contextlib.contextmanager
+    def _undoable(self):
+        """Puts every weight and the active task's record back on exit.
+
+        For trials that must leave no trace (`packnet_tf.auto_prune`):
+        weights, owners, per-task values and the task's state are restored
+        exactly, whatever happened inside.
+        """
+        index = self._active
+        record = dataclasses.replace(self._tasks[index])
+        saved = [(w, keras.ops.convert_to_numpy(w)) for w in self.weights]
+        try:
+            yield
+        finally:
+            for weight, value in saved:
+                weight.assign(value)
+            self._tasks[index] = record
+            self._activate(index)
 
     def _build_head(self, name, num_classes, head):
         if head is None:

@@ -25,6 +25,7 @@ import dataclasses
 
 import keras
 
+from packnet_tf import auto_prune
 from packnet_tf import gradual as gradual_pruning
 from packnet_tf.planning import check_fraction
 
@@ -77,9 +78,11 @@ class Recipe:
     Attributes:
         epochs: training epochs before pruning.
         prune_fraction: this task's share of its weights to free, in
-            [0, 1), or None (not pruned; with a schedule: the schedule
-            decides). Plans (lists, "equal") are resolved by the caller
-            (`packnet_tf.planning.prune_fraction_for`).
+            [0, 1), None (not pruned; with a schedule: the schedule
+            decides), or "auto" (the largest fraction whose validation
+            accuracy stays within `auto_tolerance`; see `choose` and
+            `packnet_tf.auto_prune`). Plans (lists, "equal") are resolved
+            by the caller (`packnet_tf.planning.prune_fraction_for`).
         finetune_epochs: epochs after pruning.
         optimizer: a name, config dict or Keras optimizer (copied per
             phase by `fresh_optimizer`).
@@ -91,6 +94,11 @@ class Recipe:
         gradual: None for one-shot pruning, or what
             `packnet_tf.gradual.schedule_for` takes (a dict of timings, a
             tfmot schedule or its config).
+        auto_tolerance: with "auto": the validation accuracy the task may
+            lose.
+        auto_candidates: with "auto": the fractions tried, largest first.
+        auto_recovery_epochs: with "auto": epochs of recovery (at the
+            fine-tuning rate) after each trial prune, before measuring.
 
     Raises:
         ValueError: on bad epochs, fraction or schedule.
@@ -106,21 +114,41 @@ class Recipe:
     loss: object = None
     metrics: tuple = ("accuracy",)
     gradual: object = None
+    auto_tolerance: float = auto_prune.DEFAULT_TOLERANCE
+    auto_candidates: tuple = auto_prune.DEFAULT_CANDIDATES
+    auto_recovery_epochs: int = 1
     schedule: object = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
-        if self.prune_fraction is not None:
+        if self.auto:
+            if self.gradual is not None:
+                raise ValueError(
+                    "prune_fraction='auto' picks a one-shot fraction; it "
+                    "does not combine with `gradual`. Pass a number with "
+                    "`gradual`, or leave `gradual` out.")
+            auto_prune.check_tolerance(self.auto_tolerance)
+            object.__setattr__(self, "auto_candidates",
+                               auto_prune.check_candidates(
+                                   self.auto_candidates))
+            _check_epochs("auto_recovery_epochs", self.auto_recovery_epochs)
+        elif self.prune_fraction is not None:
             object.__setattr__(self, "prune_fraction",
                                check_fraction(self.prune_fraction))
         _check_epochs("epochs", self.epochs)
         _check_epochs("finetune_epochs", self.finetune_epochs)
-        schedule = gradual_pruning.schedule_for(self.gradual,
-                                                self.prune_fraction)
+        schedule = None if self.auto else gradual_pruning.schedule_for(
+            self.gradual, self.prune_fraction)
         if schedule is not None:
             gradual_pruning.check_fits(schedule, None, self.finetune_epochs)
         object.__setattr__(self, "schedule", schedule)
         fresh_optimizer(self.optimizer)  # fails early on a bad optimizer
         object.__setattr__(self, "metrics", tuple(self.metrics or ()))
+
+    @property
+    def auto(self):
+        """Whether the fraction is still to be chosen (`choose`)."""
+        return isinstance(self.prune_fraction, str) and (
+            self.prune_fraction == auto_prune.AUTO)
 
     @property
     def prunes(self):
@@ -201,17 +229,51 @@ def train(model, recipe, fit, compile=None):
     return fit(recipe.epochs, [])
 
 
+def choose(model, recipe, fit, accuracy, compile=None):
+    """Resolves `prune_fraction="auto"` by `auto_prune.choose_fraction`.
+
+    Args:
+        model: a `PackNetModel` whose active task has trained.
+        recipe: the task's `Recipe`.
+        fit: as in `train`; each trial recovers for
+            `recipe.auto_recovery_epochs` at the fine-tuning rate.
+        accuracy: `accuracy()` -> the active task's validation accuracy.
+        compile: as in `train`.
+
+    Returns:
+        `(recipe, result)`: the recipe with the chosen fraction and the
+        `AutoPruneResult`; `(recipe, None)` unchanged when not "auto".
+    """
+    if not recipe.auto:
+        return recipe, None
+
+    def recover():
+        _start(model, recipe, recipe.finetune_rate, compile)
+        fit(recipe.auto_recovery_epochs, [])
+
+    result = auto_prune.choose_fraction(
+        model, accuracy, recover, recipe.auto_tolerance,
+        recipe.auto_candidates)
+    return dataclasses.replace(recipe, prune_fraction=result.fraction), result
+
+
 def prune(model, recipe):
     """The one-shot prune phase.
 
     Args:
         model: a `PackNetModel` whose active task is training.
-        recipe: the task's `Recipe`.
+        recipe: the task's `Recipe` (with "auto" resolved by `choose`).
 
     Returns:
         `{"layer/kernel": weights freed}`; empty when the recipe prunes
         gradually (see `finetune`) or not at all.
+
+    Raises:
+        ValueError: if the fraction is still "auto".
     """
+    if recipe.auto:
+        raise ValueError("prune_fraction='auto' must be resolved by "
+                         "`phases.choose(...)` before the prune phase.")
     if recipe.schedule is not None or not recipe.prune_fraction:
         return {}
     return model.prune(recipe.prune_fraction)

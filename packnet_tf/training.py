@@ -7,9 +7,10 @@ the task, resolves the prune plan, and fits on arrays or a dataset.
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
-from packnet_tf import phases
+from packnet_tf import auto_prune, phases
 from packnet_tf.phases import fresh_optimizer
 from packnet_tf.planning import check_fraction, prune_fraction_for
 
@@ -27,12 +28,15 @@ class TaskResult:
         finetune_history: the `History` of the fine-tuning phase, or None.
         freed: weights freed per kernel by pruning, one-shot or gradual
             (empty if not pruned).
+        auto: with `prune_fraction="auto"`, the `AutoPruneResult` (the
+            chosen fraction and every trial), else None.
     """
 
     task: object
     train_history: object
     finetune_history: object = None
     freed: dict = dataclasses.field(default_factory=dict)
+    auto: object = None
 
 
 def _planned_fraction(model, prune_fraction, num_tasks):
@@ -46,6 +50,8 @@ def _planned_fraction(model, prune_fraction, num_tasks):
             "(the model's max_tasks): the number of tasks the plan shares "
             f"the network between. Received: num_tasks={num_tasks!r}"
         )
+    if isinstance(prune_fraction, str) and prune_fraction == auto_prune.AUTO:
+        return prune_fraction
     if isinstance(prune_fraction, (str, list, tuple)):
         planned = model.max_tasks if num_tasks is None else num_tasks
         return prune_fraction_for(prune_fraction, len(model.tasks), planned)
@@ -63,6 +69,24 @@ def _steps_per_epoch(data, batch_size):
         cardinality = int(data.cardinality())
         return cardinality if cardinality >= 0 else None
     return None
+
+
+def _accuracy_on(model, data):
+    """`accuracy()`: the active task's accuracy on `data` (arrays or a
+    dataset of `(x, y)` batches, sparse labels)."""
+    def accuracy():
+        if isinstance(data, tuple):
+            batches = [data[:2]]
+        else:
+            batches = ((x, y) for x, y, *_ in data)
+        correct = total = 0
+        for x, y in batches:
+            predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+            labels = np.reshape(np.asarray(y), (-1,))
+            correct += int(np.sum(predicted == labels))
+            total += len(labels)
+        return correct / max(total, 1)
+    return accuracy
 
 
 def _fitter(model, data, batch_size, fit_kwargs):
@@ -104,6 +128,9 @@ def train_task(
     num_tasks=None,
     gradual=None,
     input_contract=None,
+    auto_tolerance=auto_prune.DEFAULT_TOLERANCE,
+    auto_candidates=auto_prune.DEFAULT_CANDIDATES,
+    auto_recovery_epochs=1,
 ):
     """Adds task `name`, trains it, prunes it, fine-tunes it, and freezes it.
 
@@ -122,8 +149,13 @@ def train_task(
         head: a head layer instead of the default one.
         epochs: training epochs before pruning.
         prune_fraction: share of the task's weights to free: a number in
-            [0, 1), a list with one per planned task, or `"equal"` (every
-            planned task gets the same share; see `packnet_tf.planning`).
+            [0, 1), a list with one per planned task, `"equal"` (every
+            planned task gets the same share; see `packnet_tf.planning`),
+            or `"auto"`: the largest of `auto_candidates` whose accuracy on
+            `validation_data`, after `auto_recovery_epochs` of recovery,
+            stays within `auto_tolerance` of the unpruned accuracy (see
+            `packnet_tf.auto_prune`; `TaskResult.auto` says what was
+            tried).
             A list or `"equal"` picks this task's entry by its position
             (`len(model.tasks)`) among `num_tasks` planned tasks.
         finetune_epochs: epochs after pruning.
@@ -152,14 +184,19 @@ def train_task(
         input_contract: how raw images become the task's inputs and its
             class names (see `PackNetModel.add_task`); the exporters'
             `_pixels` and `_images` signatures follow it.
+        auto_tolerance: with `prune_fraction="auto"`, the validation
+            accuracy the task may lose (default 0.005).
+        auto_candidates: with "auto", the fractions to try.
+        auto_recovery_epochs: with "auto", recovery epochs per trial.
 
     Returns:
         A `TaskResult`.
 
     Raises:
-        ValueError: on a bad `prune_fraction`, plan, schedule or epochs, or
-            a schedule longer than fine-tuning (when the step count is
-            known), before anything is added; every error `add_task`,
+        ValueError: on a bad `prune_fraction`, plan, schedule or epochs, a
+            schedule longer than fine-tuning (when the step count is
+            known), or "auto" without `validation_data`, before anything
+            is added; every error `add_task`,
             `fit` and `prune` raise (a full network is a `CapacityError`
             before training starts).
 
@@ -178,7 +215,15 @@ def train_task(
         loss=loss,
         metrics=metrics,
         gradual=gradual,
+        auto_tolerance=auto_tolerance,
+        auto_candidates=auto_candidates,
+        auto_recovery_epochs=auto_recovery_epochs,
     )
+    if recipe.auto and validation_data is None:
+        raise ValueError(
+            "prune_fraction='auto' chooses the fraction by validation "
+            "accuracy: pass `validation_data` (held out from training, not "
+            "the test set), or give a number.")
     recipe.check_fits(_steps_per_epoch(train_data, batch_size))
     fit = _fitter(model, train_data, batch_size, {
         "validation_data": validation_data,
@@ -189,6 +234,8 @@ def train_task(
                    input_contract=input_contract)
     result = TaskResult(task=None, train_history=phases.train(
         model, recipe, fit))
+    recipe, result.auto = phases.choose(
+        model, recipe, fit, _accuracy_on(model, validation_data))
     result.freed = phases.prune(model, recipe)
     result.finetune_history, gradually_freed = phases.finetune(
         model, recipe, fit)
