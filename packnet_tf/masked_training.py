@@ -35,6 +35,18 @@ class MaskedTrainingMixin:
         )
         return [(v, masks.get(id(v))) for v in variables]
 
+    def _ema_held_heads(self, task_id):
+        """Every other head's variables, when the optimizer keeps an EMA.
+
+        Keras' EMA averages and overwrites every variable the optimizer was
+        built with (`fit` builds it on all heads), not only those it is
+        given: a frozen head would take its average, off by rounding.
+        """
+        if not getattr(self.optimizer, "use_ema", False):
+            return []
+        return [v for index, head in enumerate(self.heads)
+                if index != task_id - 1 for v in head.trainable_variables]
+
     @staticmethod
     def _restore(pairs, backups):
         for (variable, mask), backup in zip(pairs, backups):
@@ -77,8 +89,12 @@ class MaskedTrainingMixin:
         backups = [
             tf.identity(v.value) if m is not None else None for v, m in pairs
         ]
+        held = self._ema_held_heads(task.task_id)
+        held_values = [tf.identity(v.value) for v in held]
         self.optimizer.apply(gradients, variables)
         self._restore(pairs, backups)
+        for variable, value in zip(held, held_values):
+            variable.assign(value)
         return self._step_results(
             self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
 
@@ -118,9 +134,13 @@ class MaskedTrainingMixin:
         if ema:
             pairs = self._train_masks(task.task_id)
             snapshot = [tf.identity(v.value) for v, _ in pairs]
+            held = self._ema_held_heads(task.task_id)
+            held_values = [tf.identity(v.value) for v in held]
         history = super().fit(x, y, *args, **kwargs)
         if ema:
             # fit() ends by overwriting every weight with its moving average;
             # the frozen ones must stay exactly as they were.
             self._restore(pairs, snapshot)
+            for variable, value in zip(held, held_values):
+                variable.assign(value)
         return history
