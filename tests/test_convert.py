@@ -8,32 +8,13 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import randomize_statistics
 
 import packnet_tf as pn
 from packnet_tf import layers as packed
 
 #: Converted outputs must match the original's within this (float32).
 ATOL = 1e-6
-
-
-def randomize_statistics(model, seed=0):
-    """Non-trivial batch-norm values, so that copying them is tested."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            randomize_statistics(layer, seed + 1)
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.1, shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, shape))
-            if layer.gamma is not None:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
-            if layer.beta is not None:
-                layer.beta.assign(rng.normal(0, 0.1, shape))
-        elif getattr(layer, "bias", None) is not None and not isinstance(
-                layer.bias, (list, tuple)):
-            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
-    return model
 
 
 def outputs(model, x):
@@ -428,7 +409,7 @@ def test_pretrained_to_tasks_example_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, str(root / "examples" / "pretrained_to_tasks.py"),
          "--epochs", "1", "--retrain-epochs", "0", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        check=False, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, PYTHONPATH=str(root)),
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
