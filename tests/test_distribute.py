@@ -5,14 +5,13 @@ import socket
 import subprocess
 import sys
 
+import distribute_worker as dw
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from packnet_tf import distribute
-
-import distribute_worker as dw
 
 WORKER = os.path.join(os.path.dirname(__file__), "distribute_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
