@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from packnet_tf._keras_compat import OpenStateMixin, compile_state
 from packnet_tf.contract import as_contract
 from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.errors import CapacityError, TaskStateError
@@ -40,7 +41,8 @@ FINGERPRINT_BATCH = 4
 
 @keras.saving.register_keras_serializable(package="packnet_tf")
 class PackNetModel(
-    PruningMixin, MaskedTrainingMixin, MultiWorkerFitMixin, keras.Model
+    PruningMixin, MaskedTrainingMixin, MultiWorkerFitMixin, OpenStateMixin,
+    keras.Model,
 ):
     """A shared trunk of packed layers with one head per task.
 
@@ -98,11 +100,6 @@ class PackNetModel(
         self._predict_functions = {}
         self.built = True
 
-    def _lock_state(self):
-        # Keras locks a layer's state after build; heads are added task by
-        # task, so keep it open, as keras.Model's Functional does.
-        pass
-
     # -- task registry ----------------------------------------------------
 
     @property
@@ -135,7 +132,7 @@ class PackNetModel(
     def _activate(self, index):
         # A traced predict function stays valid until the next compile(),
         # which makes a new compile config.
-        compiled_as = id(getattr(self, "_compile_config", None))
+        compiled_as = id(compile_state(self))
         if self._active is not None and self.predict_function is not None:
             self._predict_functions[self._active] = (
                 compiled_as, self.predict_function)
