@@ -25,6 +25,7 @@ import keras
 
 from packnet_tf import _keras_compat
 from packnet_tf.errors import UnsupportedLayerError
+from packnet_tf.free_init import check_free_init
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.model import PackNetModel
 from packnet_tf.task import validate_task_name
@@ -161,7 +162,7 @@ def _check_model(model):
         )
 
 
-def convert(model, max_tasks, first_task=None):
+def convert(model, max_tasks, first_task=None, free_init="zero"):
     """Turns a Keras Functional or Sequential model into a `PackNetModel`.
 
     The trunk is the model's graph from its input to the input of its final
@@ -195,6 +196,8 @@ def convert(model, max_tasks, first_task=None):
             converted too).
         max_tasks: the most tasks the network will hold, in [1, 255].
         first_task: name for the model's own task, or None.
+        free_init: where later tasks start their free weights (see
+            `PackNetModel`).
 
     Returns:
         A `PackNetModel`.
@@ -218,6 +221,7 @@ def convert(model, max_tasks, first_task=None):
     >>> train_task(model, "svhn", (x, y), num_classes=10)
     """
     max_tasks = validate_max_tasks(max_tasks, allow_none=False)
+    check_free_init(free_init)
     if first_task is not None:
         validate_task_name(first_task, [])
     _check_model(model)
@@ -265,7 +269,8 @@ def convert(model, max_tasks, first_task=None):
     if classifier is not None and _reads_a_vector(classifier, cut):
         flat = keras.layers.Flatten(name=f"{classifier.name}_features")
         trunk = keras.Model(trunk.input, flat(trunk.output), name=trunk.name)
-    packnet = PackNetModel(trunk, max_tasks=max_tasks, name=model.name)
+    packnet = PackNetModel(trunk, max_tasks=max_tasks, free_init=free_init,
+                           name=model.name)
     if first_task is not None:
         head = _build_head(classifier, node, chain, first_task)
         packnet.add_task(first_task, head=head)

@@ -104,6 +104,9 @@ CASES = [
     ("gradual_no_finetune", "tasks[0].gradual", "finetune_epochs >= 1",
      lambda c: (_edit(c, ("tasks", 0, "gradual"), {"end_step": 2}),
                 _edit(c, ("tasks", 0, "finetune_epochs"), 0))),
+    ("free_init", "network.free_init", "expected one of ['zero', "
+     "'previous', 'initializer']",
+     lambda c: _edit(c, ("network", "free_init"), "glorot")),
     ("no_model", "model", "missing", lambda c: c.pop("model")),
     ("no_tasks", "tasks", "missing", lambda c: c.pop("tasks")),
 ]

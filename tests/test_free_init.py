@@ -129,3 +129,26 @@ def test_a_bad_free_init_says_what_is_allowed(trunk):
                                          r"\['zero', 'previous', "
                                          r"'initializer'\].*'glorot'"):
         pn.PackNetModel(trunk, max_tasks=2, free_init="glorot")
+
+
+def test_the_run_config_builds_with_free_init(tmp_path):
+    from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
+    from packnet_tf.cli import schema
+    from packnet_tf.free_init import FREE_INITS
+
+    assert schema.FREE_INITS == FREE_INITS
+    make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))
+    config = tiny_config(tmp_path, tasks=(("a", 2), ("b", 3)))
+    config["network"]["free_init"] = "previous"
+    config["defaults"].update(epochs=1, prune_fraction=0.5)
+    path = write_config(tmp_path / "run.yaml", config)
+    code, out, err = run_cli("train", path, "--quiet", "--deterministic")
+    assert code == 0, out + err
+    model = checkpoint.load_model(tmp_path / "out" / "model.keras")
+    assert model.free_init == "previous" and len(model._released) == 2
+    assert model.verify() == {"a": 0.0, "b": 0.0}
+    # The network a model file was built with cannot change on resume.
+    config["network"]["free_init"] = "zero"
+    path = write_config(tmp_path / "run.yaml", config)
+    code, _, err = run_cli("train", path)
+    assert code == 2 and "network: differs from the network" in err

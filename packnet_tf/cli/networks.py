@@ -90,21 +90,30 @@ def build_network(spec, max_tasks, load=None):
             `packnet_tf.convert` reject (with their message).
     """
     kind = spec["type"]
+    free_init = spec.get("free_init", "zero")
     if kind == "cnn":
         return PackNetModel(_cnn_trunk(spec), max_tasks=max_tasks,
-                            name="packnet")
+                            free_init=free_init, name="packnet")
     if kind == "mlp":
         return PackNetModel(_mlp_trunk(spec), max_tasks=max_tasks,
-                            name="packnet")
+                            free_init=free_init, name="packnet")
     from packnet_tf.convert import convert
 
     if kind == "application":
         return convert(_application(spec), max_tasks,
-                       first_task=spec.get("first_task"))
+                       first_task=spec.get("first_task"),
+                       free_init=free_init)
     model = (load or keras.saving.load_model)(spec["path"])
     if isinstance(model, PackNetModel):
+        if "free_init" in spec and spec["free_init"] != model.free_init:
+            raise ValueError(
+                f"network.free_init is {spec['free_init']!r}, but the "
+                f"PackNetModel in {spec['path']} was built with "
+                f"free_init={model.free_init!r}, which cannot change. Leave "
+                "free_init out for a saved PackNetModel.")
         return model
-    return convert(model, max_tasks, first_task=spec.get("first_task"))
+    return convert(model, max_tasks, first_task=spec.get("first_task"),
+                   free_init=free_init)
 
 
 def input_shape(model):

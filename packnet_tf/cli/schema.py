@@ -38,12 +38,16 @@ TASK_ONLY_KEYS = ("name", "data")
 #: Network types and the keys each accepts (besides `type`).
 NETWORK_KEYS = {
     "cnn": ("input_shape", "conv", "dense", "kernel_size", "batch_norm",
-            "batch_norm_momentum", "global_pool"),
-    "mlp": ("input_shape", "dense", "batch_norm", "batch_norm_momentum"),
+            "batch_norm_momentum", "global_pool", "free_init"),
+    "mlp": ("input_shape", "dense", "batch_norm", "batch_norm_momentum",
+            "free_init"),
     "application": ("name", "input_shape", "weights", "first_task",
-                    "args"),
-    "file": ("path", "first_task"),
+                    "args", "free_init"),
+    "file": ("path", "first_task", "free_init"),
 }
+#: Values of `network.free_init` (`packnet_tf.free_init.FREE_INITS`, kept
+#: here too so that config checks need no TensorFlow; a test pins them).
+FREE_INITS = ("zero", "previous", "initializer")
 
 
 class ConfigError(ValueError):
@@ -224,6 +228,12 @@ def check_network(network, path):
                                          else "")
             raise ConfigError(path, f"network.{key}", f"expected a list of "
                               f"{allowed}. Received: {layers!r}")
+    if "free_init" in network and network["free_init"] not in FREE_INITS:
+        raise ConfigError(path, "network.free_init", "expected one of "
+                          f"{list(FREE_INITS)}: where a new task's free "
+                          "weights start (0, their values when pruned, or "
+                          "fresh draws from the layer's initializer). "
+                          f"Received: {network['free_init']!r}")
     if network.get("first_task") is not None:
         try:
             validate_task_name(network["first_task"], [])
