@@ -27,10 +27,10 @@ class SubclassedPackedDense(layers.PackedDense):
 
 
 def _spec(**overrides):
-    arguments = dict(
-        keras_class=SubclassedDense, packed_class=SubclassedPackedDense,
-        weights={"kernel": "kernel", "bias": "bias"},
-        example=lambda: (SubclassedDense(2), (3,)))
+    arguments = {
+        "keras_class": SubclassedDense, "packed_class": SubclassedPackedDense,
+        "weights": {"kernel": "kernel", "bias": "bias"},
+        "example": lambda: (SubclassedDense(2), (3,))}
     arguments.update(overrides)
     return PackedLayerSpec(**arguments)
 
@@ -74,23 +74,23 @@ def test_lookups_by_keras_class_are_exact_and_by_packed_class_walk_bases():
 
 @pytest.mark.parametrize("overrides, error, match", [
     ({"keras_class": int}, TypeError,
-     "Expected `keras_class` to be a Keras layer class, e.g. "
-     "keras.layers.Conv3D. Received: int."),
+     ("Expected `keras_class` to be a Keras layer class, e.g. "
+     "keras.layers.Conv3D. Received: int.")),
     ({"packed_class": keras.layers.Dense}, TypeError,
-     "Expected `packed_class` to be a subclass of "
-     "packnet_tf.layers.PackedLayer. Received: Dense."),
+     ("Expected `packed_class` to be a subclass of "
+     "packnet_tf.layers.PackedLayer. Received: Dense.")),
     ({"weights": {}}, ValueError,
      "Expected `weights` to be a non-empty mapping"),
     ({"weights": {"kernel": ""}}, ValueError,
      "non-empty strings\\). Received: 'kernel': ''"),
     ({"weights": {"kernel": "kernel", "bias": "kernel"}}, ValueError,
-     "Expected each packed weight to receive one Keras weight. Received "
-     "several for 'kernel'"),
+     ("Expected each packed weight to receive one Keras weight. Received "
+     "several for 'kernel'")),
     ({"example": None}, TypeError,
      "Expected `example` to be a callable returning"),
     ({"fold_kernel": "gamma"}, ValueError,
-     "Expected `fold_kernel` to be one of the Keras weights in `weights` "
-     "\\(kernel, bias\\) or None. Received: fold_kernel='gamma'"),
+     ("Expected `fold_kernel` to be one of the Keras weights in `weights` "
+     "\\(kernel, bias\\) or None. Received: fold_kernel='gamma'")),
     ({"fold_kernel": "kernel", "fold_axes": 0}, ValueError,
      "Expected `fold_axes` to be a positive int"),
     ({"config_from_keras": 3}, TypeError,
@@ -121,13 +121,13 @@ def test_duplicate_entries_are_refused():
 def test_registered_adds_an_entry_for_a_block_only():
     before = registry.specs()
     spec = _spec()
-    with pytest.raises(RuntimeError, match="inside"):
-        with registry.registered(spec):
-            assert registry.specs() == before + (spec,)
-            assert registry.spec_for_keras_class(SubclassedDense) is spec
-            assert registry.spec_for_packed_class(
-                SubclassedPackedDense) is spec
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), registry.registered(
+            spec):
+        assert registry.specs() == before + (spec,)
+        assert registry.spec_for_keras_class(SubclassedDense) is spec
+        assert registry.spec_for_packed_class(
+            SubclassedPackedDense) is spec
+        raise RuntimeError("inside")
     assert registry.specs() == before
     assert registry.spec_for_packed_class(
         SubclassedPackedDense).packed_class is layers.PackedDense
@@ -155,7 +155,7 @@ def test_messages_name_the_registered_layers():
 def _readme_layers_item():
     text = README.read_text()
     match = re.search(r"^- \*\*Layers\*\* \(`packnet_tf\.layers`\):(.*?)^- ",
-                      text, flags=re.S | re.M)
+                      text, flags=re.DOTALL | re.MULTILINE)
     assert match, "README has no '- **Layers** (`packnet_tf.layers`):' item"
     return " ".join(match.group(1).split())
 

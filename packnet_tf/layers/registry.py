@@ -40,7 +40,7 @@ from packnet_tf.layers.separable_conv import PackedSeparableConv2D
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PackedLayerSpec:
-    """One packed layer: its Keras class, its weights, how it folds and exports.
+    """One packed layer: its Keras class, weights, batch-norm fold and export.
 
     Args:
         keras_class: the Keras layer class it packs. `convert` replaces
