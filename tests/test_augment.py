@@ -108,3 +108,22 @@ def test_a_run_with_augmentation_reports_unaugmented_test_accuracy(tmp_path):
     predicted = np.argmax(model.predict(data["x_test"], verbose=0), axis=-1)
     accuracy = float(np.mean(predicted == data["y_test"]))
     assert record["accuracy"]["a"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_holdout_splits_the_train_split_in_two_fixed_parts():
+    source = _source(n=50)
+    kept, kept_y = _all(batches(source, "train", (8, 8, 3), shuffle=False,
+                                holdout=5))
+    held, held_y = _all(batches(source, "train", (8, 8, 3), shuffle=False,
+                                holdout=5, held_out=True))
+    x = np.random.default_rng(0).normal(size=(50, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(held, x[::5])
+    np.testing.assert_array_equal(kept, np.delete(x, np.s_[::5], axis=0))
+    assert len(held_y) == 10 and len(kept_y) == 40
+    dataset = batches(source, "train", (8, 8, 3), batch_size=16, seed=1,
+                      holdout=5)
+    assert int(dataset.cardinality()) == 3  # 40 examples, batches of 16
+    shuffled, _ = _all(dataset)
+    assert sorted(map(bytes, shuffled)) == sorted(map(bytes, kept))
+    with pytest.raises(ValueError, match="`holdout` to be an int >= 2"):
+        batches(source, "train", (8, 8, 3), holdout=1)

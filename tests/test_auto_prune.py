@@ -107,3 +107,61 @@ def test_auto_needs_validation_data_and_no_schedule(trunk, task_data):
         phases.Recipe(prune_fraction="auto", auto_tolerance=2)
     with pytest.raises(ValueError, match="`auto_candidates` to be a "):
         phases.Recipe(prune_fraction="auto", auto_candidates=[1.5])
+
+
+def test_the_run_config_prunes_by_held_out_accuracy(tmp_path):
+    import json
+
+    from cli_support import (fingerprints, make_npz_tasks, run_cli,
+                             tiny_config, write_config)
+    from packnet_tf import checkpoint
+
+    make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))
+    config = tiny_config(tmp_path, tasks=(("a", 2), ("b", 3)))
+    config["defaults"].update(epochs=2, prune_fraction=0.5)
+    config["tasks"][0].update(prune_fraction="auto", auto_tolerance=0.1,
+                              auto_candidates=[0.9, 0.6, 0.3],
+                              auto_holdout=4)
+    outputs = []
+    for run in ("one", "two"):
+        path = write_config(tmp_path / f"{run}.yaml",
+                            dict(config, model=f"{run}/model.keras"))
+        code, out, err = run_cli("train", path, "--quiet", "--deterministic")
+        assert code == 0, out + err
+        assert "prune auto (within 0.1 of the accuracy on 1 in 4" in out
+        outputs.append(out)
+    record = json.loads((tmp_path / "one" / "model.run.json").read_text())
+    auto = record["auto_prune"]["a"]
+    assert auto["tolerance"] == 0.1
+    assert [t[0] for t in auto["trials"]][-1] == auto["fraction"] or (
+        auto["fraction"] == 0.0)
+    for fraction, accuracy in auto["trials"]:
+        assert (auto["unpruned_accuracy"] - accuracy <= 0.1) == (
+            fraction == auto["fraction"])
+    assert f"auto     prune fraction {auto['fraction']:.0%}" in outputs[0]
+    model = checkpoint.load_model(tmp_path / "one" / "model.keras")
+    owners = [o.numpy() for layer in model.trunk.layers
+              for _, _, o in getattr(layer, "packed_kernels", list)()]
+    owned_a = sum(int((o == 1).sum()) for o in owners)
+    total = sum(o.size for o in owners)
+    assert owned_a == pytest.approx(total * (1 - auto["fraction"]), abs=2)
+    # Deterministic: the second run chose and trained the same.
+    assert fingerprints(tmp_path / "one" / "model.keras") == fingerprints(
+        tmp_path / "two" / "model.keras")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("auto_tolerance", 1.5, "`auto_tolerance` to be a number in [0, 1)"),
+    ("auto_candidates", [0.5, 1.0], "`auto_candidates` to be a non-empty"),
+    ("auto_holdout", 1, "expected an int >= 2"),
+])
+def test_bad_auto_settings_name_the_key(tmp_path, key, value, match):
+    from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
+
+    make_npz_tasks(tmp_path)
+    config = tiny_config(tmp_path)
+    config["tasks"][0].update(prune_fraction="auto", **{key: value})
+    path = write_config(tmp_path / "bad.yaml", config)
+    code, _, err = run_cli("train", path)
+    assert code == 2
+    assert f"{path}: tasks[0].{key}: " in err and match in err

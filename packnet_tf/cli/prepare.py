@@ -29,7 +29,8 @@ class TaskPlan:
         config: its `TaskConfig`.
         source: its `DataSource`.
         num_classes: its head's width.
-        prune_fraction: what it prunes (0: not pruned, not fine-tuned).
+        prune_fraction: what it prunes (0: not pruned, not fine-tuned;
+            "auto": chosen after training by held-out accuracy).
         check: the `CheckReport` of its data (files left out with
             `on_bad_files: skip`).
         recipe: how it trains (`packnet_tf.phases.Recipe`).
@@ -163,6 +164,8 @@ def _prune_fraction(config, task, model):
     from packnet_tf.planning import prune_fraction_for
 
     value = task.options["prune_fraction"]
+    if value == "auto":
+        return value  # chosen after training (packnet_tf.auto_prune)
     if not isinstance(value, (str, list, tuple)):
         return float(value)
     try:
@@ -190,7 +193,9 @@ def _recipe(config, task, fraction):
             finetune_learning_rate=options["finetune_learning_rate"],
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=options["from_logits"]),
-            gradual=options["gradual"])
+            gradual=options["gradual"],
+            auto_tolerance=options["auto_tolerance"],
+            auto_candidates=tuple(options["auto_candidates"]))
     except ValueError as error:
         raise config.error(f"{where}.gradual", error) from None
 

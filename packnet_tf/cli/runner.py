@@ -82,12 +82,25 @@ class Run:
         return (self.config.seed * 1_000_003 + task.config.index * 10
                 + PHASES.index(phase))
 
-    def _data(self, task, split, seed, shuffle=None, augment=None):
+    def _data(self, task, split, seed, shuffle=None, augment=None,
+              held_out=False):
         options = task.options
+        # prune_fraction: auto measures on every k-th training example,
+        # which then never trains.
+        holdout = (options["auto_holdout"] if task.recipe.auto
+                   and split == task.source.train_split else None)
         return batches(task.source, split, input_shape(self.model),
                        batch_size=options["batch_size"], shuffle=shuffle,
                        seed=seed, preprocess=options["preprocess"],
-                       resize=options["resize"], augment=augment)
+                       resize=options["resize"], augment=augment,
+                       holdout=holdout, held_out=held_out)
+
+    def _held_out_accuracy(self, task):
+        """`accuracy()` of `task` on its held-out training examples."""
+        data = self._data(task, task.source.train_split, 0, shuffle=False,
+                          held_out=True)
+        return lambda: task_metrics(self.model, task.name, data,
+                                    task.options["from_logits"])[0]
 
     def _compile(self, task, learning_rate):
         recipe = task.recipe
@@ -177,6 +190,20 @@ class Run:
             return history
         return fit
 
+    def _report_auto(self, task, auto):
+        """Records and prints what `prune_fraction: auto` chose."""
+        self.record.setdefault("auto_prune", {})[task.name] = {
+            "fraction": auto.fraction,
+            "unpruned_accuracy": auto.unpruned_accuracy,
+            "tolerance": auto.tolerance,
+            "trials": [list(t) for t in auto.trials]}
+        tried = ", ".join(f"{f:.0%}: {a:.4f}" for f, a in auto.trials)
+        self.reporter.phase(
+            task.config.index, task.name, "auto",
+            f"prune fraction {auto.fraction:.0%} (held-out accuracy "
+            f"{auto.unpruned_accuracy:.4f} unpruned; tried {tried}; "
+            f"tolerance {auto.tolerance:g})")
+
     def evaluate(self, task):
         """Test accuracy of a task, or None without a test split."""
         if not task.source.test_split:
@@ -235,6 +262,13 @@ class Run:
         finetuned = self.last == {"task": name, "phase": "finetune"}
         if not gradual and prune and state == TRAINING:
             self._where = (name, "prune")
+            recipe, auto = phases.choose(
+                self.model, recipe, self._fitter(task, "prune"),
+                self._held_out_accuracy(task), self._compiler(task, "prune"))
+            if auto is not None:
+                self._report_auto(task, auto)
+            prune = recipe.prune_fraction
+        if not gradual and prune and state == TRAINING:
             owned = sum(self.model.owned_counts().values())
             freed = sum(phases.prune(self.model, recipe).values())
             self._save(task, "prune")
@@ -305,6 +339,14 @@ class Run:
         return now
 
 
+def _fraction_text(task):
+    if task.recipe.auto:
+        return (f"auto (within {task.options['auto_tolerance']:g} of the "
+                f"accuracy on 1 in {task.options['auto_holdout']} training "
+                "examples, held out)")
+    return f"{task.prune_fraction:.1%}"
+
+
 def train(config, stream=None, verbose="auto", strategy=None):
     """Checks and runs a config, resuming from its model file.
 
@@ -345,7 +387,7 @@ def train(config, stream=None, verbose="auto", strategy=None):
         reporter.line(
             f"  {task.name}: {source.description}, {task.num_classes} "
             f"classes, {sizes} examples ({'/'.join(source.splits)}), "
-            f"prune {task.prune_fraction:.1%}{left_out}")
+            f"prune {_fraction_text(task)}{left_out}")
     run = Run(plan, reporter, verbose=verbose, strategy=strategy)
     accuracy = run.run()
     return plan.model, accuracy

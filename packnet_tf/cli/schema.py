@@ -1,5 +1,6 @@
 """The config's keys and the checks of their values (no TensorFlow)."""
 
+from packnet_tf import auto_prune
 from packnet_tf.augmentation import check_augment
 from packnet_tf.planning import check_fraction, validate_spec
 from packnet_tf.task import validate_task_name
@@ -24,6 +25,12 @@ TASK_DEFAULTS = {
     "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
     "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
     "augment": None,  # or {flip: horizontal, translate: 0.1}
+    # With prune_fraction: auto (packnet_tf.auto_prune): the accuracy a
+    # task may lose, the fractions tried, and every k-th training example
+    # held out to measure it.
+    "auto_tolerance": 0.005,
+    "auto_candidates": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+    "auto_holdout": 10,
 }
 #: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
 #: here too so that config checks need no TensorFlow).
@@ -142,15 +149,27 @@ def check_task_options(options, where, path, plan_ok):
                           f"Received: {optimizer!r}")
     if "prune_fraction" in options:
         value = options["prune_fraction"]
-        if isinstance(value, (str, list)) and not plan_ok:
+        if value == auto_prune.AUTO:
+            pass  # chosen per task by validation accuracy
+        elif isinstance(value, (str, list)) and not plan_ok:
             raise ConfigError(path, f"{where}.prune_fraction", "a task takes "
-                              "a number in [0, 1); set a list or 'equal' in "
-                              f"`defaults`. Received: {value!r}")
-        try:
-            validate_spec(value)  # the length is checked against the tasks
-        except ValueError as error:
-            raise ConfigError(path, f"{where}.prune_fraction",
-                              error) from None
+                              "a number in [0, 1) or 'auto'; set a list or "
+                              f"'equal' in `defaults`. Received: {value!r}")
+        else:
+            try:
+                validate_spec(value)  # the length: against the tasks
+            except ValueError as error:
+                raise ConfigError(path, f"{where}.prune_fraction",
+                                  error) from None
+    for key, check in (("auto_tolerance", auto_prune.check_tolerance),
+                       ("auto_candidates", auto_prune.check_candidates)):
+        if key in options:
+            try:
+                check(options[key])
+            except ValueError as error:
+                raise ConfigError(path, f"{where}.{key}", error) from None
+    if "auto_holdout" in options:
+        check_int(options["auto_holdout"], f"{where}.auto_holdout", path, 2)
     if "augment" in options:
         try:
             options["augment"] = check_augment(options["augment"])

@@ -137,9 +137,31 @@ def preprocess_function(mode, dtype):
     return lambda x: function(x)
 
 
+def _held_out(source, split, every, held_out, shuffle, seed):
+    """The split's examples with (or without) every `every`-th one."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 2:
+        raise ValueError(
+            "Expected `holdout` to be an int >= 2 (every k-th example is "
+            f"held out). Received: holdout={every!r}")
+    keep = tf.constant(bool(held_out))
+    dataset = source.dataset(split, shuffle=False).enumerate().filter(
+        lambda i, example: tf.equal(tf.equal(i % every, 0), keep)).map(
+            lambda i, example: example)
+    total = source.num_examples(split)
+    if total:
+        # A filter hides the length; state it, so Keras knows the steps.
+        held = -(-total // every)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            held if held_out else total - held))
+    if shuffle:
+        dataset = dataset.shuffle(total or 10_000, seed=seed,
+                                  reshuffle_each_iteration=True)
+    return dataset
+
+
 def batches(source, split, input_shape, batch_size=32, shuffle=None,
             seed=0, preprocess="auto", resize=True, repeat=False,
-            augment=None):
+            augment=None, holdout=None, held_out=False):
     """A batched, prefetched `tf.data.Dataset` of `(x, y)` for a network.
 
     Args:
@@ -158,6 +180,10 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
             after preprocessing, seeded by `seed` (the same per seed,
             different every epoch). Only for the train split of an image
             network.
+        holdout: None, or an int k >= 2: every k-th example of the split
+            (in the source's fixed order) is held out as validation data.
+        held_out: with `holdout`, False gives the other examples (to train
+            on), True the held-out ones (to validate on).
 
     Returns:
         A `tf.data.Dataset` of float32 `x` batches and int32 labels.
@@ -189,7 +215,10 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         )
     if shuffle is None:
         shuffle = split == source.train_split
-    dataset = source.dataset(split, shuffle=bool(shuffle), seed=seed)
+    if holdout is None:
+        dataset = source.dataset(split, shuffle=bool(shuffle), seed=seed)
+    else:
+        dataset = _held_out(source, split, holdout, held_out, shuffle, seed)
     in_dtype = tf.uint8 if source.encoded else dataset.element_spec[0].dtype
     prep = preprocess_function(preprocess, in_dtype)
 
