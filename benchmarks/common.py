@@ -182,7 +182,29 @@ SPLIT_CIFAR10_5 = (("airplane", "automobile"), ("bird", "cat"),
 _DECODE_BATCH = 256
 
 
-def decoded_split(path, classes, split, limit=None, seed=0):
+def accurate_jpeg_source(path, classes):
+    """An image-folder source that decodes JPEGs as PIL does.
+
+    `tf.io.decode_image` uses libjpeg's fast integer DCT; PIL (and so
+    torchvision, and Avalanche's benchmark) the accurate one, which
+    `tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")` matches exactly on
+    the CIFAR-10 zip (benchmarks/jpeg_decoders.py). For measuring that
+    difference only.
+    """
+    import tensorflow as tf
+
+    from packnet_tf import data
+
+    class AccurateJpegSource(data.ImageFolderSource):
+        def decode(self, x, channels):
+            return tf.io.decode_jpeg(x, channels=channels,
+                                     dct_method="INTEGER_ACCURATE")
+
+    return AccurateJpegSource(path, classes=list(classes))
+
+
+def decoded_split(path, classes, split, limit=None, seed=0,
+                  accurate_jpeg=False):
     """One split of a class subset, decoded once and held in memory.
 
     Reads through packnet_tf's own image-folder source (class subset
@@ -199,6 +221,7 @@ def decoded_split(path, classes, split, limit=None, seed=0):
         limit: read only this many images, a seeded random subset (for
             quick runs), or None for all.
         seed: the seed of that subset.
+        accurate_jpeg: decode as PIL does (`accurate_jpeg_source`).
 
     Returns:
         `(dataset, count)`: a cached `tf.data.Dataset` of single
@@ -208,7 +231,8 @@ def decoded_split(path, classes, split, limit=None, seed=0):
 
     from packnet_tf import data
 
-    source = data.ImageFolderSource(path, classes=list(classes))
+    source = (accurate_jpeg_source(path, classes) if accurate_jpeg
+              else data.ImageFolderSource(path, classes=list(classes)))
     # "none": 0-255 floats; the input size equals the images' size, so the
     # pipeline's resize leaves every pixel as decoded.
     dataset = data.batches(source, split, (32, 32, 3),

@@ -20,7 +20,10 @@ machine:
 - equal: `prune_fraction="equal"` (every task ends with a fifth of each
   layer; the last task is not pruned or fine-tuned);
 - augment: random horizontal flips and shifts of up to 10% on training
-  batches (`packnet_tf.augmentation`).
+  batches (`packnet_tf.augmentation`);
+- jpeg_accurate: the JPEGs decoded with the accurate integer DCT, as PIL
+  (Avalanche's torchvision pipeline) decodes them, not TensorFlow's default
+  fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values).
 
 Each finished (variant, seed) is written at once to
 results/variants/<variant>_seed<S>.json, and results/packnet_variants.json
@@ -48,7 +51,7 @@ from common import CIFAR10_ZIP, RESULTS, command, machine, write_json
 #: The reference recipe's settings (`cl_methods.run_packnet`).
 REFERENCE = {"prune_fraction": PRUNE_FRACTION, "no_prune_last": False,
              "free_init": "zero", "adam_epsilon": 1e-7, "gradual": None,
-             "augment": None}
+             "augment": None, "jpeg": "default"}
 #: Variants: what each changes in the reference.
 VARIANTS = {
     "reference": {},
@@ -59,6 +62,7 @@ VARIANTS = {
     "gradual": {"gradual": {"end_step": 157, "frequency": 16}},
     "equal": {"prune_fraction": "equal"},
     "augment": {"augment": {"flip": "horizontal", "translate": 0.1}},
+    "jpeg_accurate": {"jpeg": "accurate"},
 }
 FOLDER = "variants"
 
@@ -149,8 +153,15 @@ def main(argv=None):
     if not args.summary:
         from split_cifar10_5 import load_tasks
 
-        tasks = load_tasks(argparse.Namespace(data=args.data,
-                                              quick=args.quick))
+        loaded = {}
+
+        def tasks_for(jpeg):
+            if jpeg not in loaded:
+                loaded[jpeg] = load_tasks(argparse.Namespace(
+                    data=args.data, quick=args.quick,
+                    accurate_jpeg=jpeg == "accurate"))
+            return loaded[jpeg]
+
         started = time.perf_counter()
         for variant in variants:  # variant by variant: whole rows first
             for seed in seeds:
@@ -161,7 +172,8 @@ def main(argv=None):
                 settings = {**REFERENCE, **VARIANTS[variant]}
                 if args.quick and settings["gradual"]:
                     settings["gradual"] = {"end_step": 5, "frequency": 1}
-                result, _ = run_packnet(tasks, settings, seed)
+                result, _ = run_packnet(tasks_for(settings["jpeg"]),
+                                        settings, seed)
                 write_json(f"{folder}/{variant}_seed{seed}.json", {
                     "workload": "split-cifar10-5", "variant": variant,
                     "changes": VARIANTS[variant], "settings": settings,

@@ -64,10 +64,13 @@ def load_tasks(args):
     tasks = []
     for classes in SPLIT_CIFAR10_5[:QUICK_TASKS if args.quick else None]:
         start = time.perf_counter()
+        accurate = getattr(args, "accurate_jpeg", False)
         train, count = decoded_split(
-            args.data, classes, "train", QUICK_TRAIN if args.quick else None)
+            args.data, classes, "train", QUICK_TRAIN if args.quick else None,
+            accurate_jpeg=accurate)
         test, _ = decoded_split(
-            args.data, classes, "test", QUICK_TEST if args.quick else None)
+            args.data, classes, "test", QUICK_TEST if args.quick else None,
+            accurate_jpeg=accurate)
         x_test, y_test = as_arrays(test)
         tasks.append({"name": "_".join(classes), "train": train,
                       "count": count, "x_test": x_test, "y_test": y_test})
