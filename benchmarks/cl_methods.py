@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import packnet_tf as pn
 from common import cifar_cnn_layers, to_unit, training_batches
-from packnet_tf import augmentation, baselines
+from packnet_tf import augmentation, baselines, ownership
 
 EPOCHS, FINETUNE_EPOCHS, BASELINE_EPOCHS = 4, 2, 6
 LEARNING_RATE, FINETUNE_LEARNING_RATE = 1e-3, 1e-4
@@ -36,6 +36,40 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+class PruneTies(keras.callbacks.Callback):
+    """Counts magnitude ties at each task's pruning threshold.
+
+    At the end of a task's first `fit` (its train phase, right before
+    one-shot pruning) it records, over the kernels, how many of the task's
+    weights are exactly 0 and how many share the magnitude of the last
+    weight pruning would free (ties the library breaks by position).
+    """
+
+    def __init__(self, fraction):
+        super().__init__()
+        self.fraction, self.counts, self._seen = fraction, {}, set()
+
+    def on_train_end(self, logs=None):
+        task = self.model.active_task
+        if task.name in self._seen or not isinstance(self.fraction, float):
+            return
+        self._seen.add(task.name)
+        zeros = tied = owned_total = 0
+        for layer in self.model.trunk.layers:
+            for _, kernel, owner in getattr(layer, "packed_kernels",
+                                            list)():
+                mine = np.abs(kernel.numpy()[owner.numpy() == task.task_id])
+                k = ownership.count_to_free(mine.size, self.fraction)
+                owned_total += mine.size
+                zeros += int(np.sum(mine == 0))
+                if 0 < k < mine.size:
+                    threshold = np.sort(mine)[k - 1]
+                    # Weights at the threshold beyond the one that must go.
+                    tied += int(np.sum(mine == threshold)) - 1
+        self.counts[task.name] = {"owned": owned_total, "zeros": zeros,
+                                  "tied_at_threshold": tied}
 
 
 def predict(model, task):
@@ -101,6 +135,7 @@ def run_packnet(tasks, settings, seed):
     optimizer = keras.optimizers.Adam(
         epsilon=settings.get("adam_epsilon", 1e-7))
     timer, matrix, logits_after, train_seconds = EpochTimer(), [], [], 0.0
+    ties = PruneTies(settings["prune_fraction"])
 
     def evaluate(j):
         model.use_task(tasks[j]["name"])
@@ -130,7 +165,7 @@ def run_packnet(tasks, settings, seed):
             finetune_epochs=FINETUNE_EPOCHS, optimizer=optimizer,
             learning_rate=LEARNING_RATE,
             finetune_learning_rate=FINETUNE_LEARNING_RATE,
-            callbacks=[timer], verbose=0)
+            callbacks=[timer, ties], verbose=0)
         train_seconds += time.perf_counter() - start
         logits_after.append(predict(model, task))
         matrix.append(_row(evaluate, i, len(tasks)))
@@ -146,7 +181,9 @@ def run_packnet(tasks, settings, seed):
 
     print(model.capacity())
     readies = [lambda n=t["name"]: ready(n) for t in tasks]
-    return result(matrix, train_seconds, timer), readies
+    figures = result(matrix, train_seconds, timer)
+    figures["prune_ties"] = ties.counts
+    return figures, readies
 
 
 def plain_network(trunk_only=False):
