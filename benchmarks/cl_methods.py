@@ -72,6 +72,30 @@ class PruneTies(keras.callbacks.Callback):
                                   "tied_at_threshold": tied}
 
 
+class FirstTaskBiases(keras.callbacks.Callback):
+    """Emulates Avalanche's biases: trained by task 1, then frozen.
+
+    The library gives every task its own biases. Avalanche's PackNet trains
+    one bias per layer on the first task and freezes it. For tasks 2 and
+    later this callback sets the task's bias row back to task 1's after
+    every step (the task's own row only, so no other task is touched), so
+    the task computes with task 1's biases throughout.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        task_id = self.model.active_task.task_id
+        if task_id == 1:
+            return
+        for layer in self.model.trunk.layers:
+            for name in getattr(layer, "_per_task_names", ()):
+                if name != "bias":
+                    continue
+                variable = getattr(layer, name)
+                rows = variable.numpy()
+                rows[task_id - 1] = rows[0]
+                variable.assign(rows)
+
+
 def predict(model, task):
     return model.predict(task["x_test"], batch_size=INFERENCE_BATCH,
                          verbose=0)
@@ -165,7 +189,9 @@ def run_packnet(tasks, settings, seed):
             finetune_epochs=FINETUNE_EPOCHS, optimizer=optimizer,
             learning_rate=LEARNING_RATE,
             finetune_learning_rate=FINETUNE_LEARNING_RATE,
-            callbacks=[timer, ties], verbose=0)
+            callbacks=[timer, ties] + (
+                [FirstTaskBiases()] if settings.get("first_task_biases")
+                else []), verbose=0)
         train_seconds += time.perf_counter() - start
         logits_after.append(predict(model, task))
         matrix.append(_row(evaluate, i, len(tasks)))

@@ -23,7 +23,9 @@ machine:
   batches (`packnet_tf.augmentation`);
 - jpeg_accurate: the JPEGs decoded with the accurate integer DCT, as PIL
   (Avalanche's torchvision pipeline) decodes them, not TensorFlow's default
-  fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values).
+  fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values);
+- first_task_biases: every task computes with task 1's biases, frozen
+  (Avalanche's PackNet), not its own (`cl_methods.FirstTaskBiases`).
 
 Each finished (variant, seed) is written at once to
 results/variants/<variant>_seed<S>.json, and results/packnet_variants.json
@@ -51,7 +53,8 @@ from common import CIFAR10_ZIP, RESULTS, command, machine, write_json
 #: The reference recipe's settings (`cl_methods.run_packnet`).
 REFERENCE = {"prune_fraction": PRUNE_FRACTION, "no_prune_last": False,
              "free_init": "zero", "adam_epsilon": 1e-7, "gradual": None,
-             "augment": None, "jpeg": "default"}
+             "augment": None, "jpeg": "default",
+             "first_task_biases": False}
 #: Variants: what each changes in the reference.
 VARIANTS = {
     "reference": {},
@@ -63,6 +66,7 @@ VARIANTS = {
     "equal": {"prune_fraction": "equal"},
     "augment": {"augment": {"flip": "horizontal", "translate": 0.1}},
     "jpeg_accurate": {"jpeg": "accurate"},
+    "first_task_biases": {"first_task_biases": True},
 }
 FOLDER = "variants"
 
