@@ -99,3 +99,27 @@ def fresh_draws(initializer, shape, dtype):
     if "seed" in config:
         config["seed"] = None
     return initializer.__class__.from_config(config)(shape, dtype=dtype)
+
+
+def claim_for_task(layer, task_id, free_init, released):
+    """Gives `layer`'s free weights to `task_id`, started as `free_init` says.
+
+    Args:
+        layer: a packed layer.
+        task_id: the new task (per-task values start from the task before).
+        free_init: one of `FREE_INITS`.
+        released: per packed kernel of `layer`, the variable of its kept
+            pruned values ("previous"), or None.
+    """
+    free = [tf.equal(owner, FREE) for _, _, owner in layer.packed_kernels()]
+    layer.claim_free(task_id)
+    if task_id == 1:
+        return  # the first task starts from the trunk's own weights
+    layer.copy_task_slot(task_id - 1, task_id)
+    if free_init == "zero":
+        return  # pruning left them at 0
+    for (name, kernel, _), claimed, kept in zip(layer.packed_kernels(), free,
+                                                released):
+        values = kept if free_init == "previous" else fresh_draws(
+            layer.initializer_of(name), kernel.shape, kernel.dtype)
+        kernel.assign(start_values(kernel, claimed, values))

@@ -13,13 +13,12 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from packnet_tf._keras_compat import OpenStateMixin, compile_state
 from packnet_tf.contract import as_contract
 from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.errors import CapacityError, TaskStateError
-from packnet_tf.free_init import check_free_init, fresh_draws, start_values
+from packnet_tf.free_init import check_free_init, claim_for_task
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
 from packnet_tf.pruning import PruningMixin, validate_fraction
@@ -292,22 +291,8 @@ class PackNetModel(
         task_id = len(self._tasks) + 1
         released = iter(self._released)
         for layer in self._packed():
-            free = [tf.equal(owner, 0) for _, _, owner in
-                    layer.packed_kernels()]
-            layer.claim_free(task_id)
-            if task_id > 1:
-                layer.copy_task_slot(task_id - 1, task_id)
-            for (kernel_name, kernel, _), claimed in zip(
-                    layer.packed_kernels(), free):
-                kept = next(released, None)
-                if task_id == 1 or self.free_init == "zero":
-                    continue  # pruning left them at 0
-                if self.free_init == "previous":
-                    values = kept
-                else:
-                    values = fresh_draws(layer.initializer_of(kernel_name),
-                                         kernel.shape, kernel.dtype)
-                kernel.assign(start_values(kernel, claimed, values))
+            kept = [next(released, None) for _ in layer.packed_kernels()]
+            claim_for_task(layer, task_id, self.free_init, kept)
         self.heads.append(head)
         self._tasks.append(TaskInfo(name, task_id, width, TRAINING,
                                     input_contract=input_contract))
