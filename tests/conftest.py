@@ -248,3 +248,19 @@ def registry_task_data(shape, classes=(2, 3, 4), count=48, seed=0):
          rng.integers(0, n, size=count), n)
         for n in classes
     ]
+
+
+@pytest.fixture(autouse=True)
+def _no_op_determinism_left_behind():
+    """Fails a test that leaves TensorFlow's op determinism on.
+
+    `packnet-tf train --deterministic` turns it on for its whole process;
+    run in-process it would silently change later tests (Keras turns XLA
+    off under it). Run such commands in a subprocess.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    yield
+    assert not tf_config.is_op_determinism_enabled(), (
+        "this test left TensorFlow's op determinism on; run "
+        "`train --deterministic` in a subprocess (cli_support.run_subprocess)")

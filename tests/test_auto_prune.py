@@ -109,10 +109,11 @@ def test_auto_needs_validation_data_and_no_schedule(trunk, task_data):
         phases.Recipe(prune_fraction="auto", auto_candidates=[1.5])
 
 
+@pytest.mark.slow
 def test_the_run_config_prunes_by_held_out_accuracy(tmp_path):
     import json
 
-    from cli_support import (fingerprints, make_npz_tasks, run_cli,
+    from cli_support import (fingerprints, make_npz_tasks, run_subprocess,
                              tiny_config, write_config)
     from packnet_tf import checkpoint
 
@@ -126,7 +127,11 @@ def test_the_run_config_prunes_by_held_out_accuracy(tmp_path):
     for run in ("one", "two"):
         path = write_config(tmp_path / f"{run}.yaml",
                             dict(config, model=f"{run}/model.keras"))
-        code, out, err = run_cli("train", path, "--quiet", "--deterministic")
+        # A fresh process: --deterministic sets TensorFlow's op
+        # determinism for the whole process (it would turn XLA off in
+        # later tests here).
+        done = run_subprocess("train", path, "--quiet", "--deterministic")
+        code, out, err = done.returncode, done.stdout, done.stderr
         assert code == 0, out + err
         assert "prune auto (within 0.1 of the accuracy on 1 in 4" in out
         outputs.append(out)
