@@ -24,18 +24,32 @@ This module only reads and checks the file (no TensorFlow): errors are
 The keys and value checks live in `packnet_tf.cli.schema`.
 """
 
-__all__ = ["ConfigError", "RunConfig", "TASK_DEFAULTS", "TaskConfig",
-           "load_config", "parse_config"]
+__all__ = [
+    "TASK_DEFAULTS",
+    "ConfigError",
+    "RunConfig",
+    "TaskConfig",
+    "load_config",
+    "parse_config",
+]
 
 import dataclasses
 import json
-import os
 import pathlib
 
-from packnet_tf.cli.schema import TASK_DEFAULTS, TASK_ONLY_KEYS, TOP_KEYS
-from packnet_tf.cli.schema import ConfigError, check_int, check_network
-from packnet_tf.cli.schema import check_task_options, check_unknown
+from packnet_tf.cli.schema import (
+    TASK_DEFAULTS,
+    TASK_ONLY_KEYS,
+    TOP_KEYS,
+    ConfigError,
+    check_int,
+    check_network,
+    check_task_options,
+    check_unknown,
+)
+from packnet_tf.paths import resolve_path
 from packnet_tf.task import validate_task_name
+
 
 @dataclasses.dataclass
 class TaskConfig:
@@ -86,15 +100,6 @@ class RunConfig:
     def resolve(self, value):
         """A path from the config, `~`/`$VARS` expanded, made absolute."""
         return resolve_path(value, self.base_dir)
-
-
-def resolve_path(value, base_dir):
-    """Expands `~` and `$VARS` and reads relative paths from `base_dir`."""
-    path = pathlib.Path(os.path.expandvars(os.path.expanduser(str(value))))
-    if not path.is_absolute():
-        path = pathlib.Path(base_dir) / path
-    # "examples/../runs" reads better as "runs" (symlinks are kept).
-    return pathlib.Path(os.path.normpath(path))
 
 
 def read_file(path):

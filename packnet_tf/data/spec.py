@@ -15,12 +15,12 @@ Forms accepted by `from_spec`:
 """
 
 import os
-import pathlib
 
 from packnet_tf.data.arrays import npz_source
 from packnet_tf.data.folder import ImageFolderSource
 from packnet_tf.data.source import DataError
 from packnet_tf.data.tfds_source import TFDSSource
+from packnet_tf.paths import resolve_path
 
 #: Keys every kind accepts.
 COMMON_KEYS = ("train_split", "test_split", "classes")
@@ -75,10 +75,7 @@ def _path(value, base_dir, key):
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise DataError(f"Expected a path in `{key}`. Received: {value!r}",
                         key=key)
-    path = pathlib.Path(os.path.expandvars(os.path.expanduser(str(value))))
-    if not path.is_absolute() and base_dir is not None:
-        path = pathlib.Path(base_dir) / path
-    return pathlib.Path(os.path.normpath(path))
+    return resolve_path(value, base_dir)
 
 
 def from_spec(spec, base_dir=None):
