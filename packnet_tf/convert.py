@@ -162,7 +162,7 @@ def _check_model(model):
         )
 
 
-def convert(model, max_tasks, first_task=None, free_init="zero"):
+def convert(model, max_tasks, first_task=None, free_init="previous"):
     """Turns a Keras Functional or Sequential model into a `PackNetModel`.
 
     The trunk is the model's graph from its input to the input of its final

@@ -3,12 +3,17 @@
 When task k > 1 is added it takes every free weight: the weights earlier
 tasks pruned. Three starts are offered (`PackNetModel(free_init=...)`):
 
-- `"zero"` (the default): pruning sets freed weights to 0 and the new task
-  starts them there;
-- `"previous"`: the value each weight had when it was pruned (what
-  Avalanche's PackNet does: its masks hide pruned weights without changing
-  them). The model keeps those values in one non-trainable copy of every
-  packed kernel (`<layer>/<kernel>_released`), saved with it;
+- `"previous"` (the default): the value each weight had when it was
+  pruned (what Avalanche's PackNet does: its masks hide pruned weights
+  without changing them). The model keeps those values in one
+  non-trainable copy of every packed kernel (`<layer>_<kernel>_released`),
+  saved with it;
+- `"zero"`: pruning sets freed weights to 0 and the new task starts them
+  there (the default before `free_init` existed; files written then load
+  so). Measured on split-cifar10-5 it leaves most of a later task's weights
+  at exactly 0 through training (a weight whose unit gets no gradient never
+  moves), and pruning then chooses among those ties by position
+  (benchmarks/README.md, "Why our PackNet trailed Avalanche's");
 - `"initializer"`: new values drawn from the layer's own initializer (e.g.
   Glorot-uniform), seeded from Keras' global seed
   (`keras.utils.set_random_seed`), so a seed gives the same draws.
@@ -24,6 +29,10 @@ from packnet_tf.ownership import FREE
 
 #: The starts `PackNetModel(free_init=...)` accepts.
 FREE_INITS = ("zero", "previous", "initializer")
+#: The default start.
+DEFAULT = "previous"
+#: The start of model files written before `free_init` existed.
+LEGACY = "zero"
 
 
 def check_free_init(value):

@@ -18,6 +18,8 @@ from packnet_tf._keras_compat import OpenStateMixin, compile_state
 from packnet_tf.contract import as_contract
 from packnet_tf.distribute import MultiWorkerFitMixin
 from packnet_tf.errors import CapacityError, TaskStateError
+from packnet_tf.free_init import DEFAULT as DEFAULT_FREE_INIT
+from packnet_tf.free_init import LEGACY as LEGACY_FREE_INIT
 from packnet_tf.free_init import check_free_init, claim_for_task
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
@@ -53,10 +55,10 @@ class PackNetModel(
             `max_tasks`; weights and owners are copied.
         max_tasks: the most tasks the network will hold, in [1, 255].
         free_init: where task 2 and later start the free weights they
-            take: `"zero"` (default), `"previous"` (their values when they
-            were pruned; keeps one copy of the packed kernels) or
-            `"initializer"` (fresh draws from the layer's initializer). See
-            `packnet_tf.free_init`.
+            take: `"previous"` (default: their values when they were
+            pruned; keeps one copy of the packed kernels, saved with the
+            model), `"zero"` or `"initializer"` (fresh draws from the
+            layer's initializer). See `packnet_tf.free_init`.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -76,7 +78,8 @@ class PackNetModel(
     >>> model.end_task()
     """
 
-    def __init__(self, trunk, max_tasks, free_init="zero", **kwargs):
+    def __init__(self, trunk, max_tasks, free_init=DEFAULT_FREE_INIT,
+                 **kwargs):
         super().__init__(**kwargs)
         self.max_tasks = validate_max_tasks(max_tasks, allow_none=False)
         self.free_init = check_free_init(free_init)
@@ -433,6 +436,8 @@ class PackNetModel(
         tasks = config.pop("tasks", [])
         heads = config.pop("heads", [])
         active = config.pop("active", None)
+        # Files from before `free_init` kept no pruned values: zero start.
+        config.setdefault("free_init", LEGACY_FREE_INIT)
         model = cls(trunk, **config)
         for record, head_config in zip(tasks, heads):
             head = keras.saving.deserialize_keras_object(

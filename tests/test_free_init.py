@@ -152,3 +152,13 @@ def test_the_run_config_builds_with_free_init(tmp_path):
     path = write_config(tmp_path / "run.yaml", config)
     code, _, err = run_cli("train", path)
     assert code == 2 and "network: differs from the network" in err
+
+
+def test_previous_is_the_default_and_old_files_load_as_zero(trunk):
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    assert model.free_init == "previous" and len(model._released) == 3
+    config = model.get_config()
+    assert config["free_init"] == "previous"
+    del config["free_init"]  # a file written before the option existed
+    old = pn.PackNetModel.from_config(config)
+    assert old.free_init == "zero" and old._released == []

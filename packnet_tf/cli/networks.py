@@ -90,7 +90,7 @@ def build_network(spec, max_tasks, load=None):
             `packnet_tf.convert` reject (with their message).
     """
     kind = spec["type"]
-    free_init = spec.get("free_init", "zero")
+    free_init = spec.get("free_init", "previous")  # the library's default
     if kind == "cnn":
         return PackNetModel(_cnn_trunk(spec), max_tasks=max_tasks,
                             free_init=free_init, name="packnet")
