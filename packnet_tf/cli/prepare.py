@@ -16,8 +16,14 @@ import tensorflow as tf
 from packnet_tf import checkpoint
 from packnet_tf.cli import networks
 from packnet_tf.cli.config import ConfigError
-from packnet_tf.data import CheckCache, DataError, DataSource, check_source
-from packnet_tf.data import fit_plan, from_spec
+from packnet_tf.data import (
+    CheckCache,
+    DataError,
+    DataSource,
+    check_source,
+    fit_plan,
+    from_spec,
+)
 from packnet_tf.data.pipeline import preprocess_function
 
 

@@ -26,16 +26,21 @@ import time
 import keras
 
 from packnet_tf import checkpoint, phases
-from packnet_tf.cli.contracts import contract_for
 from packnet_tf.cli import outcome
-from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
-from packnet_tf.cli.progress import NanGuard, PhaseFailed, Reporter
+from packnet_tf.cli.contracts import contract_for
 from packnet_tf.cli.metrics import task_metrics
 from packnet_tf.cli.networks import input_shape
-from packnet_tf.cli.progress import accuracy_table, history_summary
+from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
+from packnet_tf.cli.progress import (
+    NanGuard,
+    PhaseFailed,
+    Reporter,
+    accuracy_table,
+    history_summary,
+)
 from packnet_tf.data import batches
-from packnet_tf.task import FROZEN, PRUNED, TRAINING
 from packnet_tf.phases import PHASES, fresh_optimizer
+from packnet_tf.task import FROZEN, PRUNED, TRAINING
 
 
 class Run:
@@ -223,7 +228,7 @@ class Run:
     def run_task(self, task):
         """Runs the phases of `task` that are not done yet."""
         index, name = task.config.index, task.name
-        say = lambda phase, text: self.reporter.phase(  # noqa: E731
+        say = lambda phase, text: self.reporter.phase(
             index, name, phase, text)
         state = self._state(task)
         if state == FROZEN:
@@ -325,7 +330,7 @@ class Run:
                     self.run_task(task)
                 except PhaseFailed:
                     raise
-                except Exception as error:  # noqa: BLE001 (reported)
+                except Exception as error:  # reported, with the traceback
                     raise outcome.stopped(self, error) from error
         # A finished run leaves no stale traceback from an earlier stop.
         outcome.error_log(self.config.model).unlink(missing_ok=True)
