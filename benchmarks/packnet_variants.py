@@ -25,7 +25,8 @@ machine:
   (Avalanche's torchvision pipeline) decodes them, not TensorFlow's default
   fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values);
 - first_task_biases: every task computes with task 1's biases, frozen
-  (Avalanche's PackNet), not its own (`cl_methods.FirstTaskBiases`).
+  (Avalanche's PackNet), not its own (`cl_methods.FirstTaskBiases`);
+- previous_last_unpruned: free_previous and last_unpruned together.
 
 Each finished (variant, seed) is written at once to
 results/variants/<variant>_seed<S>.json, and results/packnet_variants.json
@@ -67,6 +68,8 @@ VARIANTS = {
     "augment": {"augment": {"flip": "horizontal", "translate": 0.1}},
     "jpeg_accurate": {"jpeg": "accurate"},
     "first_task_biases": {"first_task_biases": True},
+    "previous_last_unpruned": {"free_init": "previous",
+                               "no_prune_last": True},
 }
 FOLDER = "variants"
 
