@@ -7,7 +7,10 @@ same CNN for every method (benchmarks/cl_methods.py):
 
 - packnet: one `PackNetModel`; per task `train_task`: 4 epochs Adam 1e-3,
   prune 50% of the task's weights per layer (every task, the last one too,
-  as the workload says), fine-tune 2 epochs Adam 1e-4; batch 64.
+  as the workload says), fine-tune 2 epochs Adam 1e-4; batch 64. Free
+  weights start at zero (`--free-init zero`, the library's default when
+  the published table ran; the library now defaults to "previous", see
+  packnet_variants.py).
 - individual: a fresh network per task, 6 epochs Adam 1e-3 (the upper bound).
 - finetune: one trunk trained on the tasks in sequence, a head per task,
   6 epochs Adam 1e-3 each, nothing protected (shows forgetting).
