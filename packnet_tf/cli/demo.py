@@ -102,7 +102,7 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
     _clear(out)
     config = demo_config(out, epochs=epochs, finetune_epochs=finetune_epochs)
     print("packnet-tf demo: 5 two-digit tasks from scikit-learn's digits, "
-          "packed into one CNN with an equal share each.\n", file=stream,
+          "packed into one CNN with an equal share each.", file=stream,
           flush=True)
     start = time.perf_counter()
     model, _ = train(config, stream=stream, verbose=verbose)
@@ -139,10 +139,9 @@ def run_demo(out="runs/demo", epochs=6, finetune_epochs=2, export=True,
     lines += [
         (f"  the digits as an image folder: {written['images']}"
          "/<split>/<digit>/*.png"),
-        "Next:",
-        f"  packnet-tf info {written['model']} --plot capacity.png",
-        f"  packnet-tf verify {written['model']}",
-        ("  packnet-tf train examples/digits_folder.yaml   (the same tasks "
+        (f"Next: packnet-tf info {written['model']} --plot capacity.png; "
+         f"packnet-tf verify {written['model']}"),
+        ("      packnet-tf train examples/digits_folder.yaml (the same tasks "
          "from the image folder)"),
     ]
     print("\n".join(lines), file=stream, flush=True)
