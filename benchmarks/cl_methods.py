@@ -108,10 +108,35 @@ def accuracy(logits, task):
 def _batches(task, seed, augment=None):
     batches = training_batches(task["train"], task["count"], BATCH,
                                seed=seed)
+    if task.get("holdout"):
+        # The held-out examples never train (`holdout_split`).
+        batches = training_batches(*holdout_split(task, held_out=False),
+                                   BATCH, seed=seed)
     layers = augmentation.augmenter(augment, seed)
     if layers is None:
         return batches
     return batches.map(lambda x, y: (layers(x, training=True), y))
+
+
+def holdout_split(task, held_out):
+    """Every `task["holdout"]`-th training example (by position in the
+    cached split), or the others: validation data for
+    `prune_fraction="auto"` that is neither trained on nor the test set.
+
+    Returns:
+        `(cached dataset, count)`.
+    """
+    every = task["holdout"]
+    keep = (lambda i, _: i % every == 0) if held_out else (
+        lambda i, _: i % every != 0)
+    dataset = task["train"].enumerate().filter(keep).map(lambda _, e: e)
+    held = -(-task["count"] // every)
+    return dataset, held if held_out else task["count"] - held
+
+
+def _validation(task):
+    dataset, _ = holdout_split(task, held_out=True)
+    return dataset.batch(500).map(to_unit).cache()
 
 
 def _loss():
@@ -148,8 +173,10 @@ def run_packnet(tasks, settings, seed):
 
     Settings: `prune_fraction` (a number or "equal"), `no_prune_last`,
     `free_init` (`PackNetModel(free_init=...)`), `adam_epsilon`, `gradual`
-    (PolynomialDecay timings while fine-tuning, or None) and `augment` (an
-    augmentation spec, or None).
+    (PolynomialDecay timings while fine-tuning, or None), `augment` (an
+    augmentation spec, or None) and, with `prune_fraction="auto"`,
+    `auto_holdout` (every k-th training example is held out as its
+    validation data, and not trained on) and `auto_tolerance`.
     """
     keras.utils.set_random_seed(seed)
     trunk = keras.Sequential([keras.Input((32, 32, 3))]
@@ -173,11 +200,15 @@ def run_packnet(tasks, settings, seed):
                 f"to {np.max(np.abs(logits - logits_after[j]))}.")
         return accuracy(logits, tasks[j])
 
+    auto = settings["prune_fraction"] == "auto"
+    choices = []
     for i, task in enumerate(tasks):
         last = i == len(tasks) - 1
         unpruned_last = last and settings["no_prune_last"]
+        if auto:
+            task = {**task, "holdout": settings["auto_holdout"]}
         start = time.perf_counter()
-        pn.train_task(
+        trained = pn.train_task(
             model, task["name"],
             _batches(task, seed, settings.get("augment")), num_classes=2,
             # An unpruned task is not fine-tuned: it trains as long as the
@@ -189,10 +220,21 @@ def run_packnet(tasks, settings, seed):
             finetune_epochs=FINETUNE_EPOCHS, optimizer=optimizer,
             learning_rate=LEARNING_RATE,
             finetune_learning_rate=FINETUNE_LEARNING_RATE,
+            **({"validation_data": _validation(task),
+                "auto_tolerance": settings["auto_tolerance"]}
+               if auto and not unpruned_last else {}),
             callbacks=[timer, ties] + (
                 [FirstTaskBiases()] if settings.get("first_task_biases")
                 else []), verbose=0)
         train_seconds += time.perf_counter() - start
+        if trained.auto is not None:
+            choices.append({"fraction": trained.auto.fraction,
+                            "unpruned_accuracy":
+                                trained.auto.unpruned_accuracy,
+                            "trials": [list(t) for t in trained.auto.trials]})
+            print(f"auto: pruned {trained.auto.fraction:.0%} "
+                  f"(validation {trained.auto.unpruned_accuracy:.4f} "
+                  f"unpruned; trials {trained.auto.trials})", flush=True)
         logits_after.append(predict(model, task))
         matrix.append(_row(evaluate, i, len(tasks)))
         print(f"packnet {task['name']}: {matrix[-1][i]:.4f} "
@@ -209,6 +251,8 @@ def run_packnet(tasks, settings, seed):
     readies = [lambda n=t["name"]: ready(n) for t in tasks]
     figures = result(matrix, train_seconds, timer)
     figures["prune_ties"] = ties.counts
+    if choices:
+        figures["auto"] = choices
     return figures, readies
 
 

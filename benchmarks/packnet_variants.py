@@ -8,9 +8,12 @@ the seed's initial weights and batch order shared by every variant. The
 reference runs in the same command, so every difference is paired on one
 machine:
 
-- reference: the recipe above, the library's defaults;
+- reference: the recipe above, as the library ran it until
+  `free_init="previous"` became its default;
 - free_previous: `PackNetModel(free_init="previous")`, a new task's free
-  weights start at their values when pruned (Avalanche's choice);
+  weights start at their values when pruned (Avalanche's choice): the
+  recipe with the library's defaults today, the "defaults" row every
+  `previous_*` variant is also paired against;
 - free_initializer: `free_init="initializer"`, fresh Glorot-uniform draws;
 - adam_eps_1e-8: Adam's epsilon at PyTorch's 1e-8 (Keras: 1e-7);
 - last_unpruned: the last task keeps all its weights and trains for the
@@ -26,7 +29,13 @@ machine:
   fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values);
 - first_task_biases: every task computes with task 1's biases, frozen
   (Avalanche's PackNet), not its own (`cl_methods.FirstTaskBiases`);
-- previous_last_unpruned: free_previous and last_unpruned together.
+- previous_last_unpruned: free_previous and last_unpruned together;
+- previous_gradual, previous_equal, previous_augment: free_previous and
+  gradual, equal or augment together;
+- previous_auto: free_previous and `prune_fraction="auto"` (tolerance 0.5
+  points of validation accuracy, the library's default candidates 0.9 to
+  0.1 with one recovery epoch each); every 10th training example is held
+  out as the validation data the search needs and is not trained on.
 
 Each finished (variant, seed) is written at once to
 results/variants/<variant>_seed<S>.json, and results/packnet_variants.json
@@ -55,7 +64,9 @@ from common import CIFAR10_ZIP, RESULTS, command, machine, write_json
 REFERENCE = {"prune_fraction": PRUNE_FRACTION, "no_prune_last": False,
              "free_init": "zero", "adam_epsilon": 1e-7, "gradual": None,
              "augment": None, "jpeg": "default",
-             "first_task_biases": False}
+             "first_task_biases": False, "auto_holdout": None,
+             "auto_tolerance": None}
+PREVIOUS = {"free_init": "previous"}
 #: Variants: what each changes in the reference.
 VARIANTS = {
     "reference": {},
@@ -68,9 +79,17 @@ VARIANTS = {
     "augment": {"augment": {"flip": "horizontal", "translate": 0.1}},
     "jpeg_accurate": {"jpeg": "accurate"},
     "first_task_biases": {"first_task_biases": True},
-    "previous_last_unpruned": {"free_init": "previous",
-                               "no_prune_last": True},
+    "previous_last_unpruned": {**PREVIOUS, "no_prune_last": True},
+    "previous_gradual": {**PREVIOUS,
+                         "gradual": {"end_step": 157, "frequency": 16}},
+    "previous_equal": {**PREVIOUS, "prune_fraction": "equal"},
+    "previous_augment": {**PREVIOUS, "augment": {"flip": "horizontal",
+                                                 "translate": 0.1}},
+    "previous_auto": {**PREVIOUS, "prune_fraction": "auto",
+                      "auto_holdout": 10, "auto_tolerance": 0.005},
 }
+#: The row of the library's defaults, the second pairing.
+DEFAULTS = "free_previous"
 FOLDER = "variants"
 
 
@@ -86,21 +105,26 @@ def _path(variant, seed, folder=FOLDER):
 
 
 def summarize(folder=FOLDER):
-    """Every variant's mean ± sd and its paired difference to the reference."""
+    """Every variant's mean ± sd and its paired differences to the
+    reference and to the library's defaults (`DEFAULTS`)."""
     runs = {}
     for path in sorted((RESULTS / folder).glob("*_seed*.json")):
         record = json.loads(path.read_text())
         runs.setdefault(record["variant"], {})[record["seed"]] = record
-    reference = runs.get("reference", {})
     table = {}
+
+    def paired(seeds, base):
+        base = runs.get(base, {})
+        diffs = [seeds[s]["result"]["mean_final_acc"]
+                 - base[s]["result"]["mean_final_acc"]
+                 for s in sorted(seeds) if s in base]
+        return {**_mean_sd(diffs), "per_seed": diffs} if diffs else None
+
     for variant in VARIANTS:
         seeds = runs.get(variant, {})
         if not seeds:
             continue
         finals = [r["result"]["mean_final_acc"] for r in seeds.values()]
-        paired = [seeds[s]["result"]["mean_final_acc"]
-                  - reference[s]["result"]["mean_final_acc"]
-                  for s in sorted(seeds) if s in reference]
         table[variant] = {
             "changes": VARIANTS[variant],
             "seeds": sorted(seeds),
@@ -109,9 +133,8 @@ def summarize(folder=FOLDER):
                 *[r["result"]["final_acc"] for r in seeds.values()])],
             "mean_forgetting": _mean_sd(
                 [r["result"]["mean_forgetting"] for r in seeds.values()]),
-            "paired_minus_reference": ({**_mean_sd(paired),
-                                        "per_seed": paired}
-                                       if paired else None),
+            "paired_minus_reference": paired(seeds, "reference"),
+            "paired_minus_defaults": paired(seeds, DEFAULTS),
             "train_seconds": _mean_sd(
                 [r["result"]["train_seconds"] for r in seeds.values()]),
         }
@@ -119,18 +142,21 @@ def summarize(folder=FOLDER):
 
 
 def print_summary(table):
-    print(f"\n{'variant':<18}{'seeds':>7}{'mean final':>18}"
-          f"{'paired vs ref, points':>26}")
-    for variant, row in table.items():
-        acc = row["mean_final_acc"]
-        sd = "" if acc["sd"] is None else f" ± {acc['sd']:.3f}"
-        paired = row["paired_minus_reference"]
-        diff = "-" if paired is None else (
+    def points(paired):
+        return "-" if paired is None else (
             f"{100 * paired['mean']:+.2f}" + (
                 "" if paired["sd"] is None
                 else f" ± {100 * paired['sd']:.2f}"))
-        print(f"{variant:<18}{len(row['seeds']):>7}"
-              f"{acc['mean']:>11.4f}{sd:<7}{diff:>26}")
+
+    print(f"\n{'variant':<24}{'seeds':>6}{'mean final':>18}"
+          f"{'vs reference, points':>24}{'vs defaults':>16}")
+    for variant, row in table.items():
+        acc = row["mean_final_acc"]
+        sd = "" if acc["sd"] is None else f" ± {acc['sd']:.3f}"
+        print(f"{variant:<24}{len(row['seeds']):>6}"
+              f"{acc['mean']:>11.4f}{sd:<7}"
+              f"{points(row['paired_minus_reference']):>24}"
+              f"{points(row['paired_minus_defaults']):>16}")
 
 
 def main(argv=None):
