@@ -263,3 +263,19 @@ def test_tflite_multi_task_int8_pixel_file(model, tmp_path):
         assert inputs["quantization"] == (1.0, 0)
         out = runner(pixels=_pixels(2, seed=6))["outputs"]
         assert out.dtype == np.int8 and out.shape[0] == 2
+
+
+def test_probability_heads_give_finite_logits_where_p_is_zero():
+    """A saturated softmax head (p exactly 0) gives finite `logits` (JSON
+    has no -inf) whose softmax is the head's probabilities."""
+    from packnet_tf.export.signatures import TINY, head_outputs
+
+    p = tf.constant([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0]])
+    out = head_outputs(p, 3, pn.InputContract(from_logits=False))
+    logits = out["logits"].numpy()
+    assert np.all(np.isfinite(logits))
+    np.testing.assert_array_equal(logits[0, 1:], np.log(np.float32(TINY)))
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), p.numpy(),
+                               atol=1e-7)
+    np.testing.assert_array_equal(out["probabilities"].numpy(), p.numpy())
+    np.testing.assert_array_equal(out["class_ids"].numpy()[:, 0], [0, 1])

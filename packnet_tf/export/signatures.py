@@ -12,13 +12,15 @@ SavedModel serves:
   [batch] (TF Serving's REST `{"b64": ...}` values), decoded with
   `tf.io.decode_image`, then as `_pixels`.
 
-Each returns `logits` (and `outputs`, the same, for clients of the first
-exports), `probabilities`, and the top k = min(5, classes) `class_ids`,
+Each returns `logits` (and `outputs`, the head's own outputs, for clients
+of the first exports: the logits, or a probability head's probabilities,
+whose `logits` are log p, finite where p is 0), `probabilities`, and the top k = min(5, classes) `class_ids`,
 `class_names` and `scores` (their probabilities). Bad input (a wrong channel
 count, an empty batch, a string that is no image) stops the call with an
 `InvalidArgumentError` whose message says what was expected.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from packnet_tf.export.checks import signature_name
@@ -38,6 +40,9 @@ SCORES = "scores"
 TOP_K = 5
 #: Suffixes of the signature keys of the raw-input signatures.
 PIXELS_SUFFIX = "_pixels"
+#: The least probability a `logits` output takes the log of (float32's
+#: smallest normal): probability heads' zeros give finite logits.
+TINY = float(np.finfo(np.float32).tiny)
 IMAGES_SUFFIX = "_images"
 #: Leading bytes of the formats `tf.io.decode_image` reads.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
@@ -82,9 +87,12 @@ def head_outputs(outputs, num_classes, contract):
         logits = outputs
         probabilities = tf.nn.softmax(outputs, axis=-1)
     else:
-        # log p is a logit: softmax(log p) = p.
+        # log p is a logit: softmax(log p) = p. A probability of exactly 0
+        # (a saturated softmax) gives log(float32's smallest normal), about
+        # -87.3, not -inf: JSON (TF Serving's REST API) has no infinity,
+        # and softmax of the result differs from p by under 1e-37.
         probabilities = outputs
-        logits = tf.math.log(outputs)
+        logits = tf.math.log(tf.maximum(outputs, TINY))
     # Ranked by the head's own outputs: equal to `argmax` of the logits even
     # where softmax rounds two of them to the same probability.
     _, ids = tf.math.top_k(outputs, k=min(TOP_K, num_classes))
