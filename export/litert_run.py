@@ -35,6 +35,8 @@ import numpy as np
 SIGNATURE_PREFIX = "task_"
 #: Suffix of the signatures that read uint8 pixels.
 PIXELS_SUFFIX = "_pixels"
+#: The input of those signatures (float signatures read `inputs`).
+PIXELS_INPUT = "pixels"
 #: The labels file the exporter writes beside a model, per task.
 LABELS_SUFFIX = ".labels.txt"
 
@@ -80,9 +82,28 @@ def input_details(interpreter, key):
     return tuple(detail["shape_signature"]), detail["dtype"]
 
 
-def task_of(key):
-    """The task a signature key belongs to."""
-    return key.removeprefix(SIGNATURE_PREFIX).removesuffix(PIXELS_SUFFIX)
+def task_of(key, input_name):
+    """The task a signature key belongs to.
+
+    Args:
+        key: the signature key, `task_<name>` or `task_<name>_pixels`.
+        input_name: the signature's one input: only a pixels signature's
+            (`PIXELS_INPUT`) drops the suffix, so a float task that is
+            itself named `x_pixels` keeps its name.
+
+    Returns:
+        The task's name.
+    """
+    name = key.removeprefix(SIGNATURE_PREFIX)
+    if input_name == PIXELS_INPUT:
+        return name.removesuffix(PIXELS_SUFFIX)
+    return name
+
+
+def input_name(interpreter, key):
+    """The name of signature `key`'s one input."""
+    (name,) = interpreter.get_signature_runner(key).get_input_details()
+    return name
 
 
 def read_labels(model_path, tasks, labels_json=None):
@@ -242,7 +263,7 @@ def main(argv=None):
     interpreter = load_interpreter(args.model, args.threads,
                                    xnnpack=not args.no_xnnpack)
     keys = sorted(interpreter.get_signature_list())
-    tasks = {task_of(k): k for k in keys}
+    tasks = {task_of(k, input_name(interpreter, k)): k for k in keys}
     chosen = args.task or list(tasks)
     unknown = [t for t in chosen if t not in tasks]
     if unknown:

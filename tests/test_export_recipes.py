@@ -261,3 +261,33 @@ def test_litert_runner_resizes_as_the_training_pipeline(size_in, size_out):
     expected = tf.image.resize(pixels.astype(np.float32), size_out).numpy()
     np.testing.assert_allclose(runner.resize_bilinear(pixels, *size_out),
                                expected, rtol=0, atol=1e-3)
+
+
+def test_litert_runner_keeps_a_float_task_named_like_a_pixels_signature(
+        tmp_path):
+    """A float task literally named `cam_pixels` (signature
+    `task_cam_pixels`, input `inputs`) is not taken for task `cam`'s pixels
+    signature: only a `pixels` input drops the suffix."""
+    from conftest import fake_train
+
+    from packnet_tf.export.signatures import PIXELS_NAME
+
+    runner = _load_recipe("litert_run")
+    assert runner.PIXELS_INPUT == PIXELS_NAME  # the script cannot import it
+    assert runner.task_of("task_cam_pixels", "inputs") == "cam_pixels"
+    assert runner.task_of("task_cam_pixels", PIXELS_NAME) == "cam"
+    import packnet_tf as pn
+
+    model = pn.PackNetModel(wide_trunk(), max_tasks=2)
+    model.add_task("cam_pixels", num_classes=3)
+    fake_train(model, np.random.default_rng(0))
+    model.prune(0.5)
+    model.end_task()
+    path = export.tflite(model, tmp_path / "one.tflite")
+    x = probe_inputs(model, count=2)
+    np.save(tmp_path / "batch.npy", x)
+    rows = _run_runner(path, tmp_path / "batch.npy", "--task", "cam_pixels")
+    assert [row[0] for row in rows] == ["cam_pixels", "cam_pixels"]
+    expected = np.argsort(-model_outputs(model, "cam_pixels", x), axis=1)
+    assert [_top(r[2]) for r in rows] == [
+        [str(i) for i in row] for row in expected]
