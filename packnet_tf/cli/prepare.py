@@ -16,6 +16,7 @@ import tensorflow as tf
 from packnet_tf import checkpoint
 from packnet_tf.cli import networks
 from packnet_tf.cli.config import ConfigError
+from packnet_tf.contract import InputContract
 from packnet_tf.data import (
     CheckCache,
     DataError,
@@ -297,7 +298,13 @@ def prepare(config, strategy=None):
         try:
             # Raises on an unknown mode, whatever the dtype.
             preprocess_function(task.options["preprocess"], tf.float32)
-        except DataError as error:
+            # A keras.applications preprocessing may not fit the trunk (3
+            # channels asked, 1 given): found here, not when the task
+            # starts training.
+            if task.options["preprocess"] != "auto":  # auto: unit or none
+                InputContract(preprocess=task.options["preprocess"]
+                              ).check_input_shape(shape, task.name)
+        except (DataError, ValueError) as error:
             raise config.error(f"{where}.preprocess", error) from None
         classes = source.num_classes
         wanted = task.options.get("num_classes")
