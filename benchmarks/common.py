@@ -44,6 +44,19 @@ def write_json(name, payload):
     return path
 
 
+def parse_seeds(text, parser):
+    """`--seeds 0,1,2` as a list of ints; `parser.error` on anything else
+    (not ints, repeats, negatives, none)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        parser.error(f"expected distinct seeds >= 0 separated by commas, "
+                     f"e.g. 0,1,2. Received: {text!r}")
+    return seeds
+
+
 def summary(values):
     """Median, min and max of `values`."""
     values = np.asarray(values, dtype=float)

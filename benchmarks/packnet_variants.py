@@ -58,7 +58,8 @@ import time
 import numpy as np
 
 from cl_methods import PRUNE_FRACTION, run_packnet
-from common import CIFAR10_ZIP, RESULTS, command, machine, write_json
+from common import (CIFAR10_ZIP, RESULTS, command, machine, parse_seeds,
+                    write_json)
 
 #: The reference recipe's settings (`cl_methods.run_packnet`).
 REFERENCE = {"prune_fraction": PRUNE_FRACTION, "no_prune_last": False,
@@ -176,11 +177,7 @@ def main(argv=None):
     if unknown or not variants:
         parser.error(f"--variants: expected some of {', '.join(VARIANTS)}."
                      f" Received: {args.variants!r}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds: expected comma-separated ints. Received: "
-                     f"{args.seeds!r}")
+    seeds = parse_seeds(args.seeds, parser)
     folder = FOLDER + "_quick" * args.quick
     name = "packnet_variants" + "_quick" * args.quick + ".json"
     if not args.summary:

@@ -52,7 +52,8 @@ import numpy as np
 from cl_methods import (BASELINE_EPOCHS, BATCH, INFERENCE_BATCH, METHODS,
                         PRUNE_FRACTION, predict)
 from common import (CIFAR10_ZIP, RESULTS, SPLIT_CIFAR10_5, as_arrays,
-                    command, decoded_split, machine, write_json)
+                    command, decoded_split, machine, parse_seeds,
+                    write_json)
 from packnet_tf.evaluation import continual_metrics
 from packnet_tf.evaluation import plot_accuracy_across_tasks
 
@@ -256,17 +257,6 @@ def print_aggregate(summary):
         print(f"\nPackNet - individual (paired by seed): "
               f"{pair['mean'] * 100:+.2f} ± {pair['sd'] * 100:.2f} points "
               f"({', '.join(f'{d * 100:+.2f}' for d in pair['per_seed'])})")
-
-
-def parse_seeds(text, parser):
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        parser.error(f"expected distinct seeds >= 0 separated by commas, "
-                     f"e.g. 0,1,2. Received: {text!r}")
-    return seeds
 
 
 def main(argv=None):
