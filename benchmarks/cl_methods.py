@@ -106,12 +106,10 @@ def accuracy(logits, task):
 
 
 def _batches(task, seed, augment=None):
-    batches = training_batches(task["train"], task["count"], BATCH,
-                               seed=seed)
-    if task.get("holdout"):
-        # The held-out examples never train (`holdout_split`).
-        batches = training_batches(*holdout_split(task, held_out=False),
-                                   BATCH, seed=seed)
+    # Held-out examples (`holdout_split`) never train.
+    cached, count = (holdout_split(task, held_out=False)
+                     if task.get("holdout") else (task["train"], task["count"]))
+    batches = training_batches(cached, count, BATCH, seed=seed)
     layers = augmentation.augmenter(augment, seed)
     if layers is None:
         return batches
