@@ -26,6 +26,11 @@ from packnet_tf.export.folding import (
     fold_plan,
     task_row,
 )
+from packnet_tf.export.precision import (
+    float32_config,
+    float32_layer,
+    float32_policy,
+)
 from packnet_tf.layers import PackedLayer, registry
 
 
@@ -102,11 +107,14 @@ def expand_groups(kernel, groups):
 def make_twin(layer, with_bias=False):
     """An unbuilt Keras twin of `layer` with the same arguments.
 
+    The twin computes in float32 where `layer` computes in half precision
+    (`packnet_tf.export.precision`).
+
     Args:
         layer: a `PackedLayer`.
         with_bias: force a bias (a folded batch norm needs one).
     """
-    config = layer.get_config()
+    config = float32_config(layer)
     config.pop("max_tasks", None)
     if with_bias:
         config["use_bias"] = True
@@ -166,7 +174,7 @@ def plain_trunk(trunk, task_id=None, fold_batch_norm=True):
 
     def clone_layer(layer):
         if not isinstance(layer, PackedLayer):
-            return layer  # no weights: reused as it is
+            return float32_layer(layer)  # no weights: reused where float32
         if id(layer) in folded:
             return keras.layers.Identity(name=layer.name)
         bn = folds_into.get(id(layer))
@@ -174,8 +182,9 @@ def plain_trunk(trunk, task_id=None, fold_batch_norm=True):
         twins.append((layer, twin, bn))
         return twin
 
-    clone = keras.models.clone_model(
-        trunk, clone_function=clone_layer, recursive=True)
+    with float32_policy():  # the clone's own inputs and nested models
+        clone = keras.models.clone_model(
+            trunk, clone_function=clone_layer, recursive=True)
     if task_id is not None:
         for layer, twin, bn in twins:
             values = task_values(layer, task_id, bn)
@@ -200,9 +209,11 @@ def call_head_copy(head, features):
     """
     try:
         if isinstance(head, keras.Model):
-            copy = keras.models.clone_model(head)
+            copy = keras.models.clone_model(
+                head, clone_function=lambda layer: layer.__class__.from_config(
+                    float32_config(layer)))
         else:
-            copy = head.__class__.from_config(head.get_config())
+            copy = head.__class__.from_config(float32_config(head))
         outputs = copy(features, training=False)
         copy.set_weights(head.get_weights())
     except Exception:  # noqa: BLE001 - arbitrary user layers fail in many ways
@@ -235,8 +246,9 @@ def plain_model(model, task, fold_batch_norm=True):
     info = select_tasks(model, [task])[0]
     trunk, _ = plain_trunk(model.trunk, info.task_id, fold_batch_norm)
     spec = model.trunk.inputs[0]
-    inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype,
-                         name="inputs")
-    outputs = call_head_copy(model.heads[info.task_id - 1],
-                             trunk(inputs, training=False))
-    return keras.Model(inputs, outputs, name=info.name)
+    with float32_policy():
+        inputs = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype,
+                             name="inputs")
+        outputs = call_head_copy(model.heads[info.task_id - 1],
+                                 trunk(inputs, training=False))
+        return keras.Model(inputs, outputs, name=info.name)
