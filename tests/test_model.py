@@ -6,6 +6,7 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
+from packnet_tf.trunk import packed_layers
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -300,3 +301,55 @@ def test_fit_zeroes_free_weights_written_by_hand(task_data, probe):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     np.testing.assert_array_equal(_outputs(clean, "t1", probe),
                                   _outputs(dirty, "t1", probe))
+
+
+def test_train_on_batch_keeps_earlier_tasks_bit_identical(
+        trunk, task_data, probe):
+    # The step writes frozen entries back from a snapshot taken on entry
+    # into the train function: train_on_batch must take it too, or it
+    # would write back a stale one (checked: without the override in
+    # `MaskedTrainingMixin`, task t1 changes).
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
+    expected = _outputs(model, "t1", probe)
+    x, y, num_classes = task_data[1]
+    model.add_task("t2", num_classes=num_classes)
+    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1), loss=LOSS)
+    before = model.trunk.layers[0].kernel.numpy().copy()
+    for start in range(0, 48, 16):
+        model.train_on_batch(x[start:start + 16], y[start:start + 16])
+    assert not np.array_equal(before, model.trunk.layers[0].kernel.numpy())
+    np.testing.assert_array_equal(_outputs(model, "t1", probe), expected)
+
+
+class _PruneAt(keras.callbacks.Callback):
+    def __init__(self, batch, fraction):
+        super().__init__()
+        self.batch, self.fraction = batch, fraction
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            self.model.prune(self.fraction)
+
+
+def test_weights_pruned_during_fit_stay_at_zero(trunk, task_data, probe):
+    # Entries the task frees in the middle of a fit were its own when the
+    # snapshot was taken: the step must write them back as 0, the value
+    # pruning left, never as what they held when fit began.
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
+    expected = _outputs(model, "t1", probe)
+    x, y, num_classes = task_data[1]
+    model.add_task("t2", num_classes=num_classes)
+    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1), loss=LOSS)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[_PruneAt(batch=0, fraction=0.5)])
+    freed = 0
+    for layer in packed_layers(model.trunk):
+        for name, kernel, owner in layer.packed_kernels():
+            free = owner.numpy() == 0
+            freed += int(free.sum())
+            np.testing.assert_array_equal(kernel.numpy()[free], 0.0,
+                                          err_msg=f"{layer.name}.{name}")
+    assert freed > 0
+    np.testing.assert_array_equal(_outputs(model, "t1", probe), expected)
