@@ -12,7 +12,15 @@ side by side in one process:
 - seconds per `model.prune(0.5)` (median of three real prunes: tasks 1, 2
   and 3 of the model);
 - the owner masks' bytes against the kernels' bytes, and the per-task
-  slots (biases, batch norm) that grow with `max_tasks`.
+  slots (biases, batch norm) that grow with `max_tasks`;
+- the training state's bytes, PackNet against plain Keras, counted from
+  the variables that exist once both have stepped: weights (PackNet's
+  include owners, every task's slots and heads, and free_init's released
+  copy), optimizer slots, and PackNet's snapshot of frozen entries
+  (`packnet_tf.masked_training`); plus what a step holds on top, counted
+  from the design, not measured: one bool mask per masked variable, and
+  (in the design before the snapshot) one copy of each. The peak is the
+  state plus the step's temporaries.
 
 Inputs are real CIFAR-10 training images from ../shared/data (resized
 bilinearly to 96x96 for MobileNetV2). Not a test: run it by hand.
@@ -87,6 +95,39 @@ def memory(model):
             "per_task_slot_bytes": slots}
 
 
+def training_state(plain, packnet):
+    """Bytes each model holds while training, and PackNet's step temporaries.
+
+    Args:
+        plain: the plain Keras model, after stepping.
+        packnet: the PackNetModel, after stepping on its task.
+
+    Returns:
+        A dict of byte counts (see the module docstring).
+    """
+    def total(variables):
+        return sum(nbytes(v) for v in variables)
+
+    pairs = packnet._train_masks(packnet.active_task.task_id)
+    masked = [v for v, m in pairs if m is not None]
+    snapshots = packnet.__dict__["_snapshot_store"].variables.values()
+    masks = sum(int(np.prod(v.shape)) for v in masked)  # bool: 1 byte
+    copies = total(masked)
+    state = (total(packnet.weights) + total(packnet.optimizer.variables)
+             + total(snapshots))
+    plain_state = total(plain.weights) + total(plain.optimizer.variables)
+    return {
+        "plain_state_bytes": plain_state,
+        "packnet_state_bytes": state,
+        "snapshot_bytes": total(snapshots),
+        "step_mask_bytes": masks,
+        "step_copy_bytes_before_snapshot": copies,
+        "packnet_peak_bytes": state + masks,
+        "packnet_peak_bytes_before_snapshot":
+            state - total(snapshots) + masks + copies,
+    }
+
+
 def measure(network, images, labels, args):
     """Step times, prune times and memory of one network."""
     keras.utils.set_random_seed(0)
@@ -104,6 +145,7 @@ def measure(network, images, labels, args):
         {"keras": batch_stepper(plain, x, labels, args.batch),
          "packnet": batch_stepper(packnet, x, labels, args.batch)},
         args.rounds, args.steps)
+    state = training_state(plain, packnet)
     prunes.append(timed_prune(packnet))
     packnet.end_task()
     packnet.add_task("t3", num_classes=2)
@@ -117,6 +159,7 @@ def measure(network, images, labels, args):
         "prune_seconds": summary(prunes),
         **memory(packnet),
         "plain_weight_bytes": sum(nbytes(v) for v in plain.weights),
+        **state,
     }
     del plain, packnet
     keras.backend.clear_session()
@@ -142,6 +185,14 @@ def print_table(rows):
               f"{r['owner_bytes'] / r['kernel_bytes']:>15.2f}"
               f"{r['per_task_slot_bytes'] / 1e6:>14.3f}"
               f"{r['plain_weight_bytes'] / 1e6:>10.2f}")
+    print(f"\n{'network':<16}{'keras state MB':>15}{'packnet MB':>11}"
+          f"{'snapshot MB':>12}{'peak MB':>9}{'peak before':>12}")
+    for name, r in rows.items():
+        print(f"{name:<16}{r['plain_state_bytes'] / 1e6:>15.2f}"
+              f"{r['packnet_state_bytes'] / 1e6:>11.2f}"
+              f"{r['snapshot_bytes'] / 1e6:>12.2f}"
+              f"{r['packnet_peak_bytes'] / 1e6:>9.2f}"
+              f"{r['packnet_peak_bytes_before_snapshot'] / 1e6:>12.2f}")
 
 
 def main(argv=None):

@@ -2,7 +2,8 @@
 
 PackNet's training step adds work to plain Keras: the gradients are masked to
 the weights the task owns, and after the optimizer step every frozen entry is
-restored from a copy taken just before. Its forward pass uses the raw
+written back from a snapshot taken when `fit` starts
+(`packnet_tf.masked_training`). Its forward pass uses the raw
 kernels (free weights hold 0, so masking them would change nothing); earlier
 versions masked every kernel in the forward pass too. This script times, in
 one process and step by step in turn (`common.interleaved_step_seconds`),
@@ -16,8 +17,11 @@ on real CIFAR-10 images:
   second change);
 - `int32-masks`: the same with the owners cast to int32 before masking (as
   before its first change);
-- `no-restore`: as shipped but without the restore (UNSAFE: an optimizer may
-  then move frozen weights; for measurement only);
+- `step-copy`: the design before the snapshot: every step copies each
+  trained variable before the optimizer writes it, and writes frozen
+  entries back from that copy;
+- `no-restore`: as shipped but without the write-back (UNSAFE: an optimizer
+  may then move frozen weights; for measurement only);
 - `keras-xla`, `packnet-xla`: plain Keras and PackNet compiled with
   `jit_compile=True` (what Keras' default "auto" picks wherever a GPU is
   present; on a CPU-only machine it picks no XLA); their ratio is taken
@@ -47,7 +51,7 @@ from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, STEP_NETWORKS, as_arrays,
 from packnet_tf import ownership
 from packnet_tf.trunk import packed_layers
 
-VARIANTS = ("keras", "packnet", "forward-masks", "int32-masks",
+VARIANTS = ("keras", "packnet", "step-copy", "forward-masks", "int32-masks",
             "no-restore", "keras-xla", "packnet-xla")
 
 
@@ -75,6 +79,11 @@ def _int32_visible(self, name):
     return ops.where(mask, kernel, ops.zeros_like(kernel))
 
 
+def _step_copy(self, pairs):
+    """A copy of every masked variable, taken in the step (the old design)."""
+    return [tf.identity(v.value) if m is not None else None for v, m in pairs]
+
+
 def build(network, variant):
     """One model of `variant`, ready to train (task 2 for PackNet)."""
     keras.utils.set_random_seed(0)
@@ -93,6 +102,8 @@ def build(network, variant):
     model.add_task("t2", num_classes=2)
     if variant == "no-restore":
         model._restore = lambda pairs, backups: None
+    if variant == "step-copy":
+        model._frozen_values = types.MethodType(_step_copy, model)
     patch = {"forward-masks": _masked_visible,
              "int32-masks": _int32_visible}.get(variant)
     for layer in packed_layers(model.trunk):
