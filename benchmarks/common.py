@@ -65,20 +65,12 @@ def summary(values):
 
 
 def batch_stepper(model, x, y, batch):
-    """A zero-argument callable: one training step of `model`, as in `fit`.
+    """A zero-argument callable: one `train_on_batch` of `model`.
 
     Cycles through the `len(x) // batch` batches of `(x, y)`, converted to
-    tensors up front. A Keras 3 model (plain or PackNet) first runs one
-    `fit` step, which builds its train function (and PackNet's snapshot of
-    frozen entries, taken once per `fit`), then each call runs that train
-    function on one batch, as `fit` and `train_on_batch` do, without
-    `train_on_batch`'s per-call preparation (PackNet takes its snapshot on
-    every `train_on_batch`). A tf_keras model (tfmot) steps with
-    `train_on_batch`. Every call converts its logs to NumPy, so it ends
+    tensors up front. `train_on_batch` returns NumPy logs, so a call ends
     when its step has run.
     """
-    import keras
-    import numpy as np
     import tensorflow as tf
 
     count = len(x) // batch
@@ -87,19 +79,10 @@ def batch_stepper(model, x, y, batch):
                for i in range(count)]
     position = [0]
 
-    if isinstance(model, keras.Model):
-        model.fit(*batches[0], batch_size=batch, epochs=1, verbose=0)
-
-        def step():
-            data = batches[position[0] % count]
-            position[0] += 1
-            logs = model.train_function(iter([data]))
-            tf.nest.map_structure(np.asarray, logs)
-    else:
-        def step():
-            xb, yb = batches[position[0] % count]
-            position[0] += 1
-            model.train_on_batch(xb, yb)
+    def step():
+        xb, yb = batches[position[0] % count]
+        position[0] += 1
+        model.train_on_batch(xb, yb)
 
     return step
 

@@ -16,11 +16,10 @@ side by side in one process:
 - the training state's bytes, PackNet against plain Keras, counted from
   the variables that exist once both have stepped: weights (PackNet's
   include owners, every task's slots and heads, and free_init's released
-  copy), optimizer slots, and PackNet's snapshot of frozen entries
-  (`packnet_tf.masked_training`); plus what a step holds on top, counted
-  from the design, not measured: one bool mask per masked variable, and
-  (in the design before the snapshot) one copy of each. The peak is the
-  state plus the step's temporaries.
+  copy) and optimizer slots; plus what PackNet's step holds on top,
+  counted from its design (`packnet_tf.masked_training`), not measured:
+  one bool mask and one copy per masked variable. The peak is the state
+  plus the step's temporaries.
 
 Inputs are real CIFAR-10 training images from ../shared/data (resized
 bilinearly to 96x96 for MobileNetV2). Not a test: run it by hand.
@@ -110,21 +109,16 @@ def training_state(plain, packnet):
 
     pairs = packnet._train_masks(packnet.active_task.task_id)
     masked = [v for v, m in pairs if m is not None]
-    snapshots = packnet.__dict__["_snapshot_store"].variables.values()
     masks = sum(int(np.prod(v.shape)) for v in masked)  # bool: 1 byte
     copies = total(masked)
-    state = (total(packnet.weights) + total(packnet.optimizer.variables)
-             + total(snapshots))
+    state = total(packnet.weights) + total(packnet.optimizer.variables)
     plain_state = total(plain.weights) + total(plain.optimizer.variables)
     return {
         "plain_state_bytes": plain_state,
         "packnet_state_bytes": state,
-        "snapshot_bytes": total(snapshots),
         "step_mask_bytes": masks,
-        "step_copy_bytes_before_snapshot": copies,
-        "packnet_peak_bytes": state + masks,
-        "packnet_peak_bytes_before_snapshot":
-            state - total(snapshots) + masks + copies,
+        "step_copy_bytes": copies,
+        "packnet_peak_bytes": state + masks + copies,
     }
 
 
@@ -186,13 +180,13 @@ def print_table(rows):
               f"{r['per_task_slot_bytes'] / 1e6:>14.3f}"
               f"{r['plain_weight_bytes'] / 1e6:>10.2f}")
     print(f"\n{'network':<16}{'keras state MB':>15}{'packnet MB':>11}"
-          f"{'snapshot MB':>12}{'peak MB':>9}{'peak before':>12}")
+          f"{'step temps MB':>14}{'packnet peak MB':>16}")
     for name, r in rows.items():
+        temps = r["step_mask_bytes"] + r["step_copy_bytes"]
         print(f"{name:<16}{r['plain_state_bytes'] / 1e6:>15.2f}"
               f"{r['packnet_state_bytes'] / 1e6:>11.2f}"
-              f"{r['snapshot_bytes'] / 1e6:>12.2f}"
-              f"{r['packnet_peak_bytes'] / 1e6:>9.2f}"
-              f"{r['packnet_peak_bytes_before_snapshot'] / 1e6:>12.2f}")
+              f"{temps / 1e6:>14.2f}"
+              f"{r['packnet_peak_bytes'] / 1e6:>16.2f}")
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 
 PackNet's training step adds work to plain Keras: the gradients are masked to
 the weights the task owns, and after the optimizer step every frozen entry is
-written back from a snapshot taken when `fit` starts
-(`packnet_tf.masked_training`). Its forward pass uses the raw
+written back from a copy taken just before (`packnet_tf.masked_training`).
+Its forward pass uses the raw
 kernels (free weights hold 0, so masking them would change nothing); earlier
 versions masked every kernel in the forward pass too. This script times, in
 one process and step by step in turn (`common.interleaved_step_seconds`),
@@ -17,9 +17,10 @@ on real CIFAR-10 images:
   second change);
 - `int32-masks`: the same with the owners cast to int32 before masking (as
   before its first change);
-- `step-copy`: the design before the snapshot: every step copies each
-  trained variable before the optimizer writes it, and writes frozen
-  entries back from that copy;
+- `snapshot`: a candidate design (issue 14): the values written back come
+  from one persistent snapshot per trained variable (its entries outside
+  the task's mask, 0 inside), taken once before training, instead of a
+  copy of every trained variable in every step;
 - `no-restore`: as shipped but without the write-back (UNSAFE: an optimizer
   may then move frozen weights; for measurement only);
 - `keras-xla`, `packnet-xla`: plain Keras and PackNet compiled with
@@ -51,7 +52,7 @@ from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, STEP_NETWORKS, as_arrays,
 from packnet_tf import ownership
 from packnet_tf.trunk import packed_layers
 
-VARIANTS = ("keras", "packnet", "step-copy", "forward-masks", "int32-masks",
+VARIANTS = ("keras", "packnet", "snapshot", "forward-masks", "int32-masks",
             "no-restore", "keras-xla", "packnet-xla")
 
 
@@ -79,9 +80,15 @@ def _int32_visible(self, name):
     return ops.where(mask, kernel, ops.zeros_like(kernel))
 
 
-def _step_copy(self, pairs):
-    """A copy of every masked variable, taken in the step (the old design)."""
-    return [tf.identity(v.value) if m is not None else None for v, m in pairs]
+def _snapshot(model):
+    """Snapshot variables of the active task's masked variables, and a
+    `_frozen_values` that returns them (traced once, read every step)."""
+    snapshots = []
+    for variable, mask in model._train_masks(model.active_task.task_id):
+        snapshots.append(None if mask is None else tf.Variable(
+            tf.where(mask, tf.zeros_like(variable.value), variable.value),
+            trainable=False))
+    return lambda pairs: snapshots
 
 
 def build(network, variant):
@@ -102,8 +109,10 @@ def build(network, variant):
     model.add_task("t2", num_classes=2)
     if variant == "no-restore":
         model._restore = lambda pairs, backups: None
-    if variant == "step-copy":
-        model._frozen_values = types.MethodType(_step_copy, model)
+    if variant == "snapshot":
+        for layer in packed_layers(model.trunk):
+            layer.zero_free()  # as `fit` does before training
+        model._frozen_values = _snapshot(model)
     patch = {"forward-masks": _masked_visible,
              "int32-masks": _int32_visible}.get(variant)
     for layer in packed_layers(model.trunk):
