@@ -305,10 +305,9 @@ def test_fit_zeroes_free_weights_written_by_hand(task_data, probe):
 
 def test_train_on_batch_keeps_earlier_tasks_bit_identical(
         trunk, task_data, probe):
-    # The step writes frozen entries back from a snapshot taken on entry
-    # into the train function: train_on_batch must take it too, or it
-    # would write back a stale one (checked: without the override in
-    # `MaskedTrainingMixin`, task t1 changes).
+    # train_on_batch runs the same masked step as fit, without fit's
+    # preparation (a design that wrote frozen entries back from a snapshot
+    # taken in `fit` failed here: task t1 changed).
     model = pn.PackNetModel(trunk, max_tasks=2)
     _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
     expected = _outputs(model, "t1", probe)
@@ -333,9 +332,10 @@ class _PruneAt(keras.callbacks.Callback):
 
 
 def test_weights_pruned_during_fit_stay_at_zero(trunk, task_data, probe):
-    # Entries the task frees in the middle of a fit were its own when the
-    # snapshot was taken: the step must write them back as 0, the value
-    # pruning left, never as what they held when fit began.
+    # Entries the task frees in the middle of a fit (a pruning callback)
+    # must stay at 0, the value pruning left, though the optimizer still
+    # holds momentum for them (a snapshot of the values taken when fit
+    # began, as one design tried, failed here).
     model = pn.PackNetModel(trunk, max_tasks=2)
     _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
     expected = _outputs(model, "t1", probe)
