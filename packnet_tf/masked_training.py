@@ -95,7 +95,7 @@ class MaskedTrainingMixin:
         gradients = tape.gradient(scaled, variables)
         gradients = [
             g if g is None or m is None
-            else tf.where(m, tf.convert_to_tensor(g), tf.zeros_like(m, g.dtype))
+            else tf.where(m, tf.convert_to_tensor(g), tf.constant(0, g.dtype))
             for g, (_, m) in zip(gradients, pairs)
         ]
         backups = self._frozen_values(pairs)
