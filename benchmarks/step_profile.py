@@ -3,8 +3,8 @@
 PackNet's training step adds work to plain Keras: the gradients are masked to
 the weights the task owns, and after the optimizer step every frozen entry is
 written back from a copy taken just before (`packnet_tf.masked_training`).
-Its forward pass uses the raw
-kernels (free weights hold 0, so masking them would change nothing); earlier
+Its forward pass uses the raw kernels (free weights hold 0, so masking them
+would change nothing); earlier
 versions masked every kernel in the forward pass too. This script times, in
 one process and step by step in turn (`common.interleaved_step_seconds`),
 on real CIFAR-10 images:

@@ -303,17 +303,27 @@ def test_fit_zeroes_free_weights_written_by_hand(task_data, probe):
                                   _outputs(dirty, "t1", probe))
 
 
+def _training_second_task(trunk, task_data, probe):
+    """Task t1 finished (50% pruned), t2 added and compiled with AdamW.
+
+    Returns:
+        `(model, t1's outputs on probe, t2's data)`.
+    """
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
+    expected = _outputs(model, "t1", probe)
+    model.add_task("t2", num_classes=task_data[1][2])
+    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1), loss=LOSS)
+    return model, expected, task_data[1]
+
+
 def test_train_on_batch_keeps_earlier_tasks_bit_identical(
         trunk, task_data, probe):
     # train_on_batch runs the same masked step as fit, without fit's
     # preparation (a design that wrote frozen entries back from a snapshot
     # taken in `fit` failed here: task t1 changed).
-    model = pn.PackNetModel(trunk, max_tasks=2)
-    _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
-    expected = _outputs(model, "t1", probe)
-    x, y, num_classes = task_data[1]
-    model.add_task("t2", num_classes=num_classes)
-    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1), loss=LOSS)
+    model, expected, (x, y, _) = _training_second_task(trunk, task_data,
+                                                       probe)
     before = model.trunk.layers[0].kernel.numpy().copy()
     for start in range(0, 48, 16):
         model.train_on_batch(x[start:start + 16], y[start:start + 16])
@@ -336,12 +346,8 @@ def test_weights_pruned_during_fit_stay_at_zero(trunk, task_data, probe):
     # must stay at 0, the value pruning left, though the optimizer still
     # holds momentum for them (a snapshot of the values taken when fit
     # began, as one design tried, failed here).
-    model = pn.PackNetModel(trunk, max_tasks=2)
-    _run_task(model, "t1", task_data[0], keras.optimizers.Adam(1e-2), 0.5)
-    expected = _outputs(model, "t1", probe)
-    x, y, num_classes = task_data[1]
-    model.add_task("t2", num_classes=num_classes)
-    model.compile(keras.optimizers.AdamW(1e-2, weight_decay=0.1), loss=LOSS)
+    model, expected, (x, y, _) = _training_second_task(trunk, task_data,
+                                                       probe)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0,
               callbacks=[_PruneAt(batch=0, fraction=0.5)])
     freed = 0
