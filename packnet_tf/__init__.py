@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "CapacityError": "packnet_tf.errors",
     "CapacityReport": "packnet_tf.capacity",
+    "FusedUpdateError": "packnet_tf.errors",
     "GradualPruning": "packnet_tf.gradual",
     "InputContract": "packnet_tf.contract",
     "PackNetModel": "packnet_tf.model",
@@ -38,6 +39,7 @@ _SUBPACKAGES = ("export", "layers")
 __all__ = [
     "CapacityError",
     "CapacityReport",
+    "FusedUpdateError",
     "GradualPruning",
     "InputContract",
     "PackNetModel",

@@ -11,3 +11,8 @@ class CapacityError(RuntimeError):
 
 class UnsupportedLayerError(ValueError):
     """A trunk holds a layer with weights that cannot be packed."""
+
+
+class FusedUpdateError(RuntimeError):
+    """XLA could not compile the training step's fused update (usually an
+    optimizer with an operation XLA lacks); `fused_update=False` avoids it."""

@@ -59,11 +59,19 @@ class PackNetModel(
             pruned; keeps one copy of the packed kernels, saved with the
             model), `"zero"` or `"initializer"` (fresh draws from the
             layer's initializer). See `packnet_tf.free_init`.
+        fused_update: compile each training step's masked update (gradient
+            mask, optimizer step, write-back of frozen entries) as one XLA
+            function (default True; the forward and backward passes are
+            compiled or not as `compile(jit_compile=...)` says). On a CPU
+            it is cheaper than plain Keras' uncompiled optimizer step
+            (README, "Training cost"). False runs the same update
+            uncompiled: for an optimizer XLA cannot compile. Ignored
+            (uncompiled) under a `tf.distribute` strategy.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
-        TypeError, ValueError, UnsupportedLayerError: on a bad trunk or
-            `max_tasks`.
+        TypeError, ValueError, UnsupportedLayerError: on a bad trunk,
+            `max_tasks` or `fused_update`.
 
     Example:
 
@@ -79,10 +87,15 @@ class PackNetModel(
     """
 
     def __init__(self, trunk, max_tasks, free_init=DEFAULT_FREE_INIT,
-                 **kwargs):
+                 fused_update=True, **kwargs):
         super().__init__(**kwargs)
         self.max_tasks = validate_max_tasks(max_tasks, allow_none=False)
         self.free_init = check_free_init(free_init)
+        if not isinstance(fused_update, (bool, np.bool_)):
+            raise TypeError(
+                "fused_update: expected True or False. Received: "
+                f"{fused_update!r} of type {type(fused_update).__name__}.")
+        self.fused_update = bool(fused_update)
         check_trunk(trunk)
         self.trunk = sized_trunk(trunk, self.max_tasks)
         # Pruned weights' values, per packed kernel, for free_init
@@ -417,6 +430,7 @@ class PackNetModel(
             "trainable": self.trainable,
             "max_tasks": self.max_tasks,
             "free_init": self.free_init,
+            "fused_update": self.fused_update,
             "trunk": keras.saving.serialize_keras_object(self.trunk),
             "tasks": [t.to_config() for t in self._tasks],
             "heads": [keras.saving.serialize_keras_object(h)
