@@ -44,7 +44,7 @@ investigations; a run with any of them writes files whose names and
 
 import argparse
 import json
-import os
+import pathlib
 import time
 
 import numpy as np
@@ -259,6 +259,14 @@ def print_aggregate(summary):
               f"({', '.join(f'{d * 100:+.2f}' for d in pair['per_seed'])})")
 
 
+def _results_name(name):
+    """Whether `name` is `x.json` or `folder/x.json` (no "..", relative)."""
+    parts = pathlib.PurePosixPath(name).parts
+    return (name.endswith(".json") and 1 <= len(parts) <= 2
+            and not name.startswith("/") and "\\" not in name
+            and all(p not in ("", ".", "..") for p in parts))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -281,14 +289,15 @@ def main(argv=None):
                         choices=("zero", "previous", "initializer"),
                         default="zero", help="start of a new task's free "
                         "weights (PackNetModel(free_init=...))")
-    parser.add_argument("--out", help="results file name (default: "
-                        "split_cifar10_5.json; with --quick or a variant, "
-                        "a name that says so)")
+    parser.add_argument("--out", help="results file name, in "
+                        "benchmarks/results/ or one folder below it "
+                        "(default: split_cifar10_5.json; with --quick or a "
+                        "variant, a name that says so)")
     args = parser.parse_args(argv)
-    if args.out is not None and (os.path.basename(args.out) != args.out
-                                 or not args.out.endswith(".json")):
-        parser.error("--out: expected a file name ending in .json, written "
-                     f"in benchmarks/results/. Received: {args.out!r}")
+    if args.out is not None and not _results_name(args.out):
+        parser.error("--out: expected a file name ending in .json, or "
+                     "folder/name.json, written in benchmarks/results/. "
+                     f"Received: {args.out!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
