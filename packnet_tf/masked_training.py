@@ -33,16 +33,19 @@ class MaskedTrainingMixin:
     by `packnet_tf.task.require`) and `_step_results()`.
     """
 
+    def _trained_variables(self, task_id):
+        """Every variable the task trains: the trunk's and its head's."""
+        return list(self.trunk.trainable_variables) + list(
+            self.heads[task_id - 1].trainable_variables
+        )
+
     def _train_masks(self, task_id, packed=None):
         """`(variable, mask or None)` for every variable the task trains."""
         masks = {}
         for layer in self._packed() if packed is None else packed:
             for variable, mask in layer.train_masks(task_id):
                 masks[id(variable)] = mask
-        variables = list(self.trunk.trainable_variables) + list(
-            self.heads[task_id - 1].trainable_variables
-        )
-        return [(v, masks.get(id(v))) for v in variables]
+        return [(v, masks.get(id(v))) for v in self._trained_variables(task_id)]
 
     def _ema_held_heads(self, task_id):
         """Every other head's variables, when the optimizer keeps an EMA.
@@ -121,7 +124,7 @@ class MaskedTrainingMixin:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         task = self._task_for("fit")
         packed = self._packed()
-        variables = [v for v, _ in self._train_masks(task.task_id, packed)]
+        variables = self._trained_variables(task.task_id)
         with tf.GradientTape() as tape:
             # Free weights hold 0 (see `fit`), so no kernel needs its mask.
             with unmasked_forward(packed):
