@@ -53,8 +53,8 @@ def test_restarted_optimizer_trains_exactly_as_a_fresh_compile(task_data):
     assert traced_anew[1] is not traced_anew[0]
 
 
-def test_restart_resets_every_optimizer_variable_and_sets_the_rate(
-        task_data):
+def _trained_one_epoch(task_data):
+    """A model whose first task trained one epoch after `compile_fresh`."""
     x, y, classes = task_data[0]
     model = pn.PackNetModel(conv_bn_trunk(), max_tasks=2)
     model.add_task("a", num_classes=classes)
@@ -62,6 +62,12 @@ def test_restart_resets_every_optimizer_variable_and_sets_the_rate(
                            learning_rate=1e-2)
     phases.compile_fresh(model, recipe, 1e-2)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    return model, recipe, (x, y)
+
+
+def test_restart_resets_every_optimizer_variable_and_sets_the_rate(
+        task_data):
+    model, recipe, (x, y) = _trained_one_epoch(task_data)
     optimizer = model.optimizer
     assert int(optimizer.iterations) > 0
     phases.restart_optimizer(model, recipe, 1e-3)
@@ -75,13 +81,7 @@ def test_restart_resets_every_optimizer_variable_and_sets_the_rate(
 
 
 def test_a_users_compile_or_another_task_compiles_fresh(task_data):
-    x, y, classes = task_data[0]
-    model = pn.PackNetModel(conv_bn_trunk(), max_tasks=2)
-    model.add_task("a", num_classes=classes)
-    recipe = phases.Recipe(epochs=1, prune_fraction=0.5, optimizer="adam",
-                           learning_rate=1e-2)
-    phases.compile_fresh(model, recipe, 1e-2)
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model, recipe, (x, y) = _trained_one_epoch(task_data)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -94,8 +94,7 @@ def test_a_users_compile_or_another_task_compiles_fresh(task_data):
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.prune(0.5)
     model.end_task()
-    x2, y2, classes2 = task_data[1]
-    model.add_task("b", num_classes=classes2)
+    model.add_task("b", num_classes=task_data[1][2])
     first = model.optimizer
     phases.restart_optimizer(model, recipe, 1e-2)
     assert model.optimizer is not first
