@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import packnet_tf as pn
-from common import cifar_cnn_layers, to_unit, training_batches
+from common import cifar_cnn_layers, to_unit, training_batches, untuned
 from packnet_tf import augmentation, baselines, ownership
 
 EPOCHS, FINETUNE_EPOCHS, BASELINE_EPOCHS = 4, 2, 6
@@ -366,7 +366,8 @@ def run_joint(tasks, seed):
                .batch(BATCH)
                .map(lambda xt, y: ((to_unit(xt[0], y)[0], xt[1]), y),
                     num_parallel_calls=2)
-               .prefetch(tf.data.AUTOTUNE))
+               .prefetch(2))
+    batches = untuned(batches)
     timer, start = EpochTimer(), time.perf_counter()
     # Six epochs over all tasks: each task's images are seen as often as
     # in the sequential methods.

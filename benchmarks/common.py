@@ -266,17 +266,35 @@ def to_unit(x, y):
     return tf.cast(x, tf.float32) / 255.0, y
 
 
-def training_batches(cached, count, batch_size, seed=0):
-    """Shuffled (seeded, reshuffled every epoch) batches of a cached split.
+def untuned(dataset):
+    """`dataset` with tf.data autotuning off (parallelism stays as given).
 
-    Every call gives the same sequence of epoch orders, so methods compared
-    in one run see the same batches.
+    With autotuning on, the first step of every epoch of Keras' `fit` waits
+    about 4 s on this 2-core machine (epoch_stall.py); PyTorch's loader,
+    the peer's, has no such wait.
     """
     import tensorflow as tf
 
-    return (cached.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size).map(to_unit, num_parallel_calls=2)
-            .prefetch(tf.data.AUTOTUNE))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def training_batches(cached, count, batch_size, seed=0, autotune=False):
+    """Shuffled (seeded, reshuffled every epoch) batches of a cached split.
+
+    Every call gives the same sequence of epoch orders, so methods compared
+    in one run see the same batches. Two parallel calls and two batches
+    prefetched, tf.data autotuning off (`untuned`) unless `autotune`, which
+    prefetches `tf.data.AUTOTUNE` batches with autotuning on.
+    """
+    import tensorflow as tf
+
+    dataset = (cached.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+               .batch(batch_size).map(to_unit, num_parallel_calls=2))
+    if autotune:
+        return dataset.prefetch(tf.data.AUTOTUNE)
+    return untuned(dataset.prefetch(2))
 
 
 def as_arrays(cached):

@@ -2,13 +2,15 @@
 
 Keras 3 makes a new iterator per epoch for a dataset of known cardinality
 and drops the old one. On this machine that stalls the next step by seconds
-when tf.data autotuning is on (../shared/NOTES.md). This measures it on
-plain Keras 3 (the split-cifar10-5 CNN, batch 64, one task's 10,000 real
-CIFAR-10 images), two pipelines taking turns for `--rounds` rounds:
+when tf.data autotuning is on. This measures it on plain Keras 3 (the
+split-cifar10-5 CNN, batch 64, one task's 10,000 real CIFAR-10 images), two
+pipelines taking turns for `--rounds` rounds:
 
-- `autotune`: the benchmarks' pipeline (`common.training_batches`:
-  shuffle, batch, map with 2 calls, prefetch(AUTOTUNE));
-- `fixed`: the same with `autotune.enabled = False` and prefetch(2).
+- `autotune`: `common.training_batches(..., autotune=True)`: shuffle,
+  batch, map with 2 calls, prefetch(AUTOTUNE), autotuning on (the
+  benchmarks' pipeline until session 8);
+- `fixed`: `common.training_batches(...)` as the benchmarks use it: the
+  same with prefetch(2) and `autotune.enabled = False`.
 
 Per pipeline: the first step of every epoch after the first (the new
 iterator's), the rest of each epoch, and the time from the last epoch's end
@@ -21,7 +23,6 @@ import argparse
 import time
 
 import keras
-import tensorflow as tf
 
 from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, cifar_cnn_layers, command,
                     decoded_split, machine, summary, to_unit,
@@ -55,13 +56,8 @@ class _Timeline(keras.callbacks.Callback):
 
 def pipelines(cached, count):
     """`{name: dataset}` of the two pipelines compared."""
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    fixed = (cached.shuffle(count, seed=0, reshuffle_each_iteration=True)
-             .batch(BATCH).map(to_unit, num_parallel_calls=2).prefetch(2)
-             .with_options(options))
-    return {"autotune": training_batches(cached, count, BATCH),
-            "fixed": fixed}
+    return {"autotune": training_batches(cached, count, BATCH, autotune=True),
+            "fixed": training_batches(cached, count, BATCH)}
 
 
 def main(argv=None):
