@@ -110,6 +110,8 @@ CASES = [
     ("free_init", "network.free_init", "expected one of ['zero', "
      "'previous', 'initializer']",
      lambda c: _edit(c, ("network", "free_init"), "glorot")),
+    ("bad_autotune", "defaults.autotune", "expected true or false. "
+     "Received: 'yes'", lambda c: _edit(c, ("defaults", "autotune"), "yes")),
     ("no_model", "model", "missing", lambda c: c.pop("model")),
     ("no_tasks", "tasks", "missing", lambda c: c.pop("tasks")),
 ]

@@ -205,6 +205,29 @@ def test_log_dir_holds_losses_and_capacity_per_task(full_run):
     assert list((logs / "b" / "finetune").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.parametrize("setting", [None, True])
+def test_the_autotune_key_reaches_every_pipeline(workdir, monkeypatch,
+                                                 setting):
+    from packnet_tf.cli import runner
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["autotune"])
+        return batches(*args, **kwargs)
+
+    batches = runner.batches
+    monkeypatch.setattr(runner, "batches", recording)
+    config = tiny_config(workdir, tasks=(("a", 2),))
+    config["defaults"].update(epochs=1, prune_fraction=0.5)
+    if setting is not None:
+        config["defaults"]["autotune"] = setting
+    code, out, err = run_cli("train", write_config(workdir / "run.yaml",
+                                                   config), "--quiet")
+    assert code == 0, out + err
+    assert seen and set(seen) == {bool(setting)}, seen
+
+
 def test_a_second_process_on_the_same_run_is_refused(workdir):
     model_path = workdir / "out" / "model.keras"
     with checkpoint.RunLock(model_path):

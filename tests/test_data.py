@@ -104,6 +104,20 @@ def test_shuffling_is_seeded_and_differs_per_epoch(folder):
         _all(data.batches(source, "test", (4, 4, 3)))[1], [0, 0, 1, 2, 2])
 
 
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_autotuning_is_off_by_default_and_changes_no_batch(
+        kind, folder, zipped):
+    source = data.from_spec(str(folder if kind == "folder" else zipped))
+    fixed = data.batches(source, "train", (4, 4, 3), batch_size=4, seed=5)
+    tuned = data.batches(source, "train", (4, 4, 3), batch_size=4, seed=5,
+                         autotune=True)
+    assert fixed.options().autotune.enabled is False
+    assert tuned.options().autotune.enabled is not False
+    for _ in range(2):  # two epochs: the same per-epoch orders
+        for a, b in zip(_all(fixed), _all(tuned)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_missing_folder_and_split_and_class(folder, tmp_path):
     with pytest.raises(DataError, match="no such folder or file") as error:
         data.from_spec({"folder": str(tmp_path / "nope")})

@@ -98,7 +98,8 @@ class Run:
                        batch_size=options["batch_size"], shuffle=shuffle,
                        seed=seed, preprocess=options["preprocess"],
                        resize=options["resize"], augment=augment,
-                       holdout=holdout, held_out=held_out)
+                       holdout=holdout, held_out=held_out,
+                       autotune=options["autotune"])
 
     def _held_out_accuracy(self, task):
         """`accuracy()` of `task` on its held-out training examples."""

@@ -25,6 +25,7 @@ TASK_DEFAULTS = {
     "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
     "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
     "augment": None,  # or {flip: horizontal, translate: 0.1}
+    "autotune": False,  # tf.data autotuning (packnet_tf.data.batches)
     # With prune_fraction: auto (packnet_tf.auto_prune): the accuracy a
     # task may lose, the fractions tried, and every k-th training example
     # held out to measure it.
@@ -128,7 +129,7 @@ def check_task_options(options, where, path, plan_ok):
                                    none_ok=key.startswith("finetune"))
     if options.get("num_classes") is not None:
         check_int(options["num_classes"], f"{where}.num_classes", path, 1)
-    for key in ("resize", "from_logits", "validation"):
+    for key in ("resize", "from_logits", "validation", "autotune"):
         if key in options and not isinstance(options[key], bool):
             raise ConfigError(path, f"{where}.{key}", "expected true or "
                               f"false. Received: {options[key]!r}")

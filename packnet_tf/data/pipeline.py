@@ -4,7 +4,8 @@
 the network's input shape (decode, resize, add a channel axis, flatten) and
 raises a `DataError` naming both shapes when they cannot. `batches` builds
 the pipeline: shuffle (seeded, early: file names or encoded bytes), decode
-and resize in parallel, preprocess, batch, prefetch.
+and resize in parallel, preprocess, batch, prefetch (tf.data autotuning
+off unless asked for: see `batches`).
 """
 
 import dataclasses
@@ -16,6 +17,8 @@ import tensorflow as tf
 from packnet_tf import augmentation
 from packnet_tf.data.source import DataError
 
+#: Batches prefetched when tf.data autotuning is off (`batches`).
+PREFETCH_BATCHES = 2
 #: `preprocess` names besides the `keras.applications` module names.
 PREPROCESS_MODES = ("auto", "unit", "none")
 
@@ -161,7 +164,7 @@ def _held_out(source, split, every, held_out, shuffle, seed):
 
 def batches(source, split, input_shape, batch_size=32, shuffle=None,
             seed=0, preprocess="auto", resize=True, repeat=False,
-            augment=None, holdout=None, held_out=False):
+            augment=None, holdout=None, held_out=False, autotune=False):
     """A batched, prefetched `tf.data.Dataset` of `(x, y)` for a network.
 
     Args:
@@ -184,6 +187,14 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
             (in the source's fixed order) is held out as validation data.
         held_out: with `holdout`, False gives the other examples (to train
             on), True the held-out ones (to validate on).
+        autotune: False (default): tf.data autotuning off, so parallel
+            reads and decoding keep TensorFlow's starting parallelism (one
+            call per core, at most 16) and two batches are prefetched.
+            Keras' `fit` makes a new iterator every epoch, and with
+            autotuning on the first step of each epoch waited about 4 s on
+            a 2-core machine (`benchmarks/epoch_stall.py`). True: autotuned
+            parallelism and prefetching, for pipelines whose best settings
+            differ from these.
 
     Returns:
         A `tf.data.Dataset` of float32 `x` batches and int32 labels.
@@ -249,4 +260,8 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         # One call at a time: the layers' seed generator then advances in
         # the same order on every run, so a seed gives the same batches.
         dataset = dataset.map(lambda x, y: (layers(x, training=True), y))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    if autotune:
+        return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
