@@ -39,7 +39,7 @@ from packnet_tf.cli.progress import (
     history_summary,
 )
 from packnet_tf.data import batches
-from packnet_tf.phases import PHASES, fresh_optimizer
+from packnet_tf.phases import PHASES
 from packnet_tf.task import FROZEN, PRUNED, TRAINING
 
 
@@ -60,7 +60,6 @@ class Run:
         self.reporter = reporter
         self.verbose = verbose
         self.strategy = strategy
-        self._compiled_for = None
         self._summary = ""
         self.record = dict(plan.sidecar)
         self.record.setdefault("accuracy", {})
@@ -108,38 +107,6 @@ class Run:
         return lambda: task_metrics(self.model, task.name, data,
                                     task.options["from_logits"])[0]
 
-    def _compile(self, task, learning_rate):
-        recipe = task.recipe
-        with self._scope():
-            self.model.compile(
-                optimizer=fresh_optimizer(recipe.optimizer, learning_rate),
-                loss=recipe.loss_function(), metrics=list(recipe.metrics))
-        self._compiled_for = task.name
-
-    def _fresh_optimizer_state(self, task, learning_rate):
-        """Starts a phase with a fresh optimizer.
-
-        Within a task the compiled optimizer is kept and its variables are
-        set to those of a new optimizer built the same way (step 0, empty
-        slots, the phase's learning rate): the same fresh start as a new
-        `compile()`, without retracing the train step.
-        """
-        current = getattr(self.model, "optimizer", None)
-        if current is None or not current.built or (
-                self._compiled_for != task.name):
-            self._compile(task, learning_rate)
-            return
-        with self._scope():
-            fresh = fresh_optimizer(current, learning_rate)
-            fresh.build(self.model.trainable_variables)
-        pairs = list(zip(current.variables, fresh.variables))
-        if len(current.variables) != len(fresh.variables) or any(
-                tuple(a.shape) != tuple(b.shape) for a, b in pairs):
-            self._compile(task, learning_rate)
-            return
-        for old, new in pairs:
-            old.assign(new)
-
     def _save(self, task, phase):
         checkpoint.save_model(self.model, self.config.model,
                               include_optimizer=False)
@@ -161,7 +128,11 @@ class Run:
         def start(learning_rate):
             self._where = (task.name, phase)
             keras.utils.set_random_seed(self._seed(task, phase))
-            self._fresh_optimizer_state(task, learning_rate)
+            # Keeps the traced train step within a task (see
+            # `phases.restart_optimizer`).
+            with self._scope():
+                phases.restart_optimizer(self.model, task.recipe,
+                                         learning_rate)
         return start
 
     def _fitter(self, task, phase):
