@@ -3,14 +3,18 @@
 Keras 3 makes a new iterator per epoch for a dataset of known cardinality
 and drops the old one. On this machine that stalls the next step by seconds
 when tf.data autotuning is on. This measures it on plain Keras 3 (the
-split-cifar10-5 CNN, batch 64, one task's 10,000 real CIFAR-10 images), two
+split-cifar10-5 CNN, batch 64, one task's 10,000 real CIFAR-10 images), four
 pipelines taking turns for `--rounds` rounds:
 
-- `autotune`: `common.training_batches(..., autotune=True)`: shuffle,
-  batch, map with 2 calls, prefetch(AUTOTUNE), autotuning on (the
-  benchmarks' pipeline until session 8);
-- `fixed`: `common.training_batches(...)` as the benchmarks use it: the
-  same with prefetch(2) and `autotune.enabled = False`.
+- `autotune`: `common.training_batches(..., autotune=True)`: decoded
+  images cached in memory, shuffle, batch, map with 2 calls,
+  prefetch(AUTOTUNE), autotuning on (the benchmarks' pipeline before);
+- `fixed`: `common.training_batches(...)` as the benchmarks use it now:
+  the same with prefetch(2) and `autotune.enabled = False`;
+- `library`: `packnet_tf.data.batches(...)` as the library and
+  `packnet-tf train` build it by default (JPEGs read from the zip and
+  decoded every epoch; autotuning off, prefetch(2));
+- `library_autotune`: the same with `autotune=True`.
 
 Per pipeline: the first step of every epoch after the first (the new
 iterator's), the rest of each epoch, and the time from the last epoch's end
@@ -24,6 +28,7 @@ import time
 
 import keras
 
+import packnet_tf as pn
 from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, cifar_cnn_layers, command,
                     decoded_split, machine, summary, to_unit,
                     training_batches, write_json)
@@ -55,9 +60,17 @@ class _Timeline(keras.callbacks.Callback):
 
 
 def pipelines(cached, count):
-    """`{name: dataset}` of the two pipelines compared."""
+    """`{name: dataset}` of the pipelines compared."""
+    source = pn.data.from_spec({"folder": str(CIFAR10_ZIP),
+                                "classes": list(SPLIT_CIFAR10_5[0])})
+
+    def library(autotune):
+        return pn.data.batches(source, "train", (32, 32, 3), BATCH, seed=0,
+                               preprocess="unit", autotune=autotune)
+
     return {"autotune": training_batches(cached, count, BATCH, autotune=True),
-            "fixed": training_batches(cached, count, BATCH)}
+            "fixed": training_batches(cached, count, BATCH),
+            "library": library(False), "library_autotune": library(True)}
 
 
 def main(argv=None):
@@ -82,7 +95,8 @@ def main(argv=None):
                       "fit_end_s": []} for name in datasets}
     names = list(datasets)
     for round_ in range(args.rounds):
-        for name in names[round_ % 2:] + names[:round_ % 2]:
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             timeline = _Timeline()
             models[name].fit(datasets[name], epochs=args.epochs, verbose=0,
                              callbacks=[timeline])
