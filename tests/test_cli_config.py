@@ -112,6 +112,8 @@ CASES = [
      lambda c: _edit(c, ("network", "free_init"), "glorot")),
     ("bad_autotune", "defaults.autotune", "expected true or false. "
      "Received: 'yes'", lambda c: _edit(c, ("defaults", "autotune"), "yes")),
+    ("bad_fused_update", "fused_update", "expected true (the masked update "
+     "compiled by XLA) or false", lambda c: _edit(c, ("fused_update",), "no")),
     ("no_model", "model", "missing", lambda c: c.pop("model")),
     ("no_tasks", "tasks", "missing", lambda c: c.pop("tasks")),
 ]

@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -226,6 +227,27 @@ def test_the_autotune_key_reaches_every_pipeline(workdir, monkeypatch,
                                                    config), "--quiet")
     assert code == 0, out + err
     assert seen and set(seen) == {bool(setting)}, seen
+
+
+def test_an_optimizer_xla_cannot_compile_stops_with_the_config_fix(
+        workdir):
+    from test_fused_update import HostSGD
+
+    keras.saving.register_keras_serializable("packnet_tests")(HostSGD)
+    config = tiny_config(workdir, tasks=(("a", 2),))
+    config["defaults"].update(epochs=1, prune_fraction=0.5,
+                              optimizer="packnet_tests>HostSGD")
+    path = write_config(workdir / "run.yaml", config)
+    code, out, err = run_cli("train", path, "--quiet")
+    assert code == 3, out + err
+    assert ("FusedUpdateError: PackNetModel(fused_update=True), the default,"
+            in err), err
+    assert f"Fix: add `fused_update: false` to {path}" in err, err
+    config["fused_update"] = False  # the fix the message names
+    code, out, err = run_cli("train", write_config(path, config), "--quiet")
+    assert code == 0, out + err
+    assert checkpoint.load_model(workdir / "out" / "model.keras"
+                                 ).fused_update is False
 
 
 def test_a_second_process_on_the_same_run_is_refused(workdir):

@@ -82,6 +82,10 @@ class RunConfig:
         network: the network section (a dict with `type`).
         tasks: the `TaskConfig`s in order.
         log_dir: TensorBoard folder, or None.
+        fused_update: `PackNetModel.fused_update` to train with (True:
+            the masked update compiled by XLA; False: uncompiled), or None
+            for the model's own (True for a new network, the saved value
+            for a model file).
     """
 
     path: str
@@ -92,6 +96,7 @@ class RunConfig:
     network: dict
     tasks: list
     log_dir: pathlib.Path = None
+    fused_update: bool = None
 
     def error(self, key, message):
         """A `ConfigError` about `key` of this config."""
@@ -195,12 +200,18 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         raise ConfigError(path, "model", f"expected a path ending in "
                           f"'.keras'. Received: {model!r}")
     log_dir = log_dir or data.get("log_dir")
+    fused_update = data.get("fused_update")
+    if fused_update is not None and not isinstance(fused_update, bool):
+        raise ConfigError(path, "fused_update", "expected true (the masked "
+                          "update compiled by XLA) or false (uncompiled, "
+                          f"as exact). Received: {fused_update!r}")
     return RunConfig(
         path=str(path), base_dir=pathlib.Path(base_dir),
         model=resolve_path(model, base_dir), max_tasks=max_tasks, seed=seed,
         network=dict(data["network"]),
         tasks=tasks,
-        log_dir=None if log_dir is None else resolve_path(log_dir, base_dir))
+        log_dir=None if log_dir is None else resolve_path(log_dir, base_dir),
+        fused_update=fused_update)
 
 
 def load_config(path, model=None, log_dir=None):

@@ -9,6 +9,7 @@ import traceback
 from packnet_tf import checkpoint
 from packnet_tf.cli.prepare import sidecar_path
 from packnet_tf.cli.progress import PhaseFailed
+from packnet_tf.errors import FusedUpdateError
 
 
 def error_log(model_path):
@@ -47,6 +48,11 @@ def stopped(run, error):
     lines = [line for line in str(error).strip().splitlines()
              if line.strip()]
     what = lines[-1].split("}} ", 1)[-1].strip() if lines else ""
+    if isinstance(error, FusedUpdateError):
+        # Its fix names the Python API; a run sets it in the config.
+        what = (f"{str(error).split(' Fix: ')[0].rstrip('.')}. Fix: add "
+                f"`fused_update: false` to {run.config.path} (the update "
+                "then runs uncompiled, exactly as safe)")
     return PhaseFailed(
         f"Task {task!r}, {phase}: {type(error).__name__}: {what}. "
         f"{model} keeps {kept} (the last complete one); fix the cause and "

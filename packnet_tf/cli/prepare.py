@@ -277,6 +277,9 @@ def prepare(config, strategy=None):
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model, resumed = _load_or_build(config, sidecar)
+    if config.fused_update is not None:
+        # How the update runs, not what it computes: may change on resume.
+        model.fused_update = config.fused_update
     _check_model_tasks(config, model, resumed)
     shape = networks.input_shape(model)
     held = {t.name: t for t in model.tasks}

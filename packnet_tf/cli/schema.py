@@ -7,7 +7,7 @@ from packnet_tf.task import validate_task_name
 
 #: Top-level keys.
 TOP_KEYS = ("model", "max_tasks", "seed", "network", "defaults", "tasks",
-            "log_dir")
+            "log_dir", "fused_update")
 #: Keys a task (or `defaults`) may set, with their defaults.
 TASK_DEFAULTS = {
     "epochs": 1,
