@@ -53,11 +53,18 @@ def dataset(x, y, shard_policy=None):
     return ds
 
 
-def train_two_tasks(model, shard_policy=None):
-    """Trains tasks a and b; returns task a's probe outputs after each."""
+def train_two_tasks(model, shard_policy=None, optimizer=None):
+    """Trains tasks a and b; returns task a's probe outputs after each.
+
+    `optimizer` builds each task's optimizer (default: SGD with momentum
+    and weight decay).
+    """
     import keras
 
     import packnet_tf as pn
+
+    optimizer = optimizer or (lambda: keras.optimizers.SGD(
+        1e-2, momentum=0.9, weight_decay=0.01))
 
     probe = task_data(2, 9)[0][:8]
     outputs = []
@@ -66,8 +73,7 @@ def train_two_tasks(model, shard_policy=None):
         pn.train_task(
             model, name, dataset(x, y, shard_policy), num_classes=2,
             epochs=2, finetune_epochs=1, prune_fraction=0.5, verbose=0,
-            optimizer=keras.optimizers.SGD(1e-2, momentum=0.9,
-                                           weight_decay=0.01),
+            optimizer=optimizer(),
         )
         model.use_task("a")
         outputs.append(keras.ops.convert_to_numpy(model(probe)))
