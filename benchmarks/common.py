@@ -269,9 +269,10 @@ def to_unit(x, y):
 def untuned(dataset):
     """`dataset` with tf.data autotuning off (parallelism stays as given).
 
-    With autotuning on, the first step of every epoch of Keras' `fit` waits
-    about 4 s on this 2-core machine (epoch_stall.py); PyTorch's loader,
-    the peer's, has no such wait.
+    With autotuning on, the first step of an epoch of Keras' `fit` waited
+    up to about 4 s on this 2-core machine in one sitting and not at all in
+    another (epoch_stall.py); autotuning off never waited. PyTorch's
+    loader, the peer's, has no such wait.
     """
     import tensorflow as tf
 

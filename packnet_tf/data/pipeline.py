@@ -188,13 +188,14 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         held_out: with `holdout`, False gives the other examples (to train
             on), True the held-out ones (to validate on).
         autotune: False (default): tf.data autotuning off, so parallel
-            reads and decoding keep TensorFlow's starting parallelism (one
-            call per core, at most 16) and two batches are prefetched.
-            Keras' `fit` makes a new iterator every epoch, and with
-            autotuning on the first step of each epoch waited about 4 s on
-            a 2-core machine (`benchmarks/epoch_stall.py`). True: autotuned
-            parallelism and prefetching, for pipelines whose best settings
-            differ from these.
+            reads and decoding keep TensorFlow's starting parallelism (its
+            thread pool's size, at most 16) and two batches are
+            prefetched. Keras' `fit` makes a new iterator every epoch, and
+            with autotuning on the first step of an epoch waited longer on
+            a 2-core machine: 1.39 s against 0.66 s for JPEGs decoded
+            every epoch, up to 4 s for cached images in one sitting
+            (`benchmarks/epoch_stall.py`). True: autotuned parallelism and
+            prefetching, for pipelines whose best settings differ.
 
     Returns:
         A `tf.data.Dataset` of float32 `x` batches and int32 labels.
