@@ -6,6 +6,7 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
+from packnet_tf.model import FINGERPRINT_BATCH
 from packnet_tf.trunk import packed_layers
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -219,6 +220,41 @@ def test_fingerprints_verify_after_reload_and_catch_tampering(
     dense.kernel.assign(kernel)
     diffs = loaded.verify()
     assert diffs["a"] > 0 and diffs["b"] > 0
+
+
+def test_verify_sees_a_change_behind_a_unit_a_short_probe_misses():
+    keras.utils.set_random_seed(0)
+    trunk = keras.Sequential([keras.Input((3,)), layers.PackedDense(
+        32, activation="relu", name="dense")])
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    model.add_task("a", num_classes=2)
+    model.prune(0.5)
+    model.end_task()
+    assert len(model.tasks[0].fingerprint) == FINGERPRINT_BATCH
+    dense = model.trunk.get_layer("dense")
+    kept = np.where(dense.kernel_owner.numpy() == 1, dense.kernel.numpy(), 0)
+    features = np.maximum(model._probe(1) @ kept + dense.bias.numpy()[0], 0)
+    # Units off on the first 4 probe examples (the probe's length before)
+    # but on for a later one.
+    hidden = np.flatnonzero((features[:4] == 0).all(axis=0)
+                            & (features[4:] > 0).any(axis=0))
+    assert hidden.size, "no such unit: choose another seed"
+    head = model.heads[0]
+    original = head.kernel.numpy()
+    changed = original.copy()
+    changed[hidden[0]] += 1.0
+    head.kernel.assign(changed)
+    assert model.verify()["a"] > 0
+    # A fingerprint stored on 4 examples (as files written before hold) is
+    # checked on those 4: it verifies, and misses this change.
+    head.kernel.assign(original)
+    config = model.get_config()
+    config["tasks"][0]["fingerprint"] = config["tasks"][0]["fingerprint"][:4]
+    older = pn.PackNetModel.from_config(config)
+    older.set_weights(model.get_weights())
+    assert older.verify() == {"a": 0.0}
+    older.heads[0].kernel.assign(changed)
+    assert older.verify() == {"a": 0.0}
 
 
 def test_prune_counts_frees_exact_counts_or_nothing(trunk):
