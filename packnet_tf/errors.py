@@ -15,4 +15,13 @@ class UnsupportedLayerError(ValueError):
 
 class FusedUpdateError(RuntimeError):
     """XLA could not compile the training step's fused update (usually an
-    optimizer with an operation XLA lacks); `fused_update=False` avoids it."""
+    optimizer with an operation XLA lacks); `fused_update=False` avoids it.
+
+    Attributes:
+        problem: what failed, without the fix (callers that offer the fix
+            another way, such as a run config, word their own).
+    """
+
+    def __init__(self, problem, fix):
+        self.problem = problem
+        super().__init__(f"{problem} Fix: {fix}")

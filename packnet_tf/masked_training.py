@@ -190,10 +190,10 @@ class MaskedTrainingMixin:
                 "PackNetModel(fused_update=True), the default, compiles the "
                 "masked optimizer update with XLA, and XLA could not compile "
                 f"this one ({type(self.optimizer).__name__}): "
-                f"{detail or message.splitlines()[0]}. Fix: set "
-                "`model.fused_update = False` (or pass fused_update=False) "
-                "and compile again; the update then runs uncompiled, "
-                "exactly as safe.") from error
+                f"{detail or message.splitlines()[0]}.",
+                "set `model.fused_update = False` (or pass "
+                "fused_update=False) and compile again; the update then runs "
+                "uncompiled, exactly as safe.") from error
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on the active task; see the class docstring.

@@ -50,7 +50,7 @@ def stopped(run, error):
     what = lines[-1].split("}} ", 1)[-1].strip() if lines else ""
     if isinstance(error, FusedUpdateError):
         # Its fix names the Python API; a run sets it in the config.
-        what = (f"{str(error).split(' Fix: ')[0].rstrip('.')}. Fix: add "
+        what = (f"{error.problem.rstrip('.')}. Fix: add "
                 f"`fused_update: false` to {run.config.path} (the update "
                 "then runs uncompiled, exactly as safe)")
     return PhaseFailed(
