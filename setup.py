@@ -22,6 +22,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["packnet_tf", "packnet_tf.*"]),
+    # The command's launcher: keeps `--help` free of TensorFlow.
+    py_modules=["packnet_tf_cli"],
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21",
@@ -36,7 +38,7 @@ setup(
         "tensorboard>=2.16",
     ],
     entry_points={
-        "console_scripts": ["packnet-tf = packnet_tf.cli.main:main"],
+        "console_scripts": ["packnet-tf = packnet_tf_cli:main"],
     },
     extras_require={
         "dev": [

@@ -3,10 +3,15 @@
 Mallya & Lazebnik, "PackNet: Adding Multiple Tasks to a Single Network by
 Iterative Pruning", CVPR 2018.
 
-The public names below are imported on first use (PEP 562), so that
-`import packnet_tf` (and the `packnet-tf` command's `--help` and config
-checks) does not import TensorFlow; `packnet_tf.PackNetModel` and
-`from packnet_tf import train_task` work as plain imports would.
+`import packnet_tf` registers every Keras class of the library with
+`keras.saving` (so `keras.saving.load_model` reads a saved `PackNetModel`
+with no `custom_objects`), which imports TensorFlow and Keras. The one
+exception is a process started by the `packnet-tf` command (its launcher,
+the top-level module `packnet_tf_cli`, is imported first): the command
+answers `--help`, `--version` and config errors without TensorFlow, and its
+paths that read or build models import the classes themselves. The other
+public names are imported on first use (PEP 562); `packnet_tf.PackNetModel`
+and `from packnet_tf import train_task` work as plain imports would.
 """
 
 import importlib
@@ -32,6 +37,18 @@ _PUBLIC = {
     "prune_fraction_for": "packnet_tf.planning",
     "train_task": "packnet_tf.training",
 }
+
+#: The modules whose import registers the library's Keras classes
+#: (`keras.saving.register_keras_serializable(package="packnet_tf")`).
+_SERIALIZABLE = (
+    "packnet_tf.layers",
+    "packnet_tf.model",
+    "packnet_tf.gradual",
+    "packnet_tf.baselines",
+)
+
+#: The `packnet-tf` command's launcher (see the module docstring).
+_COMMAND_LAUNCHER = "packnet_tf_cli"
 
 #: The public names that are subpackages themselves.
 _SUBPACKAGES = ("export", "layers")
@@ -104,3 +121,17 @@ class _Package(types.ModuleType):
 # The module's own type, not global state: only this package's attribute
 # binding changes.
 sys.modules[__name__].__class__ = _Package
+
+
+def _register_keras_classes():
+    """Registers every Keras class of the library with `keras.saving`.
+
+    `import packnet_tf` calls it, except in a process the `packnet-tf`
+    command started; calling it again does nothing more.
+    """
+    for module in _SERIALIZABLE:
+        importlib.import_module(module)
+
+
+if _COMMAND_LAUNCHER not in sys.modules:
+    _register_keras_classes()

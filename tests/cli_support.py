@@ -68,8 +68,8 @@ def run_cli(*argv):
 
 def cli_command(*argv):
     """The command line that runs `packnet-tf` in a fresh process."""
-    return [sys.executable, "-m", "packnet_tf.cli.main"] + [str(a)
-                                                           for a in argv]
+    # The console script's module: TensorFlow loads only when needed.
+    return [sys.executable, "-m", "packnet_tf_cli"] + [str(a) for a in argv]
 
 
 def cli_env():

@@ -1,8 +1,9 @@
 """A quiet, quick `packnet-tf`: no TensorFlow to answer, no TF log lines.
 
 `--help`, `--version` and a config error answer without importing
-TensorFlow; `import packnet_tf` imports it only when a public name is used;
-the demo's output holds none of TensorFlow's own lines unless `--verbose`.
+TensorFlow (the command starts from its launcher, `packnet_tf_cli`); a
+plain `import packnet_tf` registers the Keras classes (tests/
+test_registration.py); the demo's output holds none of TensorFlow's own lines unless `--verbose`.
 """
 
 import json
@@ -22,7 +23,7 @@ from packnet_tf.cli.main import build_parser
 #: Runs `packnet-tf` in this fresh process, then says what it imported.
 _MAIN_PROBE = """
 import contextlib, io, json, sys
-from packnet_tf.cli.main import main
+from packnet_tf_cli import main
 out, err = io.StringIO(), io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
@@ -36,6 +37,7 @@ print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(),
 
 _IMPORT_PROBE = """
 import json, sys
+import packnet_tf_cli  # as the console script does
 import packnet_tf
 print(json.dumps({"tensorflow": "tensorflow" in sys.modules,
                   "keras": "keras" in sys.modules,
@@ -106,7 +108,7 @@ def test_a_config_error_exits_2_without_tensorflow(bad_configs, case, says):
     assert not report["tensorflow"] and not report["keras"]
 
 
-def test_import_packnet_tf_does_not_import_tensorflow():
+def test_the_command_imports_packnet_tf_without_tensorflow():
     report = _probe(_IMPORT_PROBE)
     assert report == {"tensorflow": False, "keras": False,
                       "all": packnet_tf.__all__, "dir": []}
