@@ -126,7 +126,12 @@ def main(argv=None):
                       metrics=["accuracy"])
         model.fit(*low[0], epochs=args.retrain_epochs, batch_size=32,
                   verbose=0)
-    model.end_task()
+        # Batch norm: statistics of the pruned, re-trained network.
+        model.recalibrate_batch_norm(low[0][0])
+        model.end_task()
+    else:
+        # Pruned without data: the statistics it was converted with.
+        model.end_task(recalibrate=False)
     print(f"task 1 re-trained {args.retrain_epochs} epoch(s) and frozen: "
           f"accuracy {accuracy(model, low[1]):.3f}")
     task_one = outputs(model, x_test)

@@ -30,7 +30,8 @@ class MaskedTrainingMixin:
 
     Mixed into `PackNetModel`, which provides `_packed()`, `heads`, `trunk`,
     `_active_id()`, `_task_for(action)` (the active task's record, guarded
-    by `packnet_tf.task.require`) and `_step_results()`.
+    by `packnet_tf.task.require`), `_step_results()` and
+    `_statistics_changed(task)` (training moves batch-norm statistics).
     """
 
     def _trained_variables(self, task_id):
@@ -170,6 +171,7 @@ class MaskedTrainingMixin:
         Raises:
             FusedUpdateError: if XLA cannot compile the fused update.
         """
+        self._statistics_changed(self._task_for("fit"))
         with self._explain_fused_update_failure():
             return super().train_on_batch(*args, **kwargs)
 
@@ -206,6 +208,7 @@ class MaskedTrainingMixin:
         """
         task = self._task_for("fit")
         check_labels(x, y, task.num_classes, task.name)
+        self._statistics_changed(task)
         # The train step computes with raw kernels; free weights must be 0
         # for that to equal the masked kernels. Pruning leaves them at 0;
         # this also covers weights written by hand since.

@@ -24,6 +24,7 @@ from packnet_tf.free_init import check_free_init, claim_for_task
 from packnet_tf.layers.base import validate_max_tasks
 from packnet_tf.masked_training import MaskedTrainingMixin
 from packnet_tf.pruning import PruningMixin, validate_fraction
+from packnet_tf.recalibration import batch_norm_layers, recalibrate
 from packnet_tf.task import (
     TRAINING,
     TaskInfo,
@@ -363,16 +364,95 @@ class PackNetModel(
         self._activate(self._find(name))
         return self.active_task
 
-    def end_task(self):
+    def _statistics_changed(self, task):
+        """Records that `task`'s batch-norm statistics no longer describe
+        its network (it trains, or was pruned)."""
+        if batch_norm_layers(self):
+            task.statistics_stale = True
+
+    def recalibrate_batch_norm(self, data, steps=None, batch_size=None):
+        """Recomputes the active task's batch-norm statistics from `data`.
+
+        After pruning (and after training, whose moving averages lag
+        behind the weights) the moving mean and variance of every
+        `TaskBatchNormalization` describe another network. This sets the
+        active task's to population statistics of the network as it is
+        now, over `data` (see `packnet_tf.recalibration`): one pass in
+        inference mode except that batch norm normalizes with each batch's
+        statistics, pooled exactly over every example read. Call it after
+        the last prune or fine-tune of a task, on its training data
+        without augmentation, before `end_task()`; `train_task` and the
+        `packnet-tf` runner do. Earlier tasks are not touched. A converted
+        network's task that is pruned without data keeps the statistics it
+        was converted with: end it with `end_task(recalibrate=False)`.
+
+        Args:
+            data: the task's training data: a `tf.data.Dataset` of `x` or
+                `(x, y)` batches (labels are ignored), an array of inputs,
+                or an `(x, y)` tuple of arrays.
+            steps: None (default) for every batch of `data`, or at most this
+                many batches. Larger batches estimate deep layers'
+                statistics better (each layer sees inputs normalized with
+                batch, not population, statistics).
+            batch_size: batch size for array data (default 32).
+
+        Returns:
+            The number of examples read (0 for a network without batch
+            norm, which reads nothing).
+
+        Raises:
+            TaskStateError: if the active task is frozen (or none is
+                active).
+            ValueError: for data without examples or bad `steps`.
+            TypeError: for data of another type.
+
+        Example:
+
+        >>> model.prune(0.5)
+        >>> model.fit(x, y, epochs=1)              # fine-tune
+        >>> model.recalibrate_batch_norm((x, y))
+        >>> model.end_task()
+        """
+        task = self._task_for("recalibrate_batch_norm")
+        examples = recalibrate(self, task.task_id, data, steps, batch_size)
+        task.statistics_stale = False
+        return examples
+
+    def end_task(self, recalibrate=True):
         """Freezes the active task for good.
+
+        Args:
+            recalibrate: True (default): in a network with
+                `TaskBatchNormalization`, the task's statistics must have
+                been recomputed (`recalibrate_batch_norm`) since it last
+                trained or was pruned; a task whose statistics are stale is
+                refused. False: freeze the statistics as they are (a
+                converted network's task pruned without data keeps the
+                converted ones).
 
         Returns:
             The task's `TaskInfo`.
 
         Raises:
-            TaskStateError: if no task is training.
+            TaskStateError: if no task is training, or its batch-norm
+                statistics are stale and `recalibrate` is True.
+            TypeError: if `recalibrate` is not a bool.
         """
+        if not isinstance(recalibrate, (bool, np.bool_)):
+            raise TypeError(
+                "end_task(recalibrate=...): expected True or False. "
+                f"Received: {recalibrate!r}")
         task = self._task_for("end_task")
+        if recalibrate and task.statistics_stale:
+            layers = len(batch_norm_layers(self))
+            raise TaskStateError(
+                f"Task {task.name!r} was trained or pruned after its batch-"
+                f"norm statistics were computed ({layers} "
+                "TaskBatchNormalization layers): frozen as they are, every "
+                "prediction would normalize with another network's "
+                "statistics. Call `model.recalibrate_batch_norm(train_data)` "
+                "before `end_task()`, or `end_task(recalibrate=False)` to "
+                "keep them (a converted network pruned without data).")
         outputs = self(self._probe(task.task_id), training=False)
         task.fingerprint = keras.ops.convert_to_numpy(outputs).tolist()
         advance(task, "end_task")

@@ -12,7 +12,11 @@ schedule. The phase functions apply it to the active task of a
 - the default loss is sparse categorical cross-entropy on logits;
 - a task with prune fraction 0 (or None) is neither pruned nor fine-tuned;
 - with a gradual schedule there is no one-shot prune: the task is pruned
-  along the schedule while it fine-tunes.
+  along the schedule while it fine-tunes;
+- before a task is frozen, its batch-norm statistics are recomputed over
+  its training data as population statistics of the final network
+  (`recalibrate`; `packnet_tf.recalibration`), and before each accuracy
+  trial of `prune_fraction="auto"`, which measures in inference mode.
 
 `packnet_tf.train_task` runs them in one call; the `packnet-tf` runner runs
 them one by one, saving the model after each. How a phase fits is the
@@ -31,8 +35,10 @@ from packnet_tf import auto_prune
 from packnet_tf._keras_compat import compile_state
 from packnet_tf import gradual as gradual_pruning
 from packnet_tf.planning import check_fraction
+from packnet_tf.recalibration import batch_norm_layers
 
-#: The phases of a task, in order.
+#: The phases of a task, in order. "end" recalibrates batch-norm
+#: statistics (`recalibrate`), then freezes the task.
 PHASES = ("train", "prune", "finetune", "end")
 
 #: model -> (task id, compile config) of its last `compile_fresh`.
@@ -105,6 +111,12 @@ class Recipe:
         auto_candidates: with "auto": the fractions tried, largest first.
         auto_recovery_epochs: with "auto": epochs of recovery (at the
             fine-tuning rate) after each trial prune, before measuring.
+        recalibrate: whether batch-norm statistics are recomputed over the
+            training data before the task is frozen (and before each
+            "auto" trial measures); False freezes them as training left
+            them (`end_task(recalibrate=False)`).
+        recalibrate_steps: None for one pass over the training data, or
+            at most this many batches.
 
     Raises:
         ValueError: on bad epochs, fraction or schedule.
@@ -123,6 +135,8 @@ class Recipe:
     auto_tolerance: float = auto_prune.DEFAULT_TOLERANCE
     auto_candidates: tuple = auto_prune.DEFAULT_CANDIDATES
     auto_recovery_epochs: int = 1
+    recalibrate: bool = True
+    recalibrate_steps: int = None
     schedule: object = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
@@ -140,6 +154,18 @@ class Recipe:
         elif self.prune_fraction is not None:
             object.__setattr__(self, "prune_fraction",
                                check_fraction(self.prune_fraction))
+        if not isinstance(self.recalibrate, bool):
+            raise ValueError(
+                "Expected `recalibrate` to be True or False. Received: "
+                f"recalibrate={self.recalibrate!r}")
+        if self.recalibrate_steps is not None and (
+                isinstance(self.recalibrate_steps, bool)
+                or not isinstance(self.recalibrate_steps, int)
+                or self.recalibrate_steps < 1):
+            raise ValueError(
+                "Expected `recalibrate_steps` to be None (one pass over the "
+                "training data) or an int >= 1. Received: "
+                f"recalibrate_steps={self.recalibrate_steps!r}")
         _check_epochs("epochs", self.epochs)
         _check_epochs("finetune_epochs", self.finetune_epochs)
         schedule = None if self.auto else gradual_pruning.schedule_for(
@@ -274,7 +300,29 @@ def train(model, recipe, fit, compile=None):
     return fit(recipe.epochs, [])
 
 
-def choose(model, recipe, fit, accuracy, compile=None):
+def recalibrate(model, recipe, data):
+    """Recomputes the active task's batch-norm statistics (if the recipe
+    says so and the network has batch norm).
+
+    Args:
+        model: a `PackNetModel` whose active task is training or pruned.
+        recipe: the task's `Recipe`.
+        data: the task's training data (see
+            `PackNetModel.recalibrate_batch_norm`), or a function that
+            returns it (called only when there is something to
+            recalibrate).
+
+    Returns:
+        The number of examples read (0: nothing to do).
+    """
+    if not recipe.recalibrate or not batch_norm_layers(model):
+        return 0
+    if callable(data):
+        data = data()
+    return model.recalibrate_batch_norm(data, steps=recipe.recalibrate_steps)
+
+
+def choose(model, recipe, fit, accuracy, compile=None, data=None):
     """Resolves `prune_fraction="auto"` by `auto_prune.choose_fraction`.
 
     Args:
@@ -284,6 +332,9 @@ def choose(model, recipe, fit, accuracy, compile=None):
             `recipe.auto_recovery_epochs` at the fine-tuning rate.
         accuracy: `accuracy()` -> the active task's validation accuracy.
         compile: as in `train`.
+        data: the training data to recalibrate batch-norm statistics on
+            before each measurement (as in `recalibrate`); None measures
+            with the statistics training left.
 
     Returns:
         `(recipe, result)`: the recipe with the chosen fraction and the
@@ -296,8 +347,14 @@ def choose(model, recipe, fit, accuracy, compile=None):
         _start(model, recipe, recipe.finetune_rate, compile)
         fit(recipe.auto_recovery_epochs, [])
 
+    def measured():
+        # Inference mode: the statistics must describe the trial's network.
+        if data is not None:
+            recalibrate(model, recipe, data)
+        return accuracy()
+
     result = auto_prune.choose_fraction(
-        model, accuracy, recover, recipe.auto_tolerance,
+        model, measured, recover, recipe.auto_tolerance,
         recipe.auto_candidates)
     return dataclasses.replace(recipe, prune_fraction=result.fraction), result
 
@@ -351,13 +408,20 @@ def finetune(model, recipe, fit, compile=None):
                      for key, start in pruning.start_counts.items()}
 
 
-def end(model):
-    """The end phase: freezes the active task.
+def end(model, recipe=None, data=None):
+    """The end phase: recalibrates batch norm, then freezes the active task.
 
     Args:
         model: a `PackNetModel`.
+        recipe: the task's `Recipe` (None: the defaults).
+        data: the task's training data, or a function that returns it, for
+            `recalibrate`; None: statistics must already be fresh (see
+            `PackNetModel.end_task`).
 
     Returns:
         The task's `TaskInfo`.
     """
-    return model.end_task()
+    recipe = recipe or Recipe()
+    if data is not None:
+        recalibrate(model, recipe, data)
+    return model.end_task(recalibrate=recipe.recalibrate)

@@ -32,7 +32,8 @@ class PruningMixin:
     layers), `tasks`, `_active_id()`, `_task_for(action)` (the active
     task's record, guarded by `packnet_tf.task.require`) and `_released`
     (the kept values of pruned weights, one per packed kernel in
-    `_kernels()` order, or empty).
+    `_kernels()` order, or empty) and `_statistics_changed(task)` (pruning
+    makes batch-norm statistics stale).
     """
 
     def _apply_owners(self, changes):
@@ -138,6 +139,7 @@ class PruningMixin:
             if key in counts
         ]
         self._apply_owners(changes)
+        self._statistics_changed(task)
         advance(task, "prune")
         return {key: int(count) for key, count in counts.items()}
 

@@ -49,6 +49,10 @@ class TaskInfo:
         input_contract: how raw images become its inputs and its class
             names (`packnet_tf.InputContract`), or None: inputs are
             trunk-ready floats (files written before contracts load so).
+        statistics_stale: whether the task was trained or pruned since its
+            batch-norm statistics were last computed
+            (`PackNetModel.recalibrate_batch_norm`); always False in a
+            network without `TaskBatchNormalization`.
     """
 
     name: str
@@ -57,6 +61,7 @@ class TaskInfo:
     state: str = TRAINING
     fingerprint: list = None
     input_contract: object = None
+    statistics_stale: bool = False
 
     def __post_init__(self):
         # Read back from a config as a dict.

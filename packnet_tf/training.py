@@ -71,6 +71,17 @@ def _steps_per_epoch(data, batch_size):
     return None
 
 
+def _recalibration_data(data, batch_size):
+    """`data()`: `data` as batches for `phases.recalibrate`."""
+    def batches():
+        if isinstance(data, tuple):
+            # Keras' default batch size for arrays, as `fit` used.
+            return tf.data.Dataset.from_tensor_slices(data[0]).batch(
+                batch_size or 32)
+        return data
+    return batches
+
+
 def _accuracy_on(model, data):
     """`accuracy()`: the active task's accuracy on `data` (arrays or a
     dataset of `(x, y)` batches, sparse labels)."""
@@ -131,6 +142,8 @@ def train_task(
     auto_tolerance=auto_prune.DEFAULT_TOLERANCE,
     auto_candidates=auto_prune.DEFAULT_CANDIDATES,
     auto_recovery_epochs=1,
+    recalibrate=True,
+    recalibrate_steps=None,
 ):
     """Adds task `name`, trains it, prunes it, fine-tunes it, and freezes it.
 
@@ -188,6 +201,14 @@ def train_task(
             accuracy the task may lose (default 0.005).
         auto_candidates: with "auto", the fractions to try.
         auto_recovery_epochs: with "auto", recovery epochs per trial.
+        recalibrate: whether the task's batch-norm statistics are
+            recomputed over `train_data` (as given: its batches, and any
+            augmentation its pipeline applies) before the task is frozen
+            and before each "auto" trial measures (see
+            `PackNetModel.recalibrate_batch_norm`). False freezes them as
+            training left them. Without batch norm nothing is read.
+        recalibrate_steps: None for one pass over `train_data`, or at most
+            this many batches.
 
     Returns:
         A `TaskResult`.
@@ -218,6 +239,8 @@ def train_task(
         auto_tolerance=auto_tolerance,
         auto_candidates=auto_candidates,
         auto_recovery_epochs=auto_recovery_epochs,
+        recalibrate=recalibrate,
+        recalibrate_steps=recalibrate_steps,
     )
     if recipe.auto and validation_data is None:
         raise ValueError(
@@ -234,13 +257,17 @@ def train_task(
                    input_contract=input_contract)
     result = TaskResult(task=None, train_history=phases.train(
         model, recipe, fit))
+    statistics_data = _recalibration_data(train_data, batch_size)
     recipe, result.auto = phases.choose(
-        model, recipe, fit, _accuracy_on(model, validation_data))
+        model, recipe, fit, _accuracy_on(model, validation_data),
+        data=statistics_data)
     result.freed = phases.prune(model, recipe)
     result.finetune_history, gradually_freed = phases.finetune(
         model, recipe, fit)
     result.freed = result.freed or gradually_freed
     if end:
-        phases.end(model)
+        phases.end(model, recipe, statistics_data)
+    else:
+        phases.recalibrate(model, recipe, statistics_data)
     result.task = model.active_task
     return result

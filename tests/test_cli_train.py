@@ -176,7 +176,7 @@ def test_a_record_matching_the_model_skips_the_finished_finetune(
     class Killed(BaseException):
         pass
 
-    def end_task(self):
+    def end_task(self, recalibrate=True):
         raise Killed  # after the fine-tune phase was saved and recorded
 
     from packnet_tf.model import PackNetModel

@@ -238,7 +238,7 @@ def test_conv_classifier_and_adapted_normalization():
     # The (batch, 1, 1, 4) map is flattened for the next tasks' Dense heads.
     assert converted.trunk.output.shape == (None, 4)
     converted.prune(0.5)
-    converted.end_task()
+    converted.end_task(recalibrate=False)  # pruned without data
     converted.add_task("next", num_classes=2)
     assert outputs(converted, images((6, 6, 2))).shape == (4, 2)
 
@@ -382,7 +382,7 @@ def test_converted_model_learns_two_more_tasks_and_keeps_task_one(tmp_path):
     # Prune without data, then keep task 1 as it now is.
     freed = converted.prune(0.5)
     assert freed == {"stem/kernel": 108, "conv1/kernel": 288}
-    converted.end_task()
+    converted.end_task(recalibrate=False)  # no data: converted statistics
     task_one = outputs(converted, x)
     rng = np.random.default_rng(0)
     for name in ("second", "third"):

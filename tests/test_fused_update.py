@@ -46,6 +46,7 @@ def _two_tasks(trunk, task_data, probe, optimizer, fused):
     model.prune(0.5)
     model.compile(keras.optimizers.Adam(1e-3), loss=LOSS)
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.recalibrate_batch_norm(x)
     model.end_task()
     expected = _outputs(model, "t1", probe)
     x, y, classes = task_data[1]

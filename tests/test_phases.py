@@ -35,7 +35,7 @@ def _run(task_data, compile_each_phase):
         phases.train(model, recipe, fit, compile)
         phases.prune(model, recipe)
         phases.finetune(model, recipe, fit, compile)
-        phases.end(model)
+        phases.end(model, recipe, (x, y))
     return model, _weights(model), traced
 
 
@@ -93,6 +93,7 @@ def test_a_users_compile_or_another_task_compiles_fresh(task_data):
     phases.compile_fresh(model, recipe, 1e-2)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.prune(0.5)
+    model.recalibrate_batch_norm(x)
     model.end_task()
     model.add_task("b", num_classes=task_data[1][2])
     first = model.optimizer

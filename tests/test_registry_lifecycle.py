@@ -66,6 +66,7 @@ def _run_task(model, name, data, optimizer, fraction):
         model.compile(optimizer=optimizer.__class__.from_config(
             optimizer.get_config()), loss=LOSS)
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.recalibrate_batch_norm(x)
     model.end_task()
 
 

@@ -202,7 +202,9 @@ def _recipe(config, task, fraction):
                 from_logits=options["from_logits"]),
             gradual=options["gradual"],
             auto_tolerance=options["auto_tolerance"],
-            auto_candidates=tuple(options["auto_candidates"]))
+            auto_candidates=tuple(options["auto_candidates"]),
+            recalibrate=options["recalibrate"],
+            recalibrate_steps=options["recalibrate_steps"])
     except ValueError as error:
         raise config.error(f"{where}.gradual", error) from None
 

@@ -100,6 +100,12 @@ class Run:
                        holdout=holdout, held_out=held_out,
                        autotune=options["autotune"])
 
+    def _statistics_data(self, task):
+        """`data()`: the task's training examples (no augmentation, in
+        order) for batch-norm recalibration."""
+        return lambda: self._data(task, task.source.train_split, 0,
+                                  shuffle=False)
+
     def _held_out_accuracy(self, task):
         """`accuracy()` of `task` on its held-out training examples."""
         data = self._data(task, task.source.train_split, 0, shuffle=False,
@@ -241,7 +247,8 @@ class Run:
             self._where = (name, "prune")
             recipe, auto = phases.choose(
                 self.model, recipe, self._fitter(task, "prune"),
-                self._held_out_accuracy(task), self._compiler(task, "prune"))
+                self._held_out_accuracy(task), self._compiler(task, "prune"),
+                data=self._statistics_data(task))
             if auto is not None:
                 self._report_auto(task, auto)
             prune = recipe.prune_fraction
@@ -270,7 +277,7 @@ class Run:
                         f"({prune:.1%}); the network is {free:.1%} free")
                 say("finetune", self._summary)
         self._where = (name, "end")
-        phases.end(self.model)
+        phases.end(self.model, recipe, self._statistics_data(task))
         accuracy = self.evaluate(task)
         self.record["accuracy"][name] = accuracy
         # A row of the accuracy matrix: every task so far, after this one.

@@ -26,6 +26,10 @@ TASK_DEFAULTS = {
     "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
     "augment": None,  # or {flip: horizontal, translate: 0.1}
     "autotune": False,  # tf.data autotuning (packnet_tf.data.batches)
+    # Batch-norm statistics recomputed over the training data before a
+    # task is frozen (packnet_tf.recalibration); null steps: one pass.
+    "recalibrate": True,
+    "recalibrate_steps": None,
     # With prune_fraction: auto (packnet_tf.auto_prune): the accuracy a
     # task may lose, the fractions tried, and every k-th training example
     # held out to measure it.
@@ -129,7 +133,11 @@ def check_task_options(options, where, path, plan_ok):
                                    none_ok=key.startswith("finetune"))
     if options.get("num_classes") is not None:
         check_int(options["num_classes"], f"{where}.num_classes", path, 1)
-    for key in ("resize", "from_logits", "validation", "autotune"):
+    if options.get("recalibrate_steps") is not None:
+        check_int(options["recalibrate_steps"], f"{where}.recalibrate_steps",
+                  path, 1)
+    for key in ("resize", "from_logits", "validation", "autotune",
+                "recalibrate"):
         if key in options and not isinstance(options[key], bool):
             raise ConfigError(path, f"{where}.{key}", "expected true or "
                               f"false. Received: {options[key]!r}")

@@ -1,6 +1,7 @@
 """`TaskBatchNormalization`: batch norm with gamma, beta and statistics per task."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import constraints, initializers, ops, regularizers
 
@@ -81,6 +82,10 @@ class TaskBatchNormalization(PackedLayer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.supports_masking = True
+        # Set by `packnet_tf.recalibration.batch_statistics`: normalize with
+        # the batch's own statistics, record them here, update nothing.
+        self._collecting = False
+        self.collected = None
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -126,6 +131,19 @@ class TaskBatchNormalization(PackedLayer):
             ops.where(is_active, ops.expand_dims(new_row, 0), variable)
         )
 
+    def set_task_statistics(self, task_id, mean, variance):
+        """Writes task `task_id`'s moving mean and variance.
+
+        Args:
+            task_id: the task's owner id (1 for the first task).
+            mean, variance: one value per feature.
+        """
+        slots = np.arange(self.num_task_slots) == task_id - 1
+        for variable, row in ((self.moving_mean, mean),
+                              (self.moving_variance, variance)):
+            row = np.asarray(row, dtype=variable.dtype).reshape(1, -1)
+            variable.assign(ops.where(slots[:, None], row, variable))
+
     def _moments(self, x):
         context = tf.distribute.get_replica_context()
         if not self.synchronized or context is None:
@@ -145,7 +163,13 @@ class TaskBatchNormalization(PackedLayer):
     def call(self, inputs, training=None):
         compute_dtype = inputs.dtype
         x = ops.cast(inputs, "float32")
-        if training and self.trainable:
+        if self._collecting:
+            # A population-statistics pass (`packnet_tf.recalibration`):
+            # batch statistics, whatever `training` says, and no update.
+            mean, variance = ops.moments(x, axes=self._reduction_axes)
+            count = ops.size(x) // ops.shape(x)[self.axis]
+            self.collected = (mean, variance, count)
+        elif training and self.trainable:
             mean, variance = self._moments(x)
             self._update_moving("moving_mean", mean)
             self._update_moving("moving_variance", variance)
