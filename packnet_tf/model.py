@@ -370,7 +370,8 @@ class PackNetModel(
         if batch_norm_layers(self):
             task.statistics_stale = True
 
-    def recalibrate_batch_norm(self, data, steps=None, batch_size=None):
+    def recalibrate_batch_norm(self, data, steps=None, batch_size=None,
+                               shuffle=True):
         """Recomputes the active task's batch-norm statistics from `data`.
 
         After pruning (and after training, whose moving averages lag
@@ -395,6 +396,10 @@ class PackNetModel(
                 statistics better (each layer sees inputs normalized with
                 batch, not population, statistics).
             batch_size: batch size for array data (default 32).
+            shuffle: read array data in a shuffled order, the same every
+                call (default; as `fit` shuffles arrays: batches of one
+                class would skew deep layers' statistics). A dataset is
+                read as it is batched: shuffle it before batching.
 
         Returns:
             The number of examples read (0 for a network without batch
@@ -414,7 +419,8 @@ class PackNetModel(
         >>> model.end_task()
         """
         task = self._task_for("recalibrate_batch_norm")
-        examples = recalibrate(self, task.task_id, data, steps, batch_size)
+        examples = recalibrate(self, task.task_id, data, steps, batch_size,
+                               shuffle)
         task.statistics_stale = False
         return examples
 

@@ -33,6 +33,9 @@ import tensorflow as tf
 from packnet_tf.layers.batch_norm import TaskBatchNormalization
 from packnet_tf.trunk import packed_layers
 
+#: The seed of the order arrays are read in (`population_statistics`).
+SHUFFLE_SEED = 0
+
 __all__ = ["batch_norm_layers", "batch_statistics", "population_statistics",
            "recalibrate"]
 
@@ -89,7 +92,7 @@ def _check_steps(steps):
     return None if steps is None else int(steps)
 
 
-def _batches(data, batch_size):
+def _batches(data, batch_size, shuffle):
     """Yields input batches of `data` (see `population_statistics`)."""
     if isinstance(data, tf.data.Dataset):
         for element in data:
@@ -110,11 +113,15 @@ def _batches(data, batch_size):
     if size < 1:
         raise ValueError(
             f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
-    for start in range(0, int(data.shape[0]), size):
-        yield data[start:start + size]
+    count = int(data.shape[0])
+    order = (np.random.default_rng(SHUFFLE_SEED).permutation(count)
+             if shuffle else np.arange(count))
+    for start in range(0, count, size):
+        yield tf.gather(data, order[start:start + size])
 
 
-def population_statistics(model, data, steps=None, batch_size=None):
+def population_statistics(model, data, steps=None, batch_size=None,
+                          shuffle=True):
     """The active task's population statistics for every batch-norm layer.
 
     Args:
@@ -125,6 +132,12 @@ def population_statistics(model, data, steps=None, batch_size=None):
         steps: None for every batch, or at most this many batches.
         batch_size: the batch size for array data (default 32, as Keras'
             `fit`); a dataset keeps its own batches.
+        shuffle: whether array data is read in a shuffled order (the same
+            every call: seed `SHUFFLE_SEED`), as `fit` shuffles arrays:
+            arrays stored class by class would otherwise give batches of
+            one class, and deep layers' statistics of inputs normalized
+            with one class's statistics. A dataset is read as it is
+            batched: shuffle it before batching.
 
     Returns:
         `(statistics, examples)`: a list with one `(mean, variance)` pair of
@@ -147,7 +160,7 @@ def population_statistics(model, data, steps=None, batch_size=None):
 
     pooled = [None] * len(layers)
     examples = 0
-    for step, x in enumerate(_batches(data, batch_size)):
+    for step, x in enumerate(_batches(data, batch_size, shuffle)):
         if steps is not None and step >= steps:
             break
         if int(tf.shape(x)[0]) == 0:
@@ -175,7 +188,8 @@ def _pool(total, mean, variance, count):
             seen_m2 + variance * count + delta ** 2 * (seen * count / both))
 
 
-def recalibrate(model, task_id, data, steps=None, batch_size=None):
+def recalibrate(model, task_id, data, steps=None, batch_size=None,
+                shuffle=True):
     """Sets the active task's moving statistics to population statistics.
 
     See the module docstring; `PackNetModel.recalibrate_batch_norm` is the
@@ -184,7 +198,7 @@ def recalibrate(model, task_id, data, steps=None, batch_size=None):
     Args:
         model: a `PackNetModel` with an active task.
         task_id: the active task's owner id (its slot is written).
-        data, steps, batch_size: as in `population_statistics`.
+        data, steps, batch_size, shuffle: as in `population_statistics`.
 
     Returns:
         The number of examples read (0 when the trunk has no
@@ -195,7 +209,7 @@ def recalibrate(model, task_id, data, steps=None, batch_size=None):
         _check_steps(steps)
         return 0
     statistics, examples = population_statistics(model, data, steps,
-                                                 batch_size)
+                                                 batch_size, shuffle)
     for layer, (mean, variance) in zip(layers, statistics):
         layer.set_task_statistics(task_id, mean, variance)
     return examples

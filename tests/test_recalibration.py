@@ -14,6 +14,7 @@ import tensorflow as tf
 import packnet_tf as pn
 from packnet_tf import phases
 from packnet_tf.recalibration import (
+    SHUFFLE_SEED,
     batch_norm_layers,
     batch_statistics,
     population_statistics,
@@ -128,7 +129,8 @@ def test_batches_are_pooled_exactly_between_batch_spread_included():
     # miss the spread between them.
     x = x[np.argsort(x.mean(axis=(1, 2, 3)))]
     whole, _ = population_statistics(model, x, batch_size=len(x))
-    pooled, examples = population_statistics(model, x, batch_size=16)
+    pooled, examples = population_statistics(model, x, batch_size=16,
+                                             shuffle=False)
     assert examples == len(x)
     # The first batch norm's inputs do not depend on the batching (up to
     # float32 moments per batch).
@@ -136,15 +138,22 @@ def test_batches_are_pooled_exactly_between_batch_spread_included():
         np.testing.assert_allclose(got, want, rtol=0,
                                    atol=STATISTICS_TOLERANCE)
     # What averaging the batches' variances would give is far off.
-    averaged = np.mean([population_statistics(model, x[i:i + 16])[0][0][1]
+    averaged = np.mean([population_statistics(model, x[i:i + 16],
+                                              shuffle=False)[0][0][1]
                         for i in range(0, len(x), 16)], axis=0)
     assert np.max(np.abs(averaged - whole[0][1])) > 0.01
     # `steps` reads that many batches only: the first 16 examples.
     first, examples = population_statistics(model, x, steps=1,
-                                            batch_size=16)
+                                            batch_size=16, shuffle=False)
     assert examples == 16
-    head, _ = population_statistics(model, x[:16], batch_size=16)
+    head, _ = population_statistics(model, x[:16], batch_size=16,
+                                    shuffle=False)
     np.testing.assert_array_equal(first[0][0], head[0][0])
+    # Shuffled (the default): another first batch, the same every call.
+    shuffled = [population_statistics(model, x, steps=1, batch_size=16)[0]
+                for _ in range(2)]
+    np.testing.assert_array_equal(shuffled[0][0][0], shuffled[1][0][0])
+    assert not np.array_equal(shuffled[0][0][0], first[0][0])
 
 
 def test_datasets_arrays_and_tuples_give_the_same_statistics():
@@ -153,7 +162,9 @@ def test_datasets_arrays_and_tuples_give_the_same_statistics():
     _train_prune_finetune(model, x, y)
     from_array, _ = population_statistics(model, x, batch_size=16)
     from_tuple, _ = population_statistics(model, (x, y), batch_size=16)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    order = np.random.default_rng(SHUFFLE_SEED).permutation(len(x))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x[order], y[order])).batch(16)
     from_dataset, _ = population_statistics(model, dataset)
     for a, b, c in zip(from_array, from_tuple, from_dataset):
         np.testing.assert_array_equal(a[0], b[0])

@@ -101,10 +101,11 @@ class Run:
                        autotune=options["autotune"])
 
     def _statistics_data(self, task):
-        """`data()`: the task's training examples (no augmentation, in
-        order) for batch-norm recalibration."""
+        """`data()`: the task's training examples for batch-norm
+        recalibration: no augmentation, shuffled in a fixed order (a split
+        stored class by class would give batches of one class)."""
         return lambda: self._data(task, task.source.train_split, 0,
-                                  shuffle=False)
+                                  shuffle=True)
 
     def _held_out_accuracy(self, task):
         """`accuracy()` of `task` on its held-out training examples."""
