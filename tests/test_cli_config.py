@@ -149,7 +149,7 @@ def _saved(workdir, classes=(2, 3)):
     for name, count in zip("ab", classes):
         model.add_task(name, num_classes=count)
         model.prune(0.5)
-        model.end_task()
+        model.end_task(recalibrate=False)  # untrained: no data
     path = workdir / "saved" / "model.keras"
     checkpoint.save_model(model, path)
     return path

@@ -246,6 +246,9 @@ class Run:
         finetuned = self.last == {"task": name, "phase": "finetune"}
         if not gradual and prune and state == TRAINING:
             self._where = (name, "prune")
+            # Recalibration before each trial reads a shuffled order: the
+            # same whether the run resumes here or not.
+            keras.utils.set_random_seed(self._seed(task, "prune"))
             recipe, auto = phases.choose(
                 self.model, recipe, self._fitter(task, "prune"),
                 self._held_out_accuracy(task), self._compiler(task, "prune"),
@@ -278,6 +281,9 @@ class Run:
                         f"({prune:.1%}); the network is {free:.1%} free")
                 say("finetune", self._summary)
         self._where = (name, "end")
+        # The recalibration's shuffled order: the same whether the run
+        # resumes here or not.
+        keras.utils.set_random_seed(self._seed(task, "end"))
         phases.end(self.model, recipe, self._statistics_data(task))
         accuracy = self.evaluate(task)
         self.record["accuracy"][name] = accuracy
