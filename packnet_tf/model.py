@@ -256,15 +256,18 @@ class PackNetModel(
         return head, int(width)
 
     def _check_free_capacity(self):
+        # A layer left full on purpose (`prune(keep=...)`) is read by the
+        # new task, which trains the others; a network with no free weight
+        # at all has nothing to train.
         report = self.capacity()
         full = report.full_layers()
-        if full:
+        if full and len(full) == len(report.counts):
             owned = ", ".join(
                 f"{n}: {s:.1%}" for n, s in report.fractions().items()
             )
             raise CapacityError(
-                "No free weights left for a new task in layer(s) "
-                f"{', '.join(full)}. The network is owned as follows: "
+                "No free weights left for a new task: every layer is full ("
+                f"{', '.join(full)}). The network is owned as follows: "
                 f"{owned}. Prune the last task before `end_task()` (e.g. "
                 "`prune(0.5)`), or use a wider network."
             )

@@ -117,6 +117,9 @@ class Recipe:
             them (`end_task(recalibrate=False)`).
         recalibrate_steps: None for one pass over the training data, or
             at most this many batches.
+        prune_keep: kernels the one-shot prune leaves whole: `fnmatch`
+            patterns of `"layer/kernel"` keys (see `PackNetModel.prune`),
+            e.g. `("*/depthwise_kernel",)`; not with `gradual` or "auto".
 
     Raises:
         ValueError: on bad epochs, fraction or schedule.
@@ -137,6 +140,7 @@ class Recipe:
     auto_recovery_epochs: int = 1
     recalibrate: bool = True
     recalibrate_steps: int = None
+    prune_keep: tuple = None
     schedule: object = dataclasses.field(init=False, default=None)
 
     def __post_init__(self):
@@ -166,6 +170,19 @@ class Recipe:
                 "Expected `recalibrate_steps` to be None (one pass over the "
                 "training data) or an int >= 1. Received: "
                 f"recalibrate_steps={self.recalibrate_steps!r}")
+        if self.prune_keep is not None:
+            if isinstance(self.prune_keep, str) or not all(
+                    isinstance(p, str) for p in self.prune_keep):
+                raise ValueError(
+                    "Expected `prune_keep` to be a list of patterns of "
+                    "'layer/kernel' keys, such as ['*/depthwise_kernel']. "
+                    f"Received: prune_keep={self.prune_keep!r}")
+            if self.gradual is not None or self.auto:
+                raise ValueError(
+                    "`prune_keep` applies to a one-shot prune by a number; "
+                    "it does not combine with `gradual` or "
+                    "prune_fraction='auto'. Leave one of them out.")
+            object.__setattr__(self, "prune_keep", tuple(self.prune_keep))
         _check_epochs("epochs", self.epochs)
         _check_epochs("finetune_epochs", self.finetune_epochs)
         schedule = None if self.auto else gradual_pruning.schedule_for(
@@ -378,7 +395,7 @@ def prune(model, recipe):
                          "`phases.choose(...)` before the prune phase.")
     if recipe.schedule is not None or not recipe.prune_fraction:
         return {}
-    return model.prune(recipe.prune_fraction)
+    return model.prune(recipe.prune_fraction, keep=recipe.prune_keep)
 
 
 def finetune(model, recipe, fit, compile=None):

@@ -148,6 +148,7 @@ def train_task(
     auto_recovery_epochs=1,
     recalibrate=True,
     recalibrate_steps=None,
+    prune_keep=None,
 ):
     """Adds task `name`, trains it, prunes it, fine-tunes it, and freezes it.
 
@@ -213,6 +214,9 @@ def train_task(
             training left them. Without batch norm nothing is read.
         recalibrate_steps: None for one pass over `train_data`, or at most
             this many batches.
+        prune_keep: kernels the one-shot prune leaves whole (`fnmatch`
+            patterns of `"layer/kernel"` keys, e.g.
+            `["*/depthwise_kernel"]`; see `PackNetModel.prune`).
 
     Returns:
         A `TaskResult`.
@@ -245,6 +249,7 @@ def train_task(
         auto_recovery_epochs=auto_recovery_epochs,
         recalibrate=recalibrate,
         recalibrate_steps=recalibrate_steps,
+        prune_keep=prune_keep,
     )
     if recipe.auto and validation_data is None:
         raise ValueError(

@@ -81,7 +81,7 @@ def _bn_inputs(model, x):
     trunk = keras.models.clone_model(model.trunk)
     trunk.set_weights(model.trunk.get_weights())
     names = [layer.name for layer in batch_norm_layers(model)]
-    probe = keras.Model(trunk.inputs,
+    probe = keras.Model(trunk.inputs[0],
                         [trunk.get_layer(n).input for n in names])
     outputs = probe(x, training=True)
     if not isinstance(outputs, (list, tuple)):  # one batch norm

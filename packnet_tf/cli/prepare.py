@@ -204,9 +204,25 @@ def _recipe(config, task, fraction):
             auto_tolerance=options["auto_tolerance"],
             auto_candidates=tuple(options["auto_candidates"]),
             recalibrate=options["recalibrate"],
-            recalibrate_steps=options["recalibrate_steps"])
+            recalibrate_steps=options["recalibrate_steps"],
+            prune_keep=options["prune_keep"])
     except ValueError as error:
-        raise config.error(f"{where}.gradual", error) from None
+        key = "prune_keep" if "prune_keep" in str(error) else "gradual"
+        raise config.error(f"{where}.{key}", error) from None
+
+
+def _check_keep(config, task, model):
+    """Every `prune_keep` pattern names a kernel of the network."""
+    from packnet_tf.pruning import kept_kernels
+    from packnet_tf.trunk import packed_layers
+
+    keys = [f"{layer.name}/{name}" for layer in packed_layers(model.trunk)
+            for name, _, _ in layer.packed_kernels()]
+    try:
+        kept_kernels(task.options["prune_keep"], keys)
+    except (TypeError, ValueError) as error:
+        raise config.error(f"tasks[{task.index}].prune_keep",
+                           error) from None
 
 
 def _check_schedules(config, plans):
@@ -325,6 +341,7 @@ def prepare(config, strategy=None):
                 f"data ({source.description}) has {classes}. Give the task "
                 "its original data, or a new name.")
         fraction = _prune_fraction(config, task, model)
+        _check_keep(config, task, model)
         plans.append(TaskPlan(task, source, classes, fraction,
                               recipe=_recipe(config, task, fraction)))
     first_new = next((t for t in config.tasks if t.name not in held), None)

@@ -30,6 +30,8 @@ TASK_DEFAULTS = {
     # task is frozen (packnet_tf.recalibration); null steps: one pass.
     "recalibrate": True,
     "recalibrate_steps": None,
+    # Kernels a one-shot prune leaves whole: ["*/depthwise_kernel"].
+    "prune_keep": None,
     # With prune_fraction: auto (packnet_tf.auto_prune): the accuracy a
     # task may lose, the fractions tried, and every k-th training example
     # held out to measure it.
@@ -133,6 +135,12 @@ def check_task_options(options, where, path, plan_ok):
                                    none_ok=key.startswith("finetune"))
     if options.get("num_classes") is not None:
         check_int(options["num_classes"], f"{where}.num_classes", path, 1)
+    keep = options.get("prune_keep")
+    if keep is not None and (not isinstance(keep, list) or not all(
+            isinstance(p, str) for p in keep)):
+        raise ConfigError(path, f"{where}.prune_keep", "expected a list of "
+                          "patterns of layer/kernel names, such as "
+                          f"['*/depthwise_kernel']. Received: {keep!r}")
     if options.get("recalibrate_steps") is not None:
         check_int(options["recalibrate_steps"], f"{where}.recalibrate_steps",
                   path, 1)
