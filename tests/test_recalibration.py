@@ -95,6 +95,17 @@ def _stored(model, task_id):
             for layer in batch_norm_layers(model)]
 
 
+def _assert_population_statistics(stored, inputs):
+    """Each `(mean, variance)` of `stored` is that of its layer's `inputs`
+    (over every axis but the channels)."""
+    for (mean, variance), values in zip(stored, inputs, strict=True):
+        axes = tuple(range(values.ndim - 1))
+        np.testing.assert_allclose(mean, values.mean(axis=axes), rtol=0,
+                                   atol=STATISTICS_TOLERANCE)
+        np.testing.assert_allclose(variance, values.var(axis=axes), rtol=0,
+                                   atol=STATISTICS_TOLERANCE)
+
+
 def _batch_statistics_outputs(model, x):
     with batch_statistics(batch_norm_layers(model)):
         return keras.ops.convert_to_numpy(model(x, training=False))
@@ -110,11 +121,7 @@ def test_stored_statistics_are_the_pruned_networks_population_statistics():
     assert max(np.max(np.abs(m - e.mean(axis=(0, 1, 2))))
                for (m, _), e in zip(before, expected)) > 0.05
     assert model.recalibrate_batch_norm(x, batch_size=len(x)) == len(x)
-    for (mean, variance), inputs in zip(_stored(model, 1), expected):
-        np.testing.assert_allclose(mean, inputs.mean(axis=(0, 1, 2)),
-                                   rtol=0, atol=STATISTICS_TOLERANCE)
-        np.testing.assert_allclose(variance, inputs.var(axis=(0, 1, 2)),
-                                   rtol=0, atol=STATISTICS_TOLERANCE)
+    _assert_population_statistics(_stored(model, 1), expected)
     # Inference mode now computes what batch statistics compute.
     inference = keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_allclose(inference, _batch_statistics_outputs(model, x),
@@ -248,34 +255,30 @@ def test_recalibrating_a_later_task_keeps_earlier_tasks_bit_exact():
     assert set(model.verify().values()) == {0.0}
 
 
+def _new_task_by_train_task(seed, **options):
+    """A converted model whose second task `train_task` trained on
+    `_data(seed)`; returns `(model, x)` with "new" active."""
+    model = _converted()
+    model.prune(0.5)
+    model.end_task(recalibrate=False)
+    x, y = _data(seed)
+    pn.train_task(model, "new", (x, y), num_classes=3, prune_fraction=0.5,
+                  verbose=0, **options)
+    model.use_task("new")
+    return model, x
+
+
 def test_train_task_freezes_the_population_statistics():
     # Mutation check: without the recalibration in `phases.end` this fails
     # (end_task refuses the stale statistics).
-    model = _converted()
-    model.prune(0.5)
-    model.end_task(recalibrate=False)
-    x, y = _data(4)
-    pn.train_task(model, "new", (x, y), num_classes=3, epochs=2,
-                  prune_fraction=0.5, finetune_epochs=1, batch_size=len(x),
-                  learning_rate=1e-2, verbose=0)
-    model.use_task("new")
-    for (mean, variance), inputs in zip(_stored(model, 2),
-                                        _bn_inputs(model, x)):
-        np.testing.assert_allclose(mean, inputs.mean(axis=(0, 1, 2)),
-                                   rtol=0, atol=STATISTICS_TOLERANCE)
-        np.testing.assert_allclose(variance, inputs.var(axis=(0, 1, 2)),
-                                   rtol=0, atol=STATISTICS_TOLERANCE)
+    model, x = _new_task_by_train_task(4, epochs=2, finetune_epochs=1,
+                                       batch_size=64, learning_rate=1e-2)
+    _assert_population_statistics(_stored(model, 2), _bn_inputs(model, x))
 
 
 def test_recipe_can_leave_the_statistics_as_training_left_them():
-    model = _converted()
-    model.prune(0.5)
-    model.end_task(recalibrate=False)
-    x, y = _data(5)
-    pn.train_task(model, "new", (x, y), num_classes=3, epochs=1,
-                  prune_fraction=0.5, batch_size=16, verbose=0,
-                  recalibrate=False)
-    model.use_task("new")
+    model, x = _new_task_by_train_task(5, epochs=1, batch_size=16,
+                                       recalibrate=False)
     expected = _bn_inputs(model, x)
     assert max(np.max(np.abs(m - e.mean(axis=(0, 1, 2))))
                for (m, _), e in zip(_stored(model, 2), expected)) > 0.05
