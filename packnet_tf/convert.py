@@ -217,7 +217,7 @@ def convert(model, max_tasks, first_task=None, free_init="previous"):
     ...     input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10)
     >>> model = convert(base, max_tasks=4, first_task="cifar10")
     >>> model.prune(0.5)         # frees half of task 1's weights
-    >>> model.end_task()
+    >>> model.end_task(recalibrate=False)  # no data: converted statistics
     >>> train_task(model, "svhn", (x, y), num_classes=10)
     """
     max_tasks = validate_max_tasks(max_tasks, allow_none=False)

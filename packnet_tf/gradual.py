@@ -293,6 +293,7 @@ class GradualPruning(keras.callbacks.Callback):
 
     >>> schedule = polynomial_decay(0.75, end_step=100, frequency=10)
     >>> model.fit(x, y, epochs=2, callbacks=[GradualPruning(schedule)])
+    >>> model.recalibrate_batch_norm(x)   # a network with batch norm
     >>> model.end_task()
     """
 
