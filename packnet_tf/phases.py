@@ -34,8 +34,8 @@ import keras
 from packnet_tf import auto_prune
 from packnet_tf._keras_compat import compile_state
 from packnet_tf import gradual as gradual_pruning
-from packnet_tf.planning import check_fraction
-from packnet_tf.recalibration import batch_norm_layers
+from packnet_tf.planning import check_fraction, check_keep_patterns
+from packnet_tf.recalibration import batch_norm_layers, check_steps
 
 #: The phases of a task, in order. "end" recalibrates batch-norm
 #: statistics (`recalibrate`), then freezes the task.
@@ -162,21 +162,9 @@ class Recipe:
             raise ValueError(
                 "Expected `recalibrate` to be True or False. Received: "
                 f"recalibrate={self.recalibrate!r}")
-        if self.recalibrate_steps is not None and (
-                isinstance(self.recalibrate_steps, bool)
-                or not isinstance(self.recalibrate_steps, int)
-                or self.recalibrate_steps < 1):
-            raise ValueError(
-                "Expected `recalibrate_steps` to be None (one pass over the "
-                "training data) or an int >= 1. Received: "
-                f"recalibrate_steps={self.recalibrate_steps!r}")
+        check_steps(self.recalibrate_steps, "recalibrate_steps")
         if self.prune_keep is not None:
-            if isinstance(self.prune_keep, str) or not all(
-                    isinstance(p, str) for p in self.prune_keep):
-                raise ValueError(
-                    "Expected `prune_keep` to be a list of patterns of "
-                    "'layer/kernel' keys, such as ['*/depthwise_kernel']. "
-                    f"Received: prune_keep={self.prune_keep!r}")
+            check_keep_patterns(self.prune_keep, "prune_keep", ValueError)
             if self.gradual is not None or self.auto:
                 raise ValueError(
                     "`prune_keep` applies to a one-shot prune by a number; "

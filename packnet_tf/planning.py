@@ -165,3 +165,28 @@ def prune_fraction_for(spec, task_index, num_tasks):
         return spec[task_index]
     return spec
 
+
+#: What a `keep` / `prune_keep` argument must be.
+KEEP_EXPECTED = ("a list of patterns of 'layer/kernel' keys, such as "
+                 "['*/depthwise_kernel']")
+
+
+def check_keep_patterns(keep, name="keep", error=TypeError):
+    """Checks a list of `fnmatch` patterns of `"layer/kernel"` keys.
+
+    Args:
+        keep: the patterns.
+        name: the argument's name, for the message.
+        error: the exception class to raise.
+
+    Returns:
+        `keep` as a tuple.
+
+    Raises:
+        `error`: if `keep` is a string or holds anything but strings.
+    """
+    if isinstance(keep, str) or not isinstance(keep, (list, tuple)) or not all(
+            isinstance(p, str) for p in keep):
+        raise error(f"Expected `{name}` to be {KEEP_EXPECTED}. "
+                    f"Received: {keep!r}")
+    return tuple(keep)

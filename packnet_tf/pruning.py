@@ -11,7 +11,7 @@ import numpy as np
 from packnet_tf import free_init, ownership
 from packnet_tf.capacity import CapacityReport
 from packnet_tf.errors import TaskStateError
-from packnet_tf.planning import check_fraction
+from packnet_tf.planning import check_fraction, check_keep_patterns
 from packnet_tf.task import advance
 
 
@@ -43,10 +43,7 @@ def kept_kernels(keep, keys):
     """
     if keep is None:
         return set()
-    if isinstance(keep, str) or not all(isinstance(p, str) for p in keep):
-        raise TypeError(
-            "Expected `keep` to be a list of patterns of 'layer/kernel' "
-            f"keys, such as ['*/depthwise_kernel']. Received: {keep!r}")
+    check_keep_patterns(keep)
     kept = set()
     for pattern in keep:
         matched = fnmatch.filter(keys, pattern)
@@ -87,6 +84,11 @@ class PruningMixin:
         for layer in self._packed():
             for name, kernel, owner in layer.packed_kernels():
                 yield f"{layer.name}/{name}", kernel, owner
+
+    def kernel_keys(self):
+        """The `"layer/kernel"` key of every packed kernel, in order (the
+        keys of `owned_counts()` and of `prune(keep=...)`'s patterns)."""
+        return [key for key, _, _ in self._kernels()]
 
     def owned_counts(self):
         """Weights the active task owns, per packed kernel.

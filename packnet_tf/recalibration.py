@@ -82,14 +82,48 @@ def _inputs_of(element):
     return element
 
 
-def _check_steps(steps):
+def check_steps(steps, name="steps"):
+    """Returns `steps` (None, or an int >= 1) as an int or None.
+
+    Args:
+        steps: None for every batch, or a number of batches.
+        name: the argument's name, for the message.
+
+    Raises:
+        ValueError: for anything else.
+    """
     if steps is not None and (isinstance(steps, bool)
                               or not isinstance(steps, (int, np.integer))
                               or steps < 1):
         raise ValueError(
-            "Expected `steps` to be None (every batch of the data) or an "
-            f"int >= 1 (that many batches). Received: steps={steps!r}")
+            f"Expected `{name}` to be None (every batch of the data) or an "
+            f"int >= 1 (that many batches). Received: {name}={steps!r}")
     return None if steps is None else int(steps)
+
+
+def array_batches(x, batch_size=None, shuffle=True):
+    """Batches of the array `x` as `recalibrate` reads them.
+
+    Args:
+        x: an array of inputs.
+        batch_size: examples per batch (default 32, as Keras' `fit`).
+        shuffle: a fixed shuffled order (seed `SHUFFLE_SEED`), as `fit`
+            shuffles arrays, or the order of `x`.
+
+    Returns:
+        A `tf.data.Dataset` of input batches.
+
+    Raises:
+        ValueError: for a batch size below 1.
+    """
+    size = 32 if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(
+            f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
+    count = int(x.shape[0])
+    order = (np.random.default_rng(SHUFFLE_SEED).permutation(count)
+             if shuffle else np.arange(count))
+    return tf.data.Dataset.from_tensor_slices(tf.gather(x, order)).batch(size)
 
 
 def _batches(data, batch_size, shuffle):
@@ -109,15 +143,7 @@ def _batches(data, batch_size, shuffle):
             "Expected `data` to be a tf.data.Dataset of batches (`x` or "
             "`(x, y)`), an array of inputs or an `(x, y)` tuple of arrays. "
             f"Received: {type(data).__name__}")
-    size = 32 if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(
-            f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
-    count = int(data.shape[0])
-    order = (np.random.default_rng(SHUFFLE_SEED).permutation(count)
-             if shuffle else np.arange(count))
-    for start in range(0, count, size):
-        yield tf.gather(data, order[start:start + size])
+    yield from array_batches(data, batch_size, shuffle)
 
 
 def population_statistics(model, data, steps=None, batch_size=None,
@@ -148,7 +174,7 @@ def population_statistics(model, data, steps=None, batch_size=None,
         ValueError: if `data` holds no example or `steps` is bad.
         TypeError: if `data` is of an unsupported type.
     """
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     layers = batch_norm_layers(model)
     trunk = model.trunk
 
@@ -206,7 +232,7 @@ def recalibrate(model, task_id, data, steps=None, batch_size=None,
     """
     layers = batch_norm_layers(model)
     if not layers:
-        _check_steps(steps)
+        check_steps(steps)
         return 0
     statistics, examples = population_statistics(model, data, steps,
                                                  batch_size, shuffle)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from packnet_tf import auto_prune, phases
 from packnet_tf.phases import fresh_optimizer
 from packnet_tf.planning import check_fraction, prune_fraction_for
-from packnet_tf.recalibration import SHUFFLE_SEED
+from packnet_tf.recalibration import array_batches
 
 __all__ = ["TaskResult", "fresh_optimizer", "train_task"]
 
@@ -78,10 +78,7 @@ def _recalibration_data(data, batch_size):
         if isinstance(data, tuple):
             # Shuffled as `fit` shuffles arrays (batches of one class would
             # skew deep layers' statistics); Keras' default batch size.
-            x = data[0]
-            order = np.random.default_rng(SHUFFLE_SEED).permutation(len(x))
-            return tf.data.Dataset.from_tensor_slices(
-                tf.gather(x, order)).batch(batch_size or 32)
+            return array_batches(data[0], batch_size)
         return data
     return batches
 

@@ -214,12 +214,9 @@ def _recipe(config, task, fraction):
 def _check_keep(config, task, model):
     """Every `prune_keep` pattern names a kernel of the network."""
     from packnet_tf.pruning import kept_kernels
-    from packnet_tf.trunk import packed_layers
 
-    keys = [f"{layer.name}/{name}" for layer in packed_layers(model.trunk)
-            for name, _, _ in layer.packed_kernels()]
     try:
-        kept_kernels(task.options["prune_keep"], keys)
+        kept_kernels(task.options["prune_keep"], model.kernel_keys())
     except (TypeError, ValueError) as error:
         raise config.error(f"tasks[{task.index}].prune_keep",
                            error) from None

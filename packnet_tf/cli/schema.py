@@ -2,7 +2,12 @@
 
 from packnet_tf import auto_prune
 from packnet_tf.augmentation import check_augment
-from packnet_tf.planning import check_fraction, validate_spec
+from packnet_tf.planning import (
+    KEEP_EXPECTED,
+    check_fraction,
+    check_keep_patterns,
+    validate_spec,
+)
 from packnet_tf.task import validate_task_name
 
 #: Top-level keys.
@@ -135,12 +140,13 @@ def check_task_options(options, where, path, plan_ok):
                                    none_ok=key.startswith("finetune"))
     if options.get("num_classes") is not None:
         check_int(options["num_classes"], f"{where}.num_classes", path, 1)
-    keep = options.get("prune_keep")
-    if keep is not None and (not isinstance(keep, list) or not all(
-            isinstance(p, str) for p in keep)):
-        raise ConfigError(path, f"{where}.prune_keep", "expected a list of "
-                          "patterns of layer/kernel names, such as "
-                          f"['*/depthwise_kernel']. Received: {keep!r}")
+    if options.get("prune_keep") is not None:
+        try:
+            check_keep_patterns(options["prune_keep"], "prune_keep")
+        except TypeError:
+            raise ConfigError(path, f"{where}.prune_keep", f"expected "
+                              f"{KEEP_EXPECTED}. Received: "
+                              f"{options['prune_keep']!r}") from None
     if options.get("recalibrate_steps") is not None:
         check_int(options["recalibrate_steps"], f"{where}.recalibrate_steps",
                   path, 1)
