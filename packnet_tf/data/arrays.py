@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from packnet_tf.data.source import DataError, DataSource
 from packnet_tf.data.source import class_positions, labelled
+from packnet_tf.data.source import subset_positions
 
 
 class ArraySource(DataSource):
@@ -92,6 +93,11 @@ class ArraySource(DataSource):
 
     def num_examples(self, split):
         return len(self._arrays[split][1])
+
+    def take_subset(self, split, count, seed=0):
+        x, y = self._arrays[split]
+        keep = subset_positions(len(y), count, seed)
+        self._arrays[split] = (x[keep], y[keep])
 
     def dataset(self, split, shuffle=False, seed=0):
         x, y = self._arrays[split]

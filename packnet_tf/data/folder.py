@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.data.source import DataError, DataSource, class_positions
+from packnet_tf.data.source import subset_positions
 
 #: File types `tf.io.decode_image` reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -172,6 +173,11 @@ class ImageFolderSource(DataSource):
 
     def num_examples(self, split):
         return len(self._files[split][1])
+
+    def take_subset(self, split, count, seed=0):
+        files, labels = self._files[split]
+        keep = subset_positions(len(labels), count, seed)
+        self._files[split] = (files[keep], labels[keep])
 
     # -- what `packnet_tf.data.check_source` reads --------------------------
 

@@ -33,6 +33,8 @@ class FitPlan:
         resize: (height, width) to resize images to, or None.
         expand_channel: add a trailing channel axis (2-D grey images).
         flatten: reshape to the network's 1-D input.
+        convert_color: `"rgb"` (repeat a grey channel 3 times),
+            `"grayscale"` (RGB to luma) or None.
     """
 
     input_shape: tuple
@@ -40,6 +42,7 @@ class FitPlan:
     resize: tuple = None
     expand_channel: bool = False
     flatten: bool = False
+    convert_color: str = None
 
 
 def _shape_str(shape):
@@ -51,9 +54,13 @@ def fit_plan(source, input_shape, resize=True):
     """Plans how `source`'s examples reach `input_shape`.
 
     Images (rank 3, or encoded) go into an image network (input rank 3) by
-    decoding with its channel count and resizing height and width. Examples
-    whose size is known go into a 1-D input of the same size by flattening.
-    Anything else must match exactly.
+    decoding with its channel count and resizing height and width. Arrays
+    of images must have the network's channels, unless the source's
+    `color_mode` converts them: `"rgb"` repeats greyscale (2-D or one
+    channel) examples to 3 channels, `"grayscale"` turns RGB ones into one
+    channel (`tf.image.rgb_to_grayscale`). Examples whose size is known go
+    into a 1-D input of the same size by flattening. Anything else must
+    match exactly.
 
     Args:
         source: a `DataSource`.
@@ -78,26 +85,38 @@ def fit_plan(source, input_shape, resize=True):
             f"which do not fit the network's input {_shape_str(target)}: "
             f"{why}")
 
+    mode = getattr(source, "color_mode", "auto")
+    wanted = {"rgb": 3, "grayscale": 1}.get(mode)
+    if wanted is not None and (len(target) != 3 or target[-1] != wanted):
+        raise no_fit(f"color_mode {mode!r} makes {wanted}-channel images; "
+                     "the network reads other inputs. Leave `color_mode` "
+                     "out, or use a network of (height, width, "
+                     f"{wanted}) inputs.")
     if len(target) == 3:
-        expand = len(shape) == 2 and target[-1] == 1
+        expand = len(shape) == 2  # a one-channel image
         if expand:
             shape = shape + (1,)
         if len(shape) != 3:
             raise no_fit("expected images (height, width, channels).")
-        channels = None
+        channels = convert = None
         if source.encoded:
             channels = target[-1]
+        elif (mode, shape[-1]) in (("rgb", 1), ("grayscale", 3)):
+            convert = mode
         elif shape[-1] != target[-1]:
+            hint = (" Set `color_mode: rgb` in the data (or "
+                    "`source.color_mode = 'rgb'`) to repeat the grey "
+                    "channel." if (shape[-1], target[-1]) == (1, 3) else "")
             raise no_fit(
                 f"{shape[-1]} channels, the network reads {target[-1]}. "
                 "Convert the data or use a network with "
-                f"{shape[-1]} input channels.")
+                f"{shape[-1]} input channels.{hint}")
         size = None
         if tuple(shape[:2]) != target[:2]:
             if not resize:
                 raise no_fit("sizes differ and `resize` is off.")
             size = target[:2]
-        return FitPlan(target, channels, size, expand)
+        return FitPlan(target, channels, size, expand, convert_color=convert)
     if shape == target:
         return FitPlan(target)
     if len(target) == 1 and None not in shape and not source.encoded and (
@@ -240,6 +259,10 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         if plan.expand_channel:
             x = x[..., None]
         x = tf.cast(x, tf.float32)
+        if plan.convert_color == "rgb":
+            x = tf.image.grayscale_to_rgb(x)
+        elif plan.convert_color == "grayscale":
+            x = tf.image.rgb_to_grayscale(x)
         if plan.resize or source.encoded:
             size = plan.input_shape[:2]
             # Images already of the input size stay exact: bilinear

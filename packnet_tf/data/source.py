@@ -34,9 +34,15 @@ class DataSource:
         encoded: True if `dataset()` yields encoded image bytes (decoded
             with `decode_channels` channels by the pipeline).
         train_split, test_split: split names; `test_split` may be None.
+        color_mode: how the pipeline converts colours: `"auto"` (encoded
+            images decode to the network's channels; arrays must match
+            them), `"rgb"` (greyscale examples repeated to 3 channels) or
+            `"grayscale"` (RGB examples reduced to 1 channel). See
+            `packnet_tf.data.fit_plan`.
     """
 
     description = "data"
+    color_mode = "auto"
     class_names = ()
     example_shape = ()
     encoded = False
@@ -101,6 +107,27 @@ class DataSource:
         raise NotImplementedError(
             f"{type(self).__name__} cannot leave examples out.")
 
+    def take_subset(self, split, count, seed=0):
+        """Keeps a random subset of `count` examples of `split`, for good.
+
+        The subset is `subset_positions(n, count, seed)` of the split's
+        examples in the source's fixed order, so a seed always picks the
+        same examples (the same on every machine).
+
+        Args:
+            split: a split name.
+            count: how many examples to keep, 1..n.
+            seed: the subset's seed.
+
+        Raises:
+            DataError: (key "train_examples") if this source cannot take a
+                subset, or `count` is out of range.
+        """
+        raise DataError(
+            f"{self.description} cannot keep a subset of its examples. "
+            "Select one in the source itself (for TFDS a split such as "
+            "'train[:10000]').", key="train_examples")
+
     def decode(self, x, channels):
         """Decodes one encoded example to a uint8 image (encoded sources)."""
         return tf.io.decode_image(x, channels=channels,
@@ -155,6 +182,52 @@ def class_positions(requested, available, what):
                 key="classes")
         positions.append(position)
     return positions
+
+
+#: Accepted `color_mode` values (`DataSource.color_mode`).
+COLOR_MODES = ("auto", "rgb", "grayscale")
+
+
+def check_color_mode(value):
+    """Returns `value` if it is one of `COLOR_MODES`.
+
+    Raises:
+        DataError: (key "color_mode") otherwise.
+    """
+    if not isinstance(value, str) or value not in COLOR_MODES:
+        raise DataError(
+            f"Expected `color_mode` to be one of {list(COLOR_MODES)} "
+            "('rgb' repeats greyscale examples to 3 channels). Received: "
+            f"{value!r}", key="color_mode")
+    return value
+
+
+def subset_positions(total, count, seed=0):
+    """Sorted positions of a random subset of `count` out of `total`.
+
+    Args:
+        total: examples in the split.
+        count: examples to keep, an int in 1..total.
+        seed: the seed (NumPy's PCG64 permutation: the same everywhere).
+
+    Returns:
+        A sorted int64 array of `count` distinct positions.
+
+    Raises:
+        DataError: (key "train_examples") for a count out of range.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) \
+            or not 1 <= count <= total:
+        raise DataError(
+            f"Expected `train_examples` to be an int from 1 to the split's "
+            f"{total} examples. Received: {count!r}. Leave it out to train "
+            "on every example.", key="train_examples")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+            or seed < 0:
+        raise DataError(f"Expected `subset_seed` to be an int >= 0. "
+                        f"Received: {seed!r}", key="subset_seed")
+    order = np.random.default_rng(int(seed)).permutation(total)
+    return np.sort(order[:int(count)])
 
 
 def remap_labels(dataset, positions):

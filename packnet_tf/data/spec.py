@@ -12,18 +12,22 @@ Forms accepted by `from_spec`:
       train_split: train
       test_split: test                    # null: no evaluation split
       classes: [airplane, automobile]     # a subset, labels 0..k-1 in order
+      train_examples: 10000               # a random subset of the train split
+      subset_seed: 0                      # ... chosen with this seed
+      color_mode: rgb                     # grey examples -> 3 channels
 """
 
 import os
 
 from packnet_tf.data.arrays import npz_source
 from packnet_tf.data.folder import ImageFolderSource
-from packnet_tf.data.source import DataError
+from packnet_tf.data.source import DataError, check_color_mode
 from packnet_tf.data.tfds_source import TFDSSource
 from packnet_tf.paths import resolve_path
 
 #: Keys every kind accepts.
-COMMON_KEYS = ("train_split", "test_split", "classes")
+COMMON_KEYS = ("train_split", "test_split", "classes", "train_examples",
+               "subset_seed", "color_mode")
 #: Keys per kind of source (the kind key itself first).
 KIND_KEYS = {
     "tfds": ("tfds", "data_dir", "download", "image_key", "label_key",
@@ -91,12 +95,30 @@ def from_spec(spec, base_dir=None):
 
     Returns:
         A `DataSource`, checked: paths exist, a TFDS data set is prepared
-        (unless `download: true`), classes exist.
+        (unless `download: true`), classes exist; with `train_examples`,
+        holding only that random subset of its train split (seeded by
+        `subset_seed`, default 0); with `color_mode`, converting colours
+        as it says (`DataSource.color_mode`).
 
     Raises:
         DataError: with the key at fault, on any problem.
     """
     spec = normalize_spec(spec)
+    color_mode = check_color_mode(spec.get("color_mode", "auto"))
+    if "subset_seed" in spec and "train_examples" not in spec:
+        raise DataError("`subset_seed` seeds the subset `train_examples` "
+                        "chooses; set `train_examples` too, or leave "
+                        "`subset_seed` out.", key="subset_seed")
+    source = _source(spec, base_dir)
+    source.color_mode = color_mode
+    if "train_examples" in spec:
+        source.take_subset(source.train_split, spec["train_examples"],
+                           spec.get("subset_seed", 0))
+    return source
+
+
+def _source(spec, base_dir):
+    """The source of a normalized spec (no subset, colours as stored)."""
     common = {
         "classes": spec.get("classes"),
         "train_split": spec.get("train_split", "train"),
