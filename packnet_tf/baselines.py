@@ -195,33 +195,49 @@ def head_only_model(trunk, num_classes, name=None):
                             name=name)
 
 
+#: The logit a joint model gives the classes a narrower head lacks: its
+#: softmax probability is exactly 0 in float32, so the loss and the argmax
+#: are those of the image's own head alone.
+MISSING_CLASS_LOGIT = -1e9
+
+
 def joint_model(trunk, head_sizes):
     """One network, a head per task, trained on every task at once.
 
     Its inputs are `[images, task ids]` (int32, one per image); its output
     is the logits of each image's own task's head, so one loss over a batch
     that mixes tasks trains every head and the shared trunk together.
+    Heads may differ in width (data sets of 10 and 43 classes): the output
+    has the widest head's width, and an image of a narrower task gets
+    `MISSING_CLASS_LOGIT` for the classes its head lacks.
 
     Args:
         trunk: a built Keras model: images to features.
-        head_sizes: the class count of every task's head; all equal (the
-            heads' outputs are stacked).
+        head_sizes: the class count of every task's head.
 
     Returns:
         A functional `keras.Model`.
 
     Raises:
-        ValueError: if the head sizes differ or are empty.
+        ValueError: if `head_sizes` is empty or holds a count below 1.
     """
-    sizes = sorted(set(int(n) for n in head_sizes))
-    if len(sizes) != 1:
-        raise ValueError("Expected every task's head to have the same "
-                         f"class count. Received: {list(head_sizes)}")
+    sizes = [int(n) for n in head_sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError("Expected a class count >= 1 for every task's head. "
+                         f"Received: {list(head_sizes)}")
+    widest = max(sizes)
     images = keras.Input(tuple(trunk.inputs[0].shape[1:]), name="images")
     task = keras.Input((), dtype="int32", name="task")
     features = trunk(images)
-    stacked = ops.stack([keras.layers.Dense(n, name=f"head_{i}")(features)
-                         for i, n in enumerate(head_sizes)], axis=1)
-    choose = ops.expand_dims(ops.one_hot(task, len(head_sizes)), -1)
-    logits = ops.sum(stacked * choose, axis=1)
-    return keras.Model([images, task], logits, name="joint")
+    heads = []
+    for i, n in enumerate(sizes):
+        logits = keras.layers.Dense(n, name=f"head_{i}")(features)
+        if n < widest:
+            logits = ops.pad(logits, [[0, 0], [0, widest - n]],
+                             constant_values=MISSING_CLASS_LOGIT)
+        heads.append(logits)
+    stacked = ops.stack(heads, axis=1)
+    # Each image's own head, picked exactly (no arithmetic on the others).
+    chosen = ops.take_along_axis(
+        stacked, ops.reshape(ops.cast(task, "int32"), (-1, 1, 1)), axis=1)
+    return keras.Model([images, task], ops.squeeze(chosen, 1), name="joint")

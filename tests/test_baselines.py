@@ -126,5 +126,30 @@ def test_joint_model_answers_with_each_images_own_head():
     expected = np.stack([np.asarray(heads[t](f[i:i + 1]))[0]
                          for i, t in enumerate(task)])
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="same class count"):
-        joint_model(_trunk(), [2, 3])
+    with pytest.raises(ValueError, match=r"class count >= 1.*\[2, 0\]"):
+        joint_model(_trunk(), [2, 0])
+
+
+def test_joint_model_heads_of_different_widths():
+    """A 2-class and a 4-class task: the narrow head's image gets its own
+    logits and MISSING_CLASS_LOGIT for classes 2 and 3 (probability 0)."""
+    from packnet_tf.baselines import MISSING_CLASS_LOGIT
+
+    model = joint_model(_trunk(), [2, 4])
+    x, _ = _data(4, n=4)
+    task = np.array([0, 1, 1, 0], "int32")
+    out = model.predict([x, task], verbose=0)
+    assert out.shape == (4, 4)
+    f = model.layers[1](x)
+    narrow = np.asarray(model.get_layer("head_0")(f))
+    wide = np.asarray(model.get_layer("head_1")(f))
+    np.testing.assert_allclose(out[[0, 3], :2], narrow[[0, 3]], rtol=1e-6)
+    np.testing.assert_array_equal(out[[0, 3], 2:], MISSING_CLASS_LOGIT)
+    np.testing.assert_allclose(out[[1, 2]], wide[[1, 2]], rtol=1e-6)
+    probabilities = keras.ops.softmax(out).numpy()
+    np.testing.assert_array_equal(probabilities[[0, 3], 2:], 0.0)
+    # It trains: one loss over a batch that mixes both tasks.
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    loss = model.train_on_batch([x, task], np.array([1, 3, 2, 0]))
+    assert np.isfinite(loss)

@@ -1,0 +1,655 @@
+"""PackNet on the paper's ground, beside the paper's baselines, seed by seed.
+
+Workloads (../shared/data/README.md defines the first two exactly):
+
+- `five-datasets-32`: CIFAR-10, MNIST, Fashion-MNIST, notMNIST, GTSRB in
+  one CNN with per-task batch norm (examples/five_datasets.yaml);
+- `pretrained-3`: an ImageNet MobileNet (its weights a headless base task,
+  pruned to its largest half and frozen) learns Flowers-102, GTSRB and
+  CIFAR-10 (examples/pretrained_3.yaml);
+- `split-cifar10-5`: the reference workload with the library's defaults
+  (examples/split_cifar10.yaml).
+
+Everything a method reads comes from the workload's run config in
+`examples/`: the tasks' data specs (the library's `.npz` and image-folder
+sources, read in place, with `train_examples` subsets and `color_mode`),
+the network, the schedule. Methods:
+
+- `packnet`: the config itself, run by the library's own runner (what
+  `packnet-tf train examples/<config>` does) with the seed set, one task
+  more per stage: after each stage the run resumes from its model file, and
+  every earlier task's logits on its test split are asserted bit-identical
+  to those it gave when it finished.
+- `individual`: a fresh network per task, trained `epochs +
+  finetune_epochs` at `learning_rate` (from pretrained weights, when the
+  workload has them: the paper's upper bound);
+- `finetune`: one network trained on the tasks in turn, a head per task,
+  nothing protected;
+- `classifier_only`: a frozen trunk and a new head per task; the trunk is
+  the pretrained network, or (without one) the network trained on task 1
+  as PackNet trains it, less the pruning;
+- `lwf`: Learning without Forgetting (`packnet_tf.baselines.LwFModel`,
+  temperature 2, weight 1);
+- `joint`: one multi-head network trained on every task's data at once
+  (`packnet_tf.baselines.joint_model`), the same epochs over all of it.
+
+Each (method, seed) is written as it finishes, to
+`results/<workload>/<method>_seed<S>.json`, and skipped by a later run
+(resumable; `--force` reruns). `--aggregate` combines what is written into
+`results/<workload>.json` (mean ± sd over seeds, per-task final accuracy,
+the accuracy matrix, BWT, FWT against the same seed's individual networks,
+forgetting, paired differences PackNet - individual and PackNet - LwF,
+train seconds, the machines) and draws the two figures of the paper:
+final accuracy per method (`<workload>_final.png`, its Fig. 3) and each
+task's accuracy as later tasks arrive, PackNet beside LwF
+(`<workload>_across_tasks.png`, its Fig. 4).
+
+    PYTHONPATH=. python benchmarks/continual.py five-datasets-32 \\
+        --methods packnet,individual --seeds 0,1,2
+    PYTHONPATH=. python benchmarks/continual.py five-datasets-32 --aggregate
+    PYTHONPATH=. python benchmarks/continual.py pretrained-3 --quick
+
+`--quick` trains on 5 batches per task and epoch and writes under
+`results/<workload>_quick/` (ignored by git): every code path, no result.
+Not a test.
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import RESULTS, command, machine, parse_seeds, write_json  # noqa
+
+EXAMPLES = ROOT / "examples"
+WORKLOADS = {
+    "five-datasets-32": "five_datasets.yaml",
+    "pretrained-3": "pretrained_3.yaml",
+    "split-cifar10-5": "split_cifar10.yaml",
+}
+METHOD_NAMES = ("packnet", "individual", "finetune", "classifier_only",
+                "lwf", "joint")
+INFERENCE_BATCH = 256
+#: Quick runs: training batches per epoch, test examples per task.
+QUICK_STEPS, QUICK_TEST = 5, 256
+
+
+def stem(workload, quick=False):
+    return workload.replace("-", "_") + ("_quick" if quick else "")
+
+
+# -- the workload, from its run config -----------------------------------
+
+
+class Workload:
+    """A workload's run config, parsed by the library, and its tasks' data.
+
+    Attributes:
+        name: the workload's name.
+        config: the parsed `RunConfig` (every task's merged options).
+        raw: the config file's mapping (to run stages of it).
+        tasks: the tasks with data: dicts of `name`, `source`, `options`,
+            `num_classes`, `x_test`, `y_test`.
+        base: whether the first task is a headless pretrained base task.
+    """
+
+    def __init__(self, name, quick=False):
+        import yaml
+
+        from packnet_tf.cli.config import parse_config
+        from packnet_tf.data import from_spec
+
+        self.name, self.quick = name, quick
+        self.path = EXAMPLES / WORKLOADS[name]
+        self.raw = yaml.safe_load(self.path.read_text())
+        self.config = parse_config(self.raw, self.path, EXAMPLES,
+                                   model="unused.keras")
+        self.network = self.config.network
+        self.shape = tuple(self.network["input_shape"])
+        self.base = self.config.tasks[0].data is None
+        self.tasks = []
+        for task in self.config.tasks[1 if self.base else 0:]:
+            start = time.perf_counter()
+            source = from_spec(task.data, base_dir=EXAMPLES)
+            entry = {"name": task.name, "source": source,
+                     "options": task.options,
+                     "num_classes": source.num_classes}
+            x, y = self._test_arrays(entry)
+            entry.update(x_test=x, y_test=y)
+            self.tasks.append(entry)
+            print(f"{task.name}: {source.num_examples(source.train_split)} "
+                  f"train, {len(y)} test examples, {source.num_classes} "
+                  f"classes ({time.perf_counter() - start:.1f} s)",
+                  flush=True)
+
+    def batches(self, task, split, seed=0, shuffle=None, batch_size=None):
+        from packnet_tf.data import batches
+
+        options = task["options"]
+        data = batches(task["source"], split, self.shape,
+                       batch_size=batch_size or options["batch_size"],
+                       shuffle=shuffle, seed=seed,
+                       preprocess=options["preprocess"],
+                       resize=options["resize"])
+        return data.take(QUICK_STEPS) if self.quick and shuffle else data
+
+    def train_data(self, task, seed):
+        """Shuffled training batches (seeded; a new order every epoch)."""
+        return self.batches(task, task["source"].train_split, seed,
+                            shuffle=True)
+
+    def _test_arrays(self, task):
+        data = self.batches(task, task["source"].test_split, shuffle=False,
+                            batch_size=INFERENCE_BATCH)
+        if self.quick:
+            data = data.take(QUICK_TEST // INFERENCE_BATCH)
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in data])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    @property
+    def epochs(self):
+        """The baselines' epochs per task: PackNet's train + fine-tune."""
+        options = self.tasks[0]["options"]
+        return options["epochs"] + options["finetune_epochs"]
+
+    @property
+    def learning_rate(self):
+        return self.tasks[0]["options"]["learning_rate"]
+
+    def plain_trunk(self):
+        """The network without a head, in plain Keras (pretrained weights
+        loaded afresh, when the workload has them)."""
+        import keras
+
+        spec = self.network
+        if spec["type"] == "application":
+            from packnet_tf.cli.networks import _application
+
+            return _application({k: v for k, v in spec.items()
+                                 if k != "first_task"})
+        if spec["type"] != "cnn":
+            raise ValueError(f"No plain twin for network type "
+                             f"{spec['type']!r}.")
+        stack = [keras.Input(self.shape)]
+        for item in spec.get("conv", []):
+            if item == "pool":
+                stack.append(keras.layers.MaxPooling2D())
+                continue
+            stack.append(keras.layers.Conv2D(
+                item, spec.get("kernel_size", 3), padding="same"))
+            if spec.get("batch_norm"):
+                stack.append(keras.layers.BatchNormalization(
+                    momentum=spec.get("batch_norm_momentum", 0.99)))
+            stack.append(keras.layers.ReLU())
+        stack.append(keras.layers.GlobalAveragePooling2D()
+                     if spec.get("global_pool") else keras.layers.Flatten())
+        for width in spec.get("dense", []):
+            stack.append(keras.layers.Dense(width, activation="relu"))
+        return keras.Sequential(stack)
+
+
+# -- figures of one method ------------------------------------------------
+
+
+class EpochTimer:
+    """Wall time of every epoch (a Keras callback, built lazily)."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            seconds = None
+
+            def on_train_begin(self, logs=None):
+                self.seconds = self.seconds or []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return Timer()
+
+
+def predict(model, task):
+    return model.predict(task["x_test"], batch_size=INFERENCE_BATCH,
+                         verbose=0)
+
+
+def accuracy(logits, task):
+    return float(np.mean(np.argmax(logits, -1) == task["y_test"]))
+
+
+def figures(matrix, train_seconds, epoch_seconds=()):
+    """A method's result: the matrix R[i][j] (joint: one final row)."""
+    final = matrix[-1]
+    full = len(matrix) == len(final)
+    after = [matrix[i][i] for i in range(len(matrix))] if full else None
+    return {
+        "accuracy_matrix": matrix if full else None,
+        "acc_after_learning": after,
+        "final_acc": final,
+        "mean_final_acc": float(np.mean(final)),
+        "mean_forgetting": (float(np.mean(np.subtract(after, final)))
+                            if full else None),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": (float(np.median(epoch_seconds))
+                              if len(epoch_seconds) else None),
+    }
+
+
+def _loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _compile(model, rate):
+    import keras
+
+    model.compile(keras.optimizers.Adam(rate), _loss(),
+                  metrics=["accuracy"])
+
+
+# -- the methods ----------------------------------------------------------
+
+
+def run_packnet(workload, seed):
+    """The run config, by the library's runner, one task more per stage."""
+    import io
+
+    from packnet_tf.cli.config import parse_config
+    from packnet_tf.cli.runner import train
+
+    folder = ROOT / "runs" / "bench" / stem(workload.name, workload.quick)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / f"packnet_seed{seed}.keras"
+    for leftover in folder.glob(f"packnet_seed{seed}.keras*"):
+        leftover.unlink()  # a run killed earlier: start afresh
+    raw = dict(workload.raw, seed=seed)
+    if workload.quick:
+        raw["defaults"] = dict(raw.get("defaults") or {}, epochs=1,
+                               finetune_epochs=1)
+        raw["tasks"] = [dict(t, data=dict(t["data"], train_examples=64 *
+                                          QUICK_STEPS)) if t.get("data")
+                        else t for t in raw["tasks"]]
+    first = 1 if workload.base else 0
+    tasks, logits_after, matrix, reported = workload.tasks, [], [], []
+    train_seconds = 0.0
+    for k in range(1, len(tasks) + 1):
+        stage = dict(raw, tasks=raw["tasks"][:first + k])
+        config = parse_config(stage, workload.path, EXAMPLES,
+                              model=str(model_path))
+        log = io.StringIO()
+        start = time.perf_counter()
+        model, now = train(config, stream=log, verbose=0)
+        train_seconds += time.perf_counter() - start
+        print(log.getvalue().rstrip(), flush=True)
+        row = []
+        for j, task in enumerate(tasks[:k]):
+            model.use_task(task["name"])
+            logits = predict(model, task)
+            if j < len(logits_after) and not np.array_equal(
+                    logits, logits_after[j]):
+                # PackNet's promise, checked in the run itself.
+                raise AssertionError(
+                    f"PackNet changed task {task['name']!r}'s logits by up "
+                    f"to {np.max(np.abs(logits - logits_after[j]))}.")
+            if j == len(logits_after):
+                logits_after.append(logits)
+            row.append(accuracy(logits, task))
+        matrix.append(row + [None] * (len(tasks) - k))
+        reported.append({t["name"]: now[t["name"]] for t in tasks[:k]})
+        print(f"packnet after {tasks[k - 1]['name']}: "
+              f"{np.round(row, 4).tolist()}", flush=True)
+    drift = model.verify()
+    if any(drift.values()):
+        raise AssertionError(f"PackNet fingerprints moved: {drift}")
+    result = figures(matrix, train_seconds)
+    # What `packnet-tf train` printed (its own evaluation of the test
+    # splits after the last task): the runner's view of the final row.
+    result["runner_final_acc"] = [reported[-1][t["name"]] for t in tasks]
+    result["capacity"] = str(model.capacity())
+    return result
+
+
+def run_sequence(workload, seed, method):
+    """individual, finetune or classifier_only."""
+    import keras
+
+    from packnet_tf import baselines
+
+    keras.utils.set_random_seed(seed)
+    tasks, timer = workload.tasks, EpochTimer()
+    trunk = None if method == "individual" else workload.plain_trunk()
+    pretrained = workload.base
+    models, matrix, train_seconds, frozen = [], [], 0.0, None
+    for i, task in enumerate(tasks):
+        start = time.perf_counter()
+        data = workload.train_data(task, seed * 100 + i)
+        head_only = method == "classifier_only" and (pretrained or i > 0)
+        if method == "individual":
+            model = keras.Sequential([workload.plain_trunk(),
+                                      keras.layers.Dense(task["num_classes"])])
+        elif head_only:
+            model = baselines.head_only_model(trunk, task["num_classes"])
+            if frozen is None:
+                frozen = [w.copy() for w in trunk.get_weights()]
+        else:
+            model = keras.Sequential([trunk,
+                                      keras.layers.Dense(task["num_classes"])])
+        if method == "classifier_only" and not head_only:
+            # Task 1 trained as PackNet trains it, less the pruning.
+            options = task["options"]
+            _compile(model, options["learning_rate"])
+            model.fit(data, epochs=options["epochs"], callbacks=[timer],
+                      verbose=0)
+            _compile(model, options["finetune_learning_rate"]
+                     or options["learning_rate"] / 10)
+            model.fit(data, epochs=options["finetune_epochs"],
+                      callbacks=[timer], verbose=0)
+        else:
+            _compile(model, workload.learning_rate)
+            model.fit(data, epochs=workload.epochs, callbacks=[timer],
+                      verbose=0)
+        train_seconds += time.perf_counter() - start
+        models.append(model)
+        matrix.append([accuracy(predict(models[j], tasks[j]), tasks[j])
+                       if j <= i else None for j in range(len(tasks))])
+        if frozen is not None and not all(
+                np.array_equal(a, b)
+                for a, b in zip(frozen, trunk.get_weights())):
+            raise AssertionError("classifier_only moved the frozen trunk.")
+        print(f"{method} {task['name']}: {matrix[-1][i]:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return figures(matrix, train_seconds, timer.seconds or ())
+
+
+def run_lwf(workload, seed):
+    import keras
+
+    from packnet_tf import baselines
+
+    keras.utils.set_random_seed(seed)
+    tasks, timer = workload.tasks, EpochTimer()
+    model = baselines.LwFModel(workload.plain_trunk(),
+                               head_sizes=[t["num_classes"] for t in tasks])
+    matrix, train_seconds = [], 0.0
+
+    def evaluate(j):
+        model.use_task(j)
+        return accuracy(predict(model, tasks[j]), tasks[j])
+
+    for i, task in enumerate(tasks):
+        start = time.perf_counter()
+        model.start_task(i)
+        _compile(model, workload.learning_rate)
+        model.fit(workload.train_data(task, seed * 100 + i),
+                  epochs=workload.epochs, callbacks=[timer], verbose=0)
+        train_seconds += time.perf_counter() - start
+        matrix.append([evaluate(j) if j <= i else None
+                       for j in range(len(tasks))])
+        print(f"lwf {task['name']}: {np.round(matrix[-1][:i + 1], 4)} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return figures(matrix, train_seconds, timer.seconds or ())
+
+
+def run_joint(workload, seed):
+    import keras
+    import tensorflow as tf
+
+    from packnet_tf import baselines
+
+    keras.utils.set_random_seed(seed)
+    tasks, timer = workload.tasks, EpochTimer()
+    model = baselines.joint_model(workload.plain_trunk(),
+                                  [t["num_classes"] for t in tasks])
+    _compile(model, workload.learning_rate)
+    parts, counts = [], []
+    for t, task in enumerate(tasks):
+        part = workload.train_data(task, seed * 100 + t).unbatch()
+        parts.append(part.map(lambda x, y, t=t: ((x, t), y)))
+        source = task["source"]
+        counts.append(QUICK_STEPS * 64 if workload.quick
+                      else source.num_examples(source.train_split))
+    # Every task's examples once per epoch, interleaved at random in
+    # proportion to their counts.
+    mixed = tf.data.Dataset.sample_from_datasets(
+        parts, weights=[c / sum(counts) for c in counts], seed=seed,
+        stop_on_empty_dataset=False)
+    batch = tasks[0]["options"]["batch_size"]
+    mixed = mixed.batch(batch).prefetch(2).apply(
+        tf.data.experimental.assert_cardinality(-(-sum(counts) // batch)))
+    start = time.perf_counter()
+    model.fit(mixed, epochs=workload.epochs, callbacks=[timer], verbose=0)
+    train_seconds = time.perf_counter() - start
+    final = []
+    for t, task in enumerate(tasks):
+        ids = np.full(len(task["y_test"]), t, "int32")
+        logits = model.predict([task["x_test"], ids],
+                               batch_size=INFERENCE_BATCH, verbose=0)
+        final.append(accuracy(logits, task))
+    print(f"joint: {np.round(final, 4).tolist()} ({train_seconds:.0f} s)",
+          flush=True)
+    return figures([final], train_seconds, timer.seconds or ())
+
+
+METHODS = {
+    "packnet": run_packnet,
+    "individual": lambda w, s: run_sequence(w, s, "individual"),
+    "finetune": lambda w, s: run_sequence(w, s, "finetune"),
+    "classifier_only": lambda w, s: run_sequence(w, s, "classifier_only"),
+    "lwf": run_lwf,
+    "joint": run_joint,
+}
+
+
+# -- aggregate --------------------------------------------------------------
+
+
+def _mean_sd(values):
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "n": int(len(values))}
+
+
+def load_runs(folder):
+    """`{method: {seed: result}}` of the per-(method, seed) files."""
+    runs = {}
+    for path in sorted(folder.glob("*_seed*.json")):
+        method, _, seed = path.stem.rpartition("_seed")
+        runs.setdefault(method, {})[int(seed)] = json.loads(path.read_text())
+    return runs
+
+
+def aggregate(runs, names):
+    """Mean ± sd over seeds per method, metrics and paired differences."""
+    from packnet_tf.evaluation import continual_metrics
+
+    methods = {}
+    for method in METHOD_NAMES:
+        if method not in runs:
+            continue
+        seeds = sorted(runs[method])
+        results = [runs[method][s]["result"] for s in seeds]
+        entry = {
+            "seeds": seeds,
+            "mean_final_acc": _mean_sd([r["mean_final_acc"]
+                                        for r in results]),
+            "final_acc": [_mean_sd([r["final_acc"][j] for r in results])
+                          for j in range(len(names))],
+            "train_seconds": _mean_sd([r["train_seconds"] for r in results]),
+            "machines": sorted({runs[method][s]["machine"] for s in seeds}),
+        }
+        if results[0]["accuracy_matrix"] is not None:
+            metrics = []
+            for s, r in zip(seeds, results):
+                reference = runs.get("individual", {}).get(s)
+                metrics.append(continual_metrics(
+                    r["accuracy_matrix"], names,
+                    reference=(reference["result"]["acc_after_learning"]
+                               if reference else None)).as_dict())
+            for key in ("bwt", "fwt", "mean_forgetting", "max_forgetting"):
+                values = [m[key] for m in metrics]
+                entry[key] = (None if None in values else _mean_sd(values))
+            entry["bwt_per_seed"] = [m["bwt"] for m in metrics]
+            mean = np.mean([[[np.nan if v is None else v for v in row]
+                             for row in r["accuracy_matrix"]]
+                            for r in results], axis=0)
+            entry["accuracy_matrix"] = [
+                [None if np.isnan(v) else float(v) for v in row]
+                for row in mean]
+        methods[method] = entry
+    paired = {}
+    for other in ("individual", "lwf"):
+        if "packnet" not in runs or other not in runs:
+            continue
+        seeds = sorted(set(runs["packnet"]) & set(runs[other]))
+        if not seeds:
+            continue
+        differences = [runs["packnet"][s]["result"]["mean_final_acc"]
+                       - runs[other][s]["result"]["mean_final_acc"]
+                       for s in seeds]
+        paired[f"packnet_minus_{other}"] = {
+            **_mean_sd(differences), "seeds": seeds,
+            "per_seed": differences}
+    return {"methods": methods, "paired": paired}
+
+
+def plot_final(summary, names, path, title):
+    """The paper's Fig. 3: final accuracy per task and method."""
+    from matplotlib.figure import Figure
+
+    methods = list(summary["methods"])
+    figure = Figure(figsize=(9.0, 3.4), dpi=80)
+    axis = figure.subplots()
+    width = 0.8 / max(len(methods), 1)
+    positions = np.arange(len(names) + 1)
+    for k, method in enumerate(methods):
+        entry = summary["methods"][method]
+        means = [a["mean"] for a in entry["final_acc"]] + [
+            entry["mean_final_acc"]["mean"]]
+        sds = [a["sd"] for a in entry["final_acc"]] + [
+            entry["mean_final_acc"]["sd"]]
+        n = entry["mean_final_acc"]["n"]
+        axis.bar(positions + (k - (len(methods) - 1) / 2) * width,
+                 np.multiply(means, 100), width, yerr=np.multiply(sds, 100),
+                 label=f"{method} (n={n})", capsize=2)
+    axis.set_xticks(positions, list(names) + ["mean"], fontsize=8)
+    axis.set_ylabel("final test accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, ncol=3, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def write_aggregate(workload, folder, quick):
+    from packnet_tf.evaluation import plot_accuracy_across_tasks
+
+    runs = load_runs(folder)
+    if not runs:
+        raise SystemExit(f"No results in {folder}: run some methods first.")
+    any_run = next(iter(next(iter(runs.values())).values()))
+    names = any_run["tasks"]
+    summary = aggregate(runs, names)
+    name = stem(workload, quick)
+    final_png = plot_final(summary, names, RESULTS / f"{name}_final.png",
+                           f"{workload}: final accuracy per task "
+                           "(mean ± sd over seeds)")
+    matrices = {m: summary["methods"][m]["accuracy_matrix"]
+                for m in ("packnet", "lwf", "finetune")
+                if m in summary["methods"]}
+    across = None
+    if matrices:
+        across = plot_accuracy_across_tasks(
+            matrices, RESULTS / f"{name}_across_tasks.png", names,
+            title=f"{workload}: each task's accuracy as later tasks "
+            "arrive (mean over seeds)")
+    path = write_json(f"{name}.json", {
+        "workload": workload, "tasks": names, **summary,
+        "files": sorted(str(p.relative_to(RESULTS))
+                        for p in folder.glob("*.json")),
+        "machine": machine(), "command": command()})
+    print_summary(workload, summary)
+    print(f"wrote {path}, {final_png}" + (f", {across}" if across else ""))
+    return summary
+
+
+def print_summary(workload, summary):
+    print(f"\n{workload} (mean ± sd over seeds, points):")
+    print(f"{'method':<16}{'n':>3}{'mean final':>16}{'BWT':>16}"
+          f"{'forgetting':>16}{'train s':>10}")
+    for method, e in summary["methods"].items():
+        cell = lambda v: ("-" if v is None else  # noqa: E731
+                          f"{v['mean'] * 100:.2f} ± {v['sd'] * 100:.2f}")
+        print(f"{method:<16}{e['mean_final_acc']['n']:>3}"
+              f"{cell(e['mean_final_acc']):>16}{cell(e.get('bwt')):>16}"
+              f"{cell(e.get('mean_forgetting')):>16}"
+              f"{e['train_seconds']['mean']:>10.0f}")
+    for key, pair in summary["paired"].items():
+        print(f"{key.replace('_', ' ')} (paired, seeds {pair['seeds']}): "
+              f"{pair['mean'] * 100:+.2f} ± {pair['sd'] * 100:.2f} points")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--methods", default=",".join(METHOD_NAMES),
+                        help="comma-separated, of: "
+                        + ", ".join(METHOD_NAMES))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="combine the files written so far; trains "
+                        "nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun (method, seed) pairs already written")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_STEPS} batches per epoch: a smoke run")
+    args = parser.parse_args(argv)
+    folder = RESULTS / stem(args.workload, args.quick)
+    if args.aggregate:
+        write_aggregate(args.workload, folder, args.quick)
+        return
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHOD_NAMES))
+    if unknown or not methods:
+        parser.error(f"--methods: expected some of {', '.join(METHOD_NAMES)}"
+                     f". Received: {args.methods!r}")
+    seeds = parse_seeds(args.seeds, parser)
+    todo = [(s, m) for s in seeds for m in methods
+            if args.force or not (folder / f"{m}_seed{s}.json").exists()]
+    if not todo:
+        print("Every (method, seed) asked for is written; --force reruns.")
+        return
+    workload = Workload(args.workload, quick=args.quick)
+    names = [t["name"] for t in workload.tasks]
+    for seed, method in todo:
+        print(f"\n== {args.workload} seed {seed}: {method}", flush=True)
+        start = time.perf_counter()
+        result = METHODS[method](workload, seed)
+        path = write_json(
+            f"{folder.name}/{method}_seed{seed}.json",
+            {"workload": args.workload, "method": method, "seed": seed,
+             "tasks": names, "result": result, "machine": machine(),
+             "wall_seconds": time.perf_counter() - start,
+             "command": command()})
+        print(f"written to {path}", flush=True)
+    if args.quick:
+        shutil.rmtree(ROOT / "runs" / "bench" / stem(args.workload, True),
+                      ignore_errors=True)
+    write_aggregate(args.workload, folder, args.quick)
+
+
+if __name__ == "__main__":
+    main()
