@@ -104,6 +104,7 @@ class Workload:
         import yaml
 
         from packnet_tf.cli.config import parse_config
+        from packnet_tf.cli.prepare import network_record
         from packnet_tf.data import from_spec
 
         self.name, self.quick = name, quick
@@ -111,7 +112,8 @@ class Workload:
         self.raw = yaml.safe_load(self.path.read_text())
         self.config = parse_config(self.raw, self.path, EXAMPLES,
                                    model="unused.keras")
-        self.network = self.config.network
+        # Paths (`weights`) resolved from the config's folder.
+        self.network = network_record(self.config)
         self.shape = tuple(self.network["input_shape"])
         self.base = self.config.tasks[0].data is None
         self.tasks = []

@@ -184,7 +184,11 @@ def convert(model, max_tasks, first_task=None, free_init="previous"):
       still training (`prune`, `fit`, then `end_task`). Right after
       conversion the model gives the original's outputs (the original's
       probabilities if it ends in a softmax: fine-tune task 1 with a loss
-      on probabilities, `from_logits=False`).
+      on probabilities, `from_logits=False`). A model without a classifier
+      (`include_top=False`) makes task 1 a headless task
+      (`PackNetModel.add_task(headless=True)`): the pretrained weights
+      themselves, to prune without data and freeze for later tasks
+      (`model.prune(0.5); model.end_task()`), the paper's ImageNet step.
     - `first_task=None`: the classifier is dropped and no task exists; the
       weights are free and the first `add_task` starts from them. If the
       output does not come from a classifier (e.g. `include_top=False`),
@@ -207,9 +211,8 @@ def convert(model, max_tasks, first_task=None, free_init="previous"):
             twin (Embedding, LayerNormalization, MultiHeadAttention,
             Conv2DTranspose, LSTM, subclassed layers, ...) or an argument a
             twin cannot honour; nothing is built then.
-        TypeError, ValueError: for a subclassed or unbuilt model, bad
-            `max_tasks` or `first_task`, or a `first_task` without a
-            classifier to become its head.
+        TypeError, ValueError: for a subclassed or unbuilt model, or bad
+            `max_tasks` or `first_task`.
 
     Example:
 
@@ -226,17 +229,6 @@ def convert(model, max_tasks, first_task=None, free_init="previous"):
         validate_task_name(first_task, [])
     _check_model(model)
     classifier, node, chain, stop = find_classifier(model)
-    if first_task is not None and classifier is None:
-        where = "its input" if stop is None or isinstance(
-            stop, keras.layers.InputLayer) else describe(stop)
-        raise ValueError(
-            f"`first_task={first_task!r}` makes the model's classifier the "
-            "task's head, but the output of "
-            f"'{model.name}' is not produced by a Dense (or 1x1 Conv2D) "
-            "followed only by layers without weights; it comes from "
-            f"{where}. Pass first_task=None to convert the whole model as "
-            "a trunk, then `add_task(...)`."
-        )
     cut = model.outputs[0] if classifier is None else node.input_tensors[0]
     # One tensor, not a list of one: the trunk is called with a tensor.
     source = keras.Model(model.inputs[0], cut, name=f"{model.name}_trunk")
@@ -271,7 +263,11 @@ def convert(model, max_tasks, first_task=None, free_init="previous"):
         trunk = keras.Model(trunk.input, flat(trunk.output), name=trunk.name)
     packnet = PackNetModel(trunk, max_tasks=max_tasks, free_init=free_init,
                            name=model.name)
-    if first_task is not None:
+    if first_task is not None and classifier is None:
+        # A backbone without a classifier: its weights become a task of
+        # their own, without a head, for later tasks to read.
+        packnet.add_task(first_task, headless=True)
+    elif first_task is not None:
         head = _build_head(classifier, node, chain, first_task)
         packnet.add_task(first_task, head=head)
     return packnet

@@ -23,6 +23,7 @@ from packnet_tf._keras_compat import loss_tracker
 from packnet_tf.errors import FusedUpdateError
 from packnet_tf.labels import check_labels
 from packnet_tf.layers.base import unmasked_forward
+from packnet_tf.task import require_head
 
 
 class MaskedTrainingMixin:
@@ -171,7 +172,9 @@ class MaskedTrainingMixin:
         Raises:
             FusedUpdateError: if XLA cannot compile the fused update.
         """
-        self._statistics_changed(self._task_for("fit"))
+        task = self._task_for("fit")
+        require_head(task, "train")
+        self._statistics_changed(task)
         with self._explain_fused_update_failure():
             return super().train_on_batch(*args, **kwargs)
 
@@ -207,6 +210,7 @@ class MaskedTrainingMixin:
                 (`fused_update=False` avoids it).
         """
         task = self._task_for("fit")
+        require_head(task, "train")
         check_labels(x, y, task.num_classes, task.name)
         self._statistics_changed(task)
         # The train step computes with raw kernels; free weights must be 0
@@ -214,12 +218,14 @@ class MaskedTrainingMixin:
         # this also covers weights written by hand since.
         for layer in self._packed():
             layer.zero_free()
-        if self.optimizer is not None and not self.optimizer.built:
+        # (Uncompiled: no optimizer yet; Keras' fit then says to compile.)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
             # Slots for every head, so that a saved optimizer loads back
             # whichever task it was saved during.
             with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
-        ema = bool(getattr(self.optimizer, "use_ema", False))
+                optimizer.build(self.trainable_variables)
+        ema = bool(getattr(optimizer, "use_ema", False))
         if ema:
             pairs = self._train_masks(task.task_id)
             snapshot = [tf.identity(v.value) for v, _ in pairs]

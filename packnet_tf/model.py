@@ -30,6 +30,7 @@ from packnet_tf.task import (
     TaskInfo,
     advance,
     require,
+    require_head,
     require_can_add,
     validate_task_name,
 )
@@ -273,7 +274,7 @@ class PackNetModel(
             )
 
     def add_task(self, name, num_classes=None, head=None,
-                 input_contract=None):
+                 input_contract=None, headless=False):
         """Registers a task, gives it every free weight, and activates it.
 
         Args:
@@ -282,6 +283,16 @@ class PackNetModel(
                 `keras.layers.Dense(num_classes)` that outputs logits.
             head: a Keras layer to use as the head instead; it reads the
                 trunk's features and belongs to this task only.
+            headless: True for a task without a head that keeps the weights
+                the network holds now (a pretrained backbone without its
+                training data): `prune(f)` then `end_task()` freeze its
+                largest weights for every later task to read, without
+                training (`fit` and `evaluate` refuse it; the exporters
+                skip it). Its outputs are the trunk's features. Pruning it
+                leaves its batch-norm statistics as they were (there is no
+                data to recompute them): `end_task()` needs no
+                recalibration. `convert(model, first_task=name)` of a model
+                without a classifier makes one.
             input_contract: how raw images become this task's inputs and
                 its class names: a `packnet_tf.InputContract` or a dict of
                 its fields. Saved with the model; the exporters build their
@@ -295,9 +306,18 @@ class PackNetModel(
             TaskStateError: if the previous task is not frozen yet.
             CapacityError: if `max_tasks` tasks exist, or a packed layer has
                 no free weight left.
-            ValueError, TypeError: on a bad name, `num_classes` or head.
+            ValueError, TypeError: on a bad name, `num_classes` or head (or
+                either given with `headless=True`).
         """
         validate_task_name(name, [t.name for t in self._tasks])
+        if headless and (num_classes is not None or head is not None
+                         or input_contract is not None):
+            raise ValueError(
+                f"`add_task({name!r}, headless=True)` makes a task without a "
+                "head or inputs of its own; it takes no `num_classes`, "
+                "`head` or `input_contract`. Received: "
+                f"num_classes={num_classes!r}, head={head!r}, "
+                f"input_contract={input_contract!r}")
         input_contract = as_contract(input_contract)
         require_can_add(self._tasks, name)
         if len(self._tasks) >= self.max_tasks:
@@ -307,6 +327,9 @@ class PackNetModel(
                 "a larger `max_tasks` (at most 255)."
             )
         self._check_free_capacity()
+        if headless:
+            # The trunk's features, unchanged: what `predict` gives.
+            head = keras.layers.Identity(name=f"features_{name}")
         head, width = self._build_head(name, num_classes, head)
         if input_contract is not None:
             input_contract.check_classes(width, name)
@@ -318,8 +341,9 @@ class PackNetModel(
             kept = [next(released, None) for _ in layer.packed_kernels()]
             claim_for_task(layer, task_id, self.free_init, kept)
         self.heads.append(head)
-        self._tasks.append(TaskInfo(name, task_id, width, TRAINING,
-                                    input_contract=input_contract))
+        self._tasks.append(TaskInfo(
+            name, task_id, None if headless else width, TRAINING,
+            input_contract=input_contract, headless=bool(headless)))
         self._activate(task_id - 1)
         return self.active_task
 
@@ -369,8 +393,9 @@ class PackNetModel(
 
     def _statistics_changed(self, task):
         """Records that `task`'s batch-norm statistics no longer describe
-        its network (it trains, or was pruned)."""
-        if batch_norm_layers(self):
+        its network (it trains, or was pruned). A headless task's stay as
+        they were: it has no data to recompute them from."""
+        if batch_norm_layers(self) and not task.headless:
             task.statistics_stale = True
 
     def recalibrate_batch_norm(self, data, steps=None, batch_size=None,
@@ -519,6 +544,16 @@ class PackNetModel(
             )
         features = self.trunk(inputs, training=training)
         return self.heads[self._active](features, training=training)
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate` on the active task.
+
+        Raises:
+            TaskStateError: for a headless task (no head, no labels).
+        """
+        if self._active is not None:
+            require_head(self._tasks[self._active], "be evaluated")
+        return super().evaluate(*args, **kwargs)
 
     # -- serialization ----------------------------------------------------
 

@@ -42,7 +42,8 @@ class TaskInfo:
     Attributes:
         name: the task's name.
         task_id: its owner id in the masks (1 for the first task).
-        num_classes: the width of its head's output.
+        num_classes: the width of its head's output (None for a headless
+            task).
         state: one of "training", "pruned", "frozen".
         fingerprint: the task's outputs on its probe batch, stored by
             `end_task()` (see `PackNetModel.verify`).
@@ -53,6 +54,10 @@ class TaskInfo:
             batch-norm statistics were last computed
             (`PackNetModel.recalibrate_batch_norm`); always False in a
             network without `TaskBatchNormalization`.
+        headless: a task without a head (a pretrained network's own
+            weights, kept for later tasks to read): its outputs are the
+            trunk's features; it is pruned and frozen, never trained,
+            evaluated or exported (`PackNetModel.add_task(headless=True)`).
     """
 
     name: str
@@ -62,6 +67,7 @@ class TaskInfo:
     fingerprint: list = None
     input_contract: object = None
     statistics_stale: bool = False
+    headless: bool = False
 
     def __post_init__(self):
         # Read back from a config as a dict.
@@ -78,6 +84,24 @@ class TaskInfo:
         if self.input_contract is not None:
             config["input_contract"] = self.input_contract.to_config()
         return config
+
+
+def require_head(task, action):
+    """Raises unless `task` has a head (is not a headless base task).
+
+    Args:
+        task: a `TaskInfo`.
+        action: what was asked, for the message ("fit", "export", ...).
+
+    Raises:
+        TaskStateError: for a headless task.
+    """
+    if task.headless:
+        raise TaskStateError(
+            f"Task {task.name!r} has no head: it holds a pretrained "
+            f"network's own weights for later tasks to read, so it cannot "
+            f"{action}. Prune it and `end_task()`, then add a task with a "
+            "head (`add_task(name, num_classes=...)`).")
 
 
 def validate_task_name(name, existing):

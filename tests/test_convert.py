@@ -191,10 +191,14 @@ def test_model_without_classifier_converts_whole_or_says_why():
     converted.add_task("a", num_classes=2)
     np.testing.assert_allclose(outputs(converted.trunk, x), outputs(base, x),
                                rtol=0, atol=ATOL)
-    with pytest.raises(ValueError, match=r"first_task='a'.* is not produced "
-                       r"by a Dense .*comes from 'last_bn' "
-                       r"\(BatchNormalization\)"):
-        pn.convert(base, max_tasks=2, first_task="a")
+    # With a first task, a backbone without a classifier becomes a
+    # headless task (issue 25; tests/test_headless.py): its outputs are the
+    # original's features.
+    headless = pn.convert(base, max_tasks=2, first_task="a")
+    assert headless.active_task.headless
+    assert headless.active_task.num_classes is None
+    np.testing.assert_allclose(outputs(headless, x), outputs(base, x),
+                               rtol=0, atol=ATOL)
 
 
 def test_nested_model_and_shared_layer_convert():

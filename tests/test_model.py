@@ -397,3 +397,12 @@ def test_weights_pruned_during_fit_stay_at_zero(trunk, task_data, probe):
                                           err_msg=f"{layer.name}.{name}")
     assert freed > 0
     np.testing.assert_array_equal(_outputs(model, "t1", probe), expected)
+
+
+def test_fit_before_compile_says_to_compile():
+    model = pn.PackNetModel(keras.Sequential([
+        keras.Input((3,)), pn.layers.PackedDense(4)]), max_tasks=2)
+    model.add_task("a", num_classes=2)
+    with pytest.raises(ValueError, match=r"compile\(\)"):
+        model.fit(np.zeros((4, 3), "float32"), np.zeros(4, "int32"),
+                  verbose=0)

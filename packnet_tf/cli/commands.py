@@ -34,6 +34,7 @@ def info(args, out):
             "input_shape": list(shape),
             "tasks": [{"name": t.name, "id": t.task_id,
                        "num_classes": t.num_classes, "state": t.state,
+                       "headless": t.headless,
                        "fingerprint": t.fingerprint is not None,
                        "input_contract": (
                            None if t.input_contract is None
@@ -48,9 +49,14 @@ def info(args, out):
         print(f"\n{'id':>3}  {'task':<{width}}{'classes':>8}  state",
               file=out)
         for t in model.tasks:
-            print(f"{t.task_id:>3}  {t.name:<{width}}{t.num_classes:>8}  "
+            classes = "-" if t.headless else t.num_classes
+            print(f"{t.task_id:>3}  {t.name:<{width}}{classes:>8}  "
                   f"{t.state}", file=out)
-            print(f"{'':>5}inputs: {contracts.describe(t)}", file=out)
+            if t.headless:
+                print(f"{'':>5}no head: a pretrained network's own weights, "
+                      "read by later tasks; never exported", file=out)
+            else:
+                print(f"{'':>5}inputs: {contracts.describe(t)}", file=out)
         print(f"\nWho owns the network:\n{report}", file=out)
     if args.plot:
         from packnet_tf.cli.plot import plot_capacity
@@ -175,6 +181,11 @@ def evaluate(args, out):
         raise UsageError(f"--task {args.task!r}: unknown task. "
                          f"{args.model} holds {names}.")
     info = next(t for t in model.tasks if t.name == args.task)
+    if info.headless:
+        raise UsageError(
+            f"--task {args.task!r} has no head (a pretrained network's own "
+            "weights): nothing to evaluate. Evaluate the tasks trained on "
+            f"it: {[t.name for t in model.tasks if not t.headless]}.")
     options = _options(args, info)
     source = _source(args, options)
     if source.num_classes != info.num_classes:
@@ -240,7 +251,8 @@ def export(args, out):
                 inputs=inputs)
             print(f"TFLite: {path}", file=out)
         if args.tflite_dir:
-            names = tasks or [t.name for t in model.tasks if t.finished]
+            names = tasks or [t.name for t in model.tasks
+                              if t.finished and not t.headless]
             for name in names:
                 path = exporter.tflite(
                     model, pathlib.Path(args.tflite_dir) / f"{name}.tflite",

@@ -57,8 +57,10 @@ class TaskConfig:
 
     Attributes:
         name: the task's name.
-        data: its data spec (see `packnet_tf.data.from_spec`), or a
-            `DataSource` given from Python.
+        data: its data spec (see `packnet_tf.data.from_spec`), a
+            `DataSource` given from Python, or None: the first task of a
+            converted or loaded network, pruned and frozen without
+            training (its options say 0 epochs, no recalibration).
         options: every key of `TASK_DEFAULTS`, resolved.
         index: its position in the run (0-based).
     """
@@ -133,6 +135,30 @@ def read_file(path):
     return data
 
 
+def _without_data(merged, options, where, path):
+    """The options of a task without data: pruned and frozen, no training.
+
+    Such a task keeps the weights the network holds (a converted
+    network's own task): it trains nothing, so its own entry may not ask
+    for epochs, and it can be pruned only by a fixed fraction.
+    """
+    for key in ("epochs", "finetune_epochs"):
+        if options.get(key):
+            raise ConfigError(
+                path, f"{where}.{key}", f"{options[key]}, but the task has "
+                "no `data` to train on: it is pruned and frozen as the "
+                "network holds it. Set 0, or give the task `data`.")
+    if merged["gradual"] is not None or merged["prune_fraction"] == "auto":
+        key = "gradual" if merged["gradual"] is not None else "prune_fraction"
+        raise ConfigError(
+            path, f"{where}.{key}", "a task without `data` is pruned in one "
+            "shot by a fixed fraction (gradual pruning fine-tunes and "
+            "'auto' measures accuracy, both on data). Set a number.")
+    # No statistics to recompute: the converted ones are kept.
+    return {**merged, "epochs": 0, "finetune_epochs": 0,
+            "recalibrate": False}
+
+
 def parse_config(data, path, base_dir, model=None, log_dir=None):
     """Checks a parsed config and fills in defaults.
 
@@ -174,8 +200,11 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         check_unknown(where, entry, TASK_ONLY_KEYS + tuple(TASK_DEFAULTS),
                       path)
         for key in TASK_ONLY_KEYS:
-            if key not in entry:
-                raise ConfigError(path, f"{where}.{key}", "missing.")
+            if entry.get(key) is None and not (key == "data" and index == 0):
+                raise ConfigError(path, f"{where}.{key}", "missing." + (
+                    " Only the first task may leave out `data` (a "
+                    "pretrained network's own task)." if key == "data"
+                    else ""))
         try:
             validate_task_name(entry["name"], names)
         except ValueError as error:
@@ -184,7 +213,10 @@ def parse_config(data, path, base_dir, model=None, log_dir=None):
         options = {k: v for k, v in entry.items() if k not in TASK_ONLY_KEYS}
         check_task_options(options, where, path, plan_ok=False)
         merged = {**TASK_DEFAULTS, **defaults, **options}
-        tasks.append(TaskConfig(entry["name"], entry["data"], merged, index))
+        if entry.get("data") is None:
+            merged = _without_data(merged, options, where, path)
+        tasks.append(TaskConfig(entry["name"], entry.get("data"), merged,
+                                index))
     max_tasks = data.get("max_tasks")
     if max_tasks is not None:
         check_int(max_tasks, "max_tasks", path, 1)

@@ -63,8 +63,9 @@ def stopped(run, error):
 def report_matrix(run):
     """Prints the accuracy matrix and its metrics; adds them to the record.
 
-    Skipped (with a line saying why) when a task has no test split or
-    finished in a run that kept no matrix.
+    Over the tasks that have data (a data-less base task has no accuracy
+    and no row). Skipped (with a line saying why) when a task has no test
+    split or finished in a run that kept no matrix.
 
     Args:
         run: the finished `Run`.
@@ -72,7 +73,7 @@ def report_matrix(run):
     from packnet_tf.evaluation import continual_metrics
 
     rows = run.record.get("accuracy_matrix", {})
-    names = [t.name for t in run.plan.tasks]
+    names = [t.name for t in run.plan.tasks if t.source is not None]
     try:
         matrix = [[rows[a][b] if j <= i else None
                    for j, b in enumerate(names)]

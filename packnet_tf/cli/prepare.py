@@ -44,7 +44,7 @@ class TaskPlan:
     """
 
     config: object
-    source: object
+    source: object  # None: a task without data (pruned and frozen only)
     num_classes: int
     prune_fraction: float
     check: object = None
@@ -101,6 +101,10 @@ def network_record(config):
     spec = dict(config.network)
     if "path" in spec:
         spec["path"] = str(config.resolve(spec["path"]))
+    weights = spec.get("weights")
+    if isinstance(weights, str) and weights != "imagenet":
+        # A weights file, read from the config's folder like every path.
+        spec["weights"] = str(config.resolve(weights))
     return spec
 
 
@@ -157,6 +161,8 @@ def _check_model_tasks(config, model, resumed):
 
 def _source(config, task):
     where = f"tasks[{task.index}].data"
+    if task.data is None:
+        return None
     if isinstance(task.data, DataSource):
         return task.data
     try:
@@ -222,9 +228,40 @@ def _check_keep(config, task, model):
                            error) from None
 
 
+def _plan_without_data(config, task, source, model, held):
+    """The plan of a task without data, or of a headless task.
+
+    Raises:
+        ConfigError: for data given to a headless task, or a task without
+            data that the network does not hold (only a converted or
+            loaded network's own first task may go without).
+    """
+    where = f"tasks[{task.index}]"
+    info = held.get(task.name)
+    if source is not None:
+        raise config.error(
+            f"{where}.data", f"task {task.name!r} has no head (the "
+            "pretrained network's own weights): it cannot train or be "
+            "evaluated on data. Leave `data` out of it, and list the tasks "
+            "to train after it.")
+    if info is None:
+        raise config.error(
+            f"{where}.data", f"missing. Task {task.name!r} has no data, so "
+            "it must be the network's own first task (network.first_task: "
+            f"{task.name}, for a converted network, or the first task of a "
+            "loaded model), pruned and frozen as it is. Give it `data` to "
+            "train a new task.")
+    fraction = _prune_fraction(config, task, model)
+    _check_keep(config, task, model)
+    return TaskPlan(task, None, info.num_classes, fraction,
+                    recipe=_recipe(config, task, fraction))
+
+
 def _check_schedules(config, plans):
     """A gradual schedule must end within its task's fine-tuning steps."""
     for plan in plans:
+        if plan.source is None:
+            continue
         examples = plan.source.num_examples(plan.source.train_split)
         steps = (None if not examples else
                  -(-examples // plan.options["batch_size"]))
@@ -257,6 +294,8 @@ def _check_files(config, plans, fits):
     """
     cache = CheckCache(check_cache_path(config.model))
     for plan, fit in zip(plans, fits):
+        if plan.source is None:
+            continue
         try:
             plan.check = check_source(
                 plan.source, channels=fit.decode_channels,
@@ -302,6 +341,12 @@ def prepare(config, strategy=None):
     fits = []
     for task, source in zip(config.tasks, sources):
         where = f"tasks[{task.index}]"
+        if source is None or held.get(task.name, None) is not None and (
+                held[task.name].headless):
+            plans.append(_plan_without_data(config, task, source, model,
+                                            held))
+            fits.append(None)
+            continue
         try:
             fits.append(fit_plan(source, shape,
                                  resize=task.options["resize"]))

@@ -190,7 +190,7 @@ class Run:
 
     def evaluate(self, task):
         """Test accuracy of a task, or None without a test split."""
-        if not task.source.test_split:
+        if task.source is None or not task.source.test_split:
             return None
         data = self._data(task, task.source.test_split, 0, shuffle=False)
         return task_metrics(self.model, task.name, data,
@@ -221,7 +221,8 @@ class Run:
         # (files are written only at phase ends); a task in a new model
         # (a converted network's own task) has not.
         train_pending = state is None or not self.plan.resumed
-        contract = contract_for(task.source, options)
+        contract = (None if task.source is None
+                    else contract_for(task.source, options))
         if state is None:
             keras.utils.set_random_seed(self._seed(task, "train"))
             with self._scope():
@@ -230,13 +231,17 @@ class Run:
             state = TRAINING
         else:
             self.model.use_task(name)
-            if self.model.active_task.input_contract is None:
+            if contract is not None and (
+                    self.model.active_task.input_contract is None):
                 # A converted network's own task, or a file from before
                 # contracts: the config says how its inputs are prepared.
                 self.model.set_input_contract(name, contract)
             if self.plan.resumed:
                 say("resume", f"from state {state!r} in {self.config.model}")
-        if train_pending:
+        if train_pending and task.source is None:
+            say("train", "no data: the weights stay as the network holds "
+                "them")
+        elif train_pending:
             self._where = (name, "train")
             history = phases.train(self.model, recipe,
                                    self._fitter(task, "train"),
@@ -251,7 +256,10 @@ class Run:
             keras.utils.set_random_seed(self._seed(task, "prune"))
             recipe, auto = phases.choose(
                 self.model, recipe, self._fitter(task, "prune"),
-                self._held_out_accuracy(task), self._compiler(task, "prune"),
+                # (A task without data is never "auto": nothing to measure.)
+                None if task.source is None
+                else self._held_out_accuracy(task),
+                self._compiler(task, "prune"),
                 data=self._statistics_data(task))
             if auto is not None:
                 self._report_auto(task, auto)
@@ -369,6 +377,11 @@ def train(config, stream=None, verbose="auto", strategy=None):
                       f"{config.model} (max_tasks={plan.model.max_tasks}).")
     for task in plan.tasks:
         source = task.source
+        if source is None:
+            reporter.line(f"  {task.name}: no data (the network's own "
+                          f"weights), prune {_fraction_text(task)}, then "
+                          "frozen")
+            continue
         sizes = "/".join(str(source.num_examples(s) or "?")
                          for s in source.splits)
         skipped = task.check.counts() if task.check is not None else {}

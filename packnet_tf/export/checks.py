@@ -24,9 +24,13 @@ def signature_name(task):
 def select_tasks(model, tasks):
     """The finished tasks to export, as `TaskInfo`s in the model's order.
 
+    A headless task (a pretrained network's own weights) has nothing to
+    serve: None leaves it out, and naming it is an error.
+
     Args:
         model: a `PackNetModel`.
-        tasks: a task name, a list of names, or None for every finished task.
+        tasks: a task name, a list of names, or None for every finished
+            task with a head.
 
     Returns:
         A non-empty list of `TaskInfo`.
@@ -35,9 +39,11 @@ def select_tasks(model, tasks):
         TypeError: if `model` is not a `PackNetModel` or `tasks` is not
             names.
         ValueError: for an unknown or repeated task, or no task at all.
-        TaskStateError: for a task that has not finished (`end_task()`).
+        TaskStateError: for a task that has not finished (`end_task()`),
+            or a headless task.
     """
     from packnet_tf.model import PackNetModel
+    from packnet_tf.task import require_head
 
     if not isinstance(model, PackNetModel):
         raise TypeError(
@@ -46,10 +52,11 @@ def select_tasks(model, tasks):
         )
     known = {t.name: t for t in model.tasks}
     if tasks is None:
-        chosen = [t for t in model.tasks if t.finished]
+        chosen = [t for t in model.tasks if t.finished and not t.headless]
         if not chosen:
             raise TaskStateError(
-                "There is no finished task to export. Finish one with "
+                "There is no finished task with a head to export. Finish one "
+                "with "
                 "`end_task()` (or `train_task(...)`) first. Received tasks: "
                 f"{[(t.name, t.state) for t in model.tasks]}"
             )
@@ -69,6 +76,8 @@ def select_tasks(model, tasks):
             f"Unknown task(s) {unknown}. The model's tasks are "
             f"{list(known)}."
         )
+    for name in names:
+        require_head(known[name], "be exported (there is nothing to serve)")
     unfinished = [known[n] for n in names if not known[n].finished]
     if unfinished:
         raise TaskStateError(
