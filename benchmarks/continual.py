@@ -415,19 +415,20 @@ def run_joint(workload, seed):
     model = baselines.joint_model(workload.plain_trunk(),
                                   [t["num_classes"] for t in tasks])
     _compile(model, workload.learning_rate)
+    batch = tasks[0]["options"]["batch_size"]
     parts, counts = [], []
     for t, task in enumerate(tasks):
         part = workload.train_data(task, seed * 100 + t).unbatch()
         parts.append(part.map(lambda x, y, t=t: ((x, t), y)))
         source = task["source"]
-        counts.append(QUICK_STEPS * 64 if workload.quick
+        counts.append(QUICK_STEPS * task["options"]["batch_size"]
+                      if workload.quick
                       else source.num_examples(source.train_split))
     # Every task's examples once per epoch, interleaved at random in
     # proportion to their counts.
     mixed = tf.data.Dataset.sample_from_datasets(
         parts, weights=[c / sum(counts) for c in counts], seed=seed,
         stop_on_empty_dataset=False)
-    batch = tasks[0]["options"]["batch_size"]
     mixed = mixed.batch(batch).prefetch(2).apply(
         tf.data.experimental.assert_cardinality(-(-sum(counts) // batch)))
     start = time.perf_counter()
