@@ -533,7 +533,7 @@ def plot_final(summary, names, path, title):
     from matplotlib.figure import Figure
 
     methods = list(summary["methods"])
-    figure = Figure(figsize=(9.0, 3.4), dpi=80)
+    figure = Figure(figsize=(9.0, 3.8), dpi=80)
     axis = figure.subplots()
     width = 0.8 / max(len(methods), 1)
     positions = np.arange(len(names) + 1)
@@ -551,7 +551,8 @@ def plot_final(summary, names, path, title):
     axis.set_ylabel("final test accuracy (%)")
     axis.set_ylim(0, 100)
     axis.set_title(title, fontsize=9)
-    axis.legend(fontsize=7, ncol=3, loc="lower left")
+    axis.legend(fontsize=7, ncol=len(methods), loc="upper center",
+                bbox_to_anchor=(0.5, -0.12), frameon=False)
     figure.tight_layout()
     figure.savefig(path)
     return path

@@ -32,6 +32,7 @@ from packnet_tf.export.plain import (
     plain_trunk,
     twin_variable_name,
 )
+from packnet_tf.export import image_limits
 from packnet_tf.export.signatures import INPUT_NAME, task_functions
 
 
@@ -67,6 +68,8 @@ class TaskModule(tf.Module):
     Args:
         model: a `PackNetModel`.
         task: the task's `TaskInfo` (finished).
+        limits: the `ImageLimits` its signatures check (default: the
+            defaults).
 
     Attributes:
         task_name: the task's name.
@@ -74,8 +77,9 @@ class TaskModule(tf.Module):
         input_spec: the `tf.TensorSpec` of a float batch of its inputs.
     """
 
-    def __init__(self, model, task):
+    def __init__(self, model, task, limits=None):
         super().__init__(name=f"task_{task.task_id}")
+        self.limits = image_limits.check_limits(limits)
         keras_model = plain_model(model, task.name)
         self.weights = _variables(keras_model)
         self._keras = _Untracked(model=keras_model, info=task)
@@ -93,13 +97,13 @@ class TaskModule(tf.Module):
     def signatures(self):
         """`{key: concrete function}` of the SavedModel.
 
-        `serving_default` and `task_<name>` (float inputs), and with an
-        input contract `task_<name>_pixels` and `task_<name>_images`
-        (see `packnet_tf.export.signatures`).
+        `serving_default` and `task_<name>` (float inputs), with an input
+        contract `task_<name>_pixels` and `task_<name>_images` (see
+        `packnet_tf.export.signatures`).
         """
         self.serving = task_functions(
             self.info, self.forward, self.input_spec,
-            self.info.input_contract)
+            self.info.input_contract, self.limits)
         functions = {key: function.get_concrete_function()
                      for key, function in self.serving.items()}
         functions["serving_default"] = functions[
@@ -128,10 +132,13 @@ class SharedTasksModule(tf.Module):
         run_time_task: compute the task id from the input's (run-time)
             batch size, so that a converter cannot fold a masked copy of the
             kernels per task (see `packnet_tf.export.tflite`).
+        limits: the `ImageLimits` its signatures check (default: the
+            defaults).
     """
 
-    def __init__(self, model, tasks, run_time_task=False):
+    def __init__(self, model, tasks, run_time_task=False, limits=None):
         super().__init__(name="tasks")
+        self.limits = image_limits.check_limits(limits)
         self._run_time_task = run_time_task
         top = max(t.task_id for t in tasks)
         trunk, twins = plain_trunk(model.trunk, fold_batch_norm=False)
@@ -225,7 +232,7 @@ class SharedTasksModule(tf.Module):
     def signatures(self):
         """`{key: concrete function}`: every task's signatures.
 
-        `task_<name>` (float inputs), and with an input contract
+        `task_<name>` (float inputs), with an input contract
         `task_<name>_pixels` and `task_<name>_images`.
 
         Raises:
@@ -235,7 +242,8 @@ class SharedTasksModule(tf.Module):
         self.serving = {}
         for name, info in self._keras.infos.items():
             functions = task_functions(info, self.forward(name),
-                                       self.input_spec, info.input_contract)
+                                       self.input_spec, info.input_contract,
+                                       self.limits)
             taken = sorted(set(functions) & set(self.serving))
             if taken:
                 raise ValueError(

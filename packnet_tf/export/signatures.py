@@ -12,6 +12,11 @@ SavedModel serves:
   [batch] (TF Serving's REST `{"b64": ...}` values), decoded with
   `tf.io.decode_image`, then as `_pixels`.
 
+Every signature checks its request against the export's `ImageLimits`
+before it decodes or resizes anything (`packnet_tf.export.image_limits`):
+image sizes read from the files' headers, batch size, request bytes,
+finite floats.
+
 Each returns `logits` (and `outputs`, the head's own outputs, for clients
 of the first exports: the logits, or a probability head's probabilities,
 whose `logits` are log p, finite where p is 0), `probabilities`, and the top k = min(5, classes) `class_ids`,
@@ -23,6 +28,7 @@ count, an empty batch, a string that is no image) stops the call with an
 import numpy as np
 import tensorflow as tf
 
+from packnet_tf.export import image_limits
 from packnet_tf.export.checks import signature_name
 
 #: Input names of the three signatures.
@@ -44,8 +50,6 @@ PIXELS_SUFFIX = "_pixels"
 #: smallest normal): probability heads' zeros give finite logits.
 TINY = float(np.finfo(np.float32).tiny)
 IMAGES_SUFFIX = "_images"
-#: Leading bytes of the formats `tf.io.decode_image` reads.
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def pixels_key(task):
@@ -134,17 +138,20 @@ def _check_batch(batch, what, expected):
             "Received: an empty batch. Send one or more images."))
 
 
-def pixels_to_inputs(pixels, shape, contract):
+def pixels_to_inputs(pixels, shape, contract, limits=None):
     """Trunk inputs from a uint8 batch `[batch, height, width, channels]`.
 
     Args:
         pixels: a uint8 tensor of rank 4, any height and width.
         shape: the trunk's `(height, width, channels)`.
         contract: the task's `InputContract`.
+        limits: the `ImageLimits` the batch must keep (default: the
+            defaults), checked before anything is resized.
 
     Returns:
         A float32 batch of `shape`.
     """
+    limits = image_limits.check_limits(limits)
     height, width, channels = shape
     expected = f"uint8 [batch, height, width, {channels}]"
     checks = [
@@ -155,7 +162,7 @@ def pixels_to_inputs(pixels, shape, contract):
                 f"({expected}); the last axis of the batch received has "
                 "another size. Convert the images to "
                 f"{'greyscale' if channels == 1 else 'RGB'} first.")),
-    ]
+    ] + image_limits.check_pixels(pixels, limits, PIXELS_NAME)
     with tf.control_dependencies(checks):
         images = tf.cast(pixels, tf.float32)
     images = _resized(images, (height, width), contract.resize,
@@ -164,52 +171,50 @@ def pixels_to_inputs(pixels, shape, contract):
     return contract.preprocess_function()(images)
 
 
-def _is_image(data):
-    known = [tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
-             for magic in _IMAGE_MAGIC]
-    return tf.reduce_any(tf.stack(known))
-
-
-def images_to_inputs(images, shape, contract):
+def images_to_inputs(images, shape, contract, limits=None):
     """Trunk inputs from a batch of encoded image strings.
+
+    Each image's size is read from its header and checked against `limits`
+    before it is decoded; the request's batch size and bytes before any
+    image is. Images are decoded one at a time (at most one decoded image
+    is held besides the batch being built). An animated GIF gives its
+    first frame (its decoder reads every frame: all of them count).
 
     Args:
         images: a 1-D string tensor of JPEG, PNG, GIF or BMP file bytes.
         shape: the trunk's `(height, width, channels)`.
         contract: the task's `InputContract`.
+        limits: the `ImageLimits` (default: the defaults).
 
     Returns:
         A float32 batch of `shape`.
     """
+    limits = image_limits.check_limits(limits)
     height, width, channels = shape
 
     def decode(item):
         data, index = item
-        check = tf.debugging.Assert(_is_image(data), [
-            (f"Expected JPEG, PNG, GIF or BMP file bytes in `{IMAGES_NAME}` "
-             "(base64 in REST: {\"b64\": \"...\"}). Received at index"),
-            index, "bytes that are none of them (first bytes:",
-            tf.strings.substr(data, 0, 8),
-            ("). Send the image file's contents, not a path or decoded "
-             "pixels.")])
-        with tf.control_dependencies([check]):
+        checks = image_limits.check_image(data, index, limits, IMAGES_NAME)
+        with tf.control_dependencies(checks):
             image = tf.io.decode_image(data, channels=channels,
                                        expand_animations=False)
         image = _resized(tf.cast(image, tf.float32), (height, width),
                          contract.resize, f"`{IMAGES_NAME}`")
         return tf.ensure_shape(image, (height, width, channels))
 
-    with tf.control_dependencies([_check_batch(
-            images, IMAGES_NAME, "encoded image strings [batch]")]):
+    checks = [_check_batch(images, IMAGES_NAME,
+                           "encoded image strings [batch]")]
+    checks += image_limits.check_request(images, limits, IMAGES_NAME)
+    with tf.control_dependencies(checks):
         count = tf.shape(images)[0]
     batch = tf.map_fn(
-        decode, (images, tf.range(count)),
+        decode, (images, tf.range(count)), parallel_iterations=1,
         fn_output_signature=tf.TensorSpec((height, width, channels),
                                           tf.float32))
     return contract.preprocess_function()(batch)
 
 
-def task_functions(task, forward, input_spec, contract):
+def task_functions(task, forward, input_spec, contract, limits=None):
     """The `tf.function`s of one task's SavedModel signatures.
 
     Args:
@@ -219,6 +224,8 @@ def task_functions(task, forward, input_spec, contract):
         input_spec: the `tf.TensorSpec` of the float batch.
         contract: the task's `InputContract`, or None: only `task_<name>`
             (raw inputs need a contract to be prepared).
+        limits: the `ImageLimits` every signature checks (default: the
+            defaults).
 
     Returns:
         A dict `{signature key: tf.function}`: `task_<name>`, and with a
@@ -226,9 +233,13 @@ def task_functions(task, forward, input_spec, contract):
         `task_<name>_pixels` and `task_<name>_images`.
     """
     num_classes = task.num_classes
+    limits = image_limits.check_limits(limits)
 
     @tf.function(input_signature=[input_spec])
     def from_inputs(inputs):
+        with tf.control_dependencies(image_limits.check_floats(
+                inputs, limits, INPUT_NAME)):
+            inputs = tf.identity(inputs)
         return head_outputs(forward(inputs), num_classes, contract)
 
     functions = {signature_name(task.name): from_inputs}
@@ -241,13 +252,13 @@ def task_functions(task, forward, input_spec, contract):
     @tf.function(input_signature=[tf.TensorSpec(
         (None, None, None, None), tf.uint8, name=PIXELS_NAME)])
     def from_pixels(pixels):
-        inputs = pixels_to_inputs(pixels, shape, contract)
+        inputs = pixels_to_inputs(pixels, shape, contract, limits)
         return head_outputs(forward(inputs), num_classes, contract)
 
     @tf.function(input_signature=[tf.TensorSpec(
         (None,), tf.string, name=IMAGES_NAME)])
     def from_images(image_bytes):
-        inputs = images_to_inputs(image_bytes, shape, contract)
+        inputs = images_to_inputs(image_bytes, shape, contract, limits)
         return head_outputs(forward(inputs), num_classes, contract)
 
     functions[pixels_key(task.name)] = from_pixels

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from packnet_tf import atomic
 from packnet_tf.export import checks
+from packnet_tf.export.image_limits import check_limits, record_limits
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.serving import write_models_config
 
@@ -15,7 +16,8 @@ from packnet_tf.export.serving import write_models_config
 LAYOUTS = ("per_task", "multi")
 
 
-def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
+def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
+                limits=None):
     """Exports finished tasks as SavedModels in the TF Serving layout.
 
     `layout="per_task"` writes `<base_dir>/<task>/<version>/` for every task:
@@ -31,8 +33,11 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
     any size) and `task_<name>_images` (encoded `image_bytes`), prepared in
     the graph as in training. Every signature returns `logits`, `outputs`
     (the same), `probabilities` and the top-k `class_ids`, `class_names`
-    and `scores` (see `packnet_tf.export.signatures`).
-    `<base_dir>/models.config` is rewritten to serve every model in
+    and `scores` (see `packnet_tf.export.signatures`). Every signature
+    first checks the request against `limits` (image sizes read from the
+    files' headers, batch size, request bytes, finite floats: see
+    `packnet_tf.export.image_limits`), recorded in each version folder's
+    `assets/image_limits.json`. `<base_dir>/models.config` is rewritten to serve every model in
     `base_dir` from one TF Serving process. Versions already there are kept
     side by side; an existing version is never overwritten. The export is
     written into a staging folder, fsynced and renamed into place, so a
@@ -47,6 +52,9 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
             finished task.
         version: the TF Serving version, an int >= 0.
         layout: "per_task" or "multi".
+        limits: an `ImageLimits` (or a dict of its fields); default
+            `ImageLimits()`: 16 megapixels per image, 256 images and 64 MiB
+            per request.
 
     Returns:
         For "per_task", a dict `{task name: version folder}`; for "multi",
@@ -69,6 +77,7 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
         raise ValueError(
             f"Expected `layout` in {LAYOUTS}. Received: layout={layout!r}")
     checks.validate_version(version)
+    limits = check_limits(limits)
     infos = checks.select_tasks(model, tasks)
     base_dir = checks.check_export_dir(base_dir)
     if layout == "multi":
@@ -79,9 +88,10 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task"):
                 f"The model's name {name!r} is also a task's name; in one "
                 "export directory they would share a folder. Build the "
                 "model with another `name=`.")
-        modules = {name: SharedTasksModule(model, infos)}
+        modules = {name: SharedTasksModule(model, infos, limits=limits)}
     else:
-        modules = {info.name: TaskModule(model, info) for info in infos}
+        modules = {info.name: TaskModule(model, info, limits)
+                   for info in infos}
     targets = {
         name: checks.check_new_version(base_dir, name, version)
         for name in modules}
@@ -103,6 +113,8 @@ def _write(modules, targets, base_dir):
     created, moved = [], []
     try:
         for name, module in modules.items():
+            scratch = tempfile.mkdtemp(dir=staging, prefix=".limits-")
+            record_limits(module, module.limits, scratch)
             tf.saved_model.save(module, os.path.join(staging, name),
                                 signatures=module.signatures())
         # TensorFlow does not fsync: the files reach the disk before the
