@@ -237,7 +237,12 @@ def export(args, out):
         if args.saved_model:
             written = exporter.saved_model(
                 model, args.saved_model, tasks=tasks, version=args.version,
-                layout=args.layout)
+                layout=args.layout, limits={
+                    name: value for name, value in (
+                        ("max_image_pixels", args.max_image_pixels),
+                        ("max_batch_size", args.max_batch_size),
+                        ("max_request_bytes", args.max_request_bytes))
+                    if value is not None})
             folders = (written.values() if isinstance(written, dict)
                        else [written])
             for folder in folders:

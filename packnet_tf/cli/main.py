@@ -156,6 +156,18 @@ def build_parser():
                         "floats, or uint8 pixels at the trunk's size "
                         "preprocessed inside the file (integer-only with "
                         "--quantize int8)")
+    limits = export.add_argument_group(
+        "limits of every SavedModel request, checked before decoding "
+        "(recorded in <version>/assets/image_limits.json)")
+    # Defaults: packnet_tf.export.ImageLimits' (TensorFlow-free --help).
+    limits.add_argument("--max-image-pixels", type=int, metavar="N",
+                        help="pixels one image may declare (a GIF: all its "
+                        "frames); default 16 megapixels")
+    limits.add_argument("--max-batch-size", type=int, metavar="N",
+                        help="images or examples per request; default 256")
+    limits.add_argument("--max-request-bytes", type=int, metavar="N",
+                        help="encoded image bytes per request; default 64 "
+                        "MiB")
     _add_data_args(export, "train")
     return parser
 

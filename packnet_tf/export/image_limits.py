@@ -122,14 +122,26 @@ def format_index(data):
     index = tf.constant(-1)
     for position, magics in reversed(list(enumerate(FORMATS.values()))):
         match = tf.reduce_any(tf.stack([
-            tf.equal(tf.strings.substr(data, 0, len(m)), m) for m in magics]))
+            tf.equal(_substr(data, 0, len(m)), m) for m in magics]))
         index = tf.where(match, position, index)
     return index
 
 
+def _substr(data, start, count):
+    """`data[start:start + count]`, empty past the end.
+
+    `tf.strings.substr` refuses a start past the end with the string itself
+    in its message (raw bytes, not UTF-8: a client that decodes the error
+    fails on it), so the start is clamped to the end.
+    """
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    return tf.strings.substr(
+        data, tf.minimum(tf.cast(start, tf.int64), length), count)
+
+
 def _bytes(data, start, count):
     """`count` bytes of `data` from `start` as int64 (0 past its end)."""
-    piece = tf.strings.substr(data, start, count)
+    piece = _substr(data, start, count)
     values = tf.cast(tf.io.decode_raw(piece, tf.uint8), tf.int64)
     return tf.reshape(tf.pad(values, [[0, count - tf.shape(values)[0]]]),
                       [count])
@@ -148,7 +160,7 @@ def _little_endian(values):
 
 def _png_size(data, length):
     ok = tf.logical_and(length >= 24, tf.equal(
-        tf.strings.substr(data, 12, 4), b"IHDR"))
+        _substr(data, 12, 4), b"IHDR"))
     fields = _bytes(data, 16, 8)
     width, height = _big_endian(fields[:4]), _big_endian(fields[4:])
     return ok, height, width, height * width
@@ -266,8 +278,16 @@ def declared_size(data):
                           branches)
 
 
+def _assert(condition, template, values):
+    """`tf.debugging.Assert` with one message, `{}`s filled in with
+    `values` (TensorFlow prints each item of an Assert's data in brackets:
+    one formatted string reads as a sentence)."""
+    message = tf.strings.format(template, values, summarize=-1)
+    return tf.debugging.Assert(condition, [message])
+
+
 def check_image(data, index, limits, what):
-    """An assertion that image `index` of a request fits `limits`.
+    """Assertions that image `index` of a request fits `limits`.
 
     Args:
         data: a scalar string tensor.
@@ -276,27 +296,29 @@ def check_image(data, index, limits, what):
         what: the input's name, for messages.
 
     Returns:
-        An op to run before decoding `data`.
+        The assertion ops, to run before decoding `data`.
     """
     known, height, width, pixels = declared_size(data)
     names = list(FORMATS)
     formats = ", ".join(names[:-1]) + " or " + names[-1]
+    # As numbers: raw bytes in an error message are not valid UTF-8, and
+    # a client that decodes the message would fail on them.
+    first = tf.io.decode_raw(_substr(data, 0, 8), tf.uint8)
     return [
-        tf.debugging.Assert(known, [
+        _assert(known, (
             f"Expected {formats} file bytes in `{what}` (base64 in REST: "
-            "{\"b64\": \"...\"}). Received at index", index,
-            "bytes whose header none of them has (first bytes:",
-            tf.strings.substr(data, 0, 8), "). Send the image file's "
-            "contents, not a path or decoded pixels."]),
-        tf.debugging.Assert(tf.logical_and(height > 0, width > 0), [
+            '{"b64": "..."}). Received at index {} bytes whose header '
+            "none of them has (first bytes: {}). Send the image file's "
+            "contents, not a path or decoded pixels."), (index, first)),
+        _assert(tf.logical_and(height > 0, width > 0), (
             f"Expected an image with at least one pixel in `{what}`. "
-            "Received at index", index, "an image that declares height",
-            height, "and width", width, "."]),
-        tf.debugging.Assert(pixels <= limits.max_image_pixels, [
+            "Received at index {} an image that declares {} x {} "
+            "pixels."), (index, height, width)),
+        _assert(pixels <= limits.max_image_pixels, (
             f"Expected images of at most {limits.max_image_pixels:,} pixels "
             f"in `{what}` (this export's max_image_pixels). Received at "
-            "index", index, "an image that declares", height, "x", width,
-            "(", pixels, "pixels to decode). Send it smaller."]),
+            "index {} an image that declares {} x {} ({} pixels to "
+            "decode). Send it smaller."), (index, height, width, pixels)),
     ]
 
 
@@ -305,14 +327,14 @@ def check_request(images, limits, what):
     count = tf.shape(images, out_type=tf.int64)[0]
     size = tf.reduce_sum(tf.cast(tf.strings.length(images), tf.int64))
     return [
-        tf.debugging.Assert(count <= limits.max_batch_size, [
+        _assert(count <= limits.max_batch_size, (
             f"Expected at most {limits.max_batch_size} images in `{what}` "
-            "(this export's max_batch_size). Received", count,
-            ". Split the request."]),
-        tf.debugging.Assert(size <= limits.max_request_bytes, [
+            "(this export's max_batch_size). Received {}. Split the "
+            "request."), (count,)),
+        _assert(size <= limits.max_request_bytes, (
             f"Expected at most {limits.max_request_bytes:,} bytes of images "
-            f"in `{what}` (this export's max_request_bytes). Received",
-            size, "bytes. Split the request or send smaller files."]),
+            f"in `{what}` (this export's max_request_bytes). Received {{}} "
+            "bytes. Split the request or send smaller files."), (size,)),
     ]
 
 
@@ -320,25 +342,25 @@ def check_pixels(pixels, limits, what):
     """Assertions on a `_pixels` batch: batch size and pixels per image."""
     shape = tf.shape(pixels, out_type=tf.int64)
     return [
-        tf.debugging.Assert(shape[0] <= limits.max_batch_size, [
+        _assert(shape[0] <= limits.max_batch_size, (
             f"Expected at most {limits.max_batch_size} images in `{what}` "
-            "(this export's max_batch_size). Received", shape[0],
-            ". Split the request."]),
-        tf.debugging.Assert(shape[1] * shape[2] <= limits.max_image_pixels, [
+            "(this export's max_batch_size). Received {}. Split the "
+            "request."), (shape[0],)),
+        _assert(shape[1] * shape[2] <= limits.max_image_pixels, (
             f"Expected images of at most {limits.max_image_pixels:,} pixels "
-            f"in `{what}` (this export's max_image_pixels). Received",
-            shape[1], "x", shape[2], ". Send them smaller."]),
+            f"in `{what}` (this export's max_image_pixels). Received {{}} x "
+            "{}. Send them smaller."), (shape[1], shape[2])),
     ]
 
 
 def check_floats(inputs, limits, what):
     """Assertions on a float batch: batch size, finite values."""
+    count = tf.shape(inputs, out_type=tf.int64)[0]
     return [
-        tf.debugging.Assert(
-            tf.shape(inputs, out_type=tf.int64)[0] <= limits.max_batch_size,
-            [f"Expected at most {limits.max_batch_size} examples in "
-             f"`{what}` (this export's max_batch_size). Received",
-             tf.shape(inputs)[0], ". Split the request."]),
+        _assert(count <= limits.max_batch_size, (
+            f"Expected at most {limits.max_batch_size} examples in `{what}` "
+            "(this export's max_batch_size). Received {}. Split the "
+            "request."), (count,)),
         tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(inputs)), [
             f"Expected finite values in `{what}`. Received NaN or infinite "
             "values. Send the preprocessed inputs the task was trained on."]),
