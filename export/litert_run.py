@@ -20,6 +20,12 @@ all of them run unless `--task` picks some:
   go in; the preprocessing is inside the file. An int8 file's int8
   outputs are dequantized with their scale and zero point.
 
+Image files are read with Pillow after their header says how large they
+are: a file that cannot be read, or that declares more than
+`--max-image-pixels` (default 16 megapixels, as the SavedModel exports),
+is named and refused before anything is decoded (an animated GIF gives its
+first frame).
+
 Each returns `outputs` (logits, for the default heads). Class names come
 from `<task>.labels.txt` beside the model (written by the exporter), or
 from `--labels`, a JSON file `{"<task>": ["class 0", "class 1", ...]}`.
@@ -39,6 +45,9 @@ PIXELS_SUFFIX = "_pixels"
 PIXELS_INPUT = "pixels"
 #: The labels file the exporter writes beside a model, per task.
 LABELS_SUFFIX = ".labels.txt"
+#: Default `--max-image-pixels`: packnet_tf.data.ImageLimits' (this file
+#: runs without packnet_tf; tests/test_export_recipes.py pins them equal).
+MAX_IMAGE_PIXELS = 16_000_000
 
 
 def load_interpreter(path, num_threads=None, xnnpack=True):
@@ -149,11 +158,42 @@ def resize_bilinear(pixels, height, width):
             + rows[:, right] * dx[None, :, None])
 
 
-def read_images(paths, height, width, channels, scale):
+def open_image(path, max_pixels):
+    """Opens an image file (its header only: Pillow decodes lazily).
+
+    Raises:
+        SystemExit: naming the file, if it is not a readable image or it
+            declares more than `max_pixels` pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    # This check replaces Pillow's own bomb guard (89 megapixels, an error
+    # only past twice that), so that the message names the file's size.
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        image = Image.open(path)
+    except (OSError, UnidentifiedImageError, SyntaxError,
+            ValueError) as error:
+        raise SystemExit(f"{path}: not a readable image file ({error}). "
+                         "Replace it or leave it out.") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise SystemExit(
+            f"{path}: declares {image.width} x {image.height} pixels; "
+            f"expected at most {max_pixels:,} (--max-image-pixels). Send it "
+            "smaller, or raise --max-image-pixels.")
+    return image
+
+
+def read_images(paths, height, width, channels, scale,
+                max_pixels=MAX_IMAGE_PIXELS):
     """Decodes, resizes and scales image files into a float batch.
 
     With `scale=None` the resized pixels are returned as uint8, unscaled
-    (for `_pixels` signatures).
+    (for `_pixels` signatures). Each file's size is read from its header
+    first (`open_image`).
     """
     try:
         from PIL import Image
@@ -168,8 +208,12 @@ def read_images(paths, height, width, channels, scale):
             "3 or 4. Pass a .npy batch instead.")
     batch = []
     for path in paths:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+        with open_image(path, max_pixels) as image:
+            try:
+                pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+            except (OSError, ValueError, SyntaxError) as error:
+                raise SystemExit(f"{path}: cannot be decoded ({error}). "
+                                 "Replace it or leave it out.") from None
         pixels = pixels.reshape(pixels.shape[:2] + (channels,))
         if pixels.shape[:2] != (height, width):
             pixels = resize_bilinear(pixels, height, width)
@@ -181,7 +225,7 @@ def read_images(paths, height, width, channels, scale):
     return np.stack(batch)
 
 
-def read_inputs(paths, shape, dtype, scale):
+def read_inputs(paths, shape, dtype, scale, max_pixels=MAX_IMAGE_PIXELS):
     """The batch to run and a name per example.
 
     Args:
@@ -190,6 +234,7 @@ def read_inputs(paths, shape, dtype, scale):
         dtype: the model's input dtype.
         scale: factor applied to image pixels (ignored for uint8 inputs,
             which get the raw pixels).
+        max_pixels: the most pixels an image file may declare.
 
     Returns:
         `(batch, names)`.
@@ -207,7 +252,7 @@ def read_inputs(paths, shape, dtype, scale):
                 "a .npy batch.")
         raw = np.dtype(dtype) == np.uint8
         batch = read_images(paths, shape[1], shape[2], shape[3],
-                            None if raw else scale)
+                            None if raw else scale, max_pixels)
         names = [os.path.basename(p) for p in paths]
     if tuple(batch.shape[1:]) != tuple(shape[1:]) or not len(batch):
         raise SystemExit(
@@ -255,6 +300,10 @@ def main(argv=None):
     parser.add_argument("--labels", help='JSON {"task": ["class", ...]}')
     parser.add_argument("--scale", type=float, default=1 / 255,
                         help="factor for image pixels (default 1/255)")
+    parser.add_argument("--max-image-pixels", type=int,
+                        default=MAX_IMAGE_PIXELS, metavar="N",
+                        help="refuse image files that declare more pixels "
+                        "(default %(default)s)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-xnnpack", action="store_true",
                         help="run without the default XNNPACK delegate")
@@ -271,7 +320,8 @@ def main(argv=None):
             f"Unknown task(s) {unknown}; this file holds {list(tasks)}.")
     labels = read_labels(args.model, chosen, args.labels)
     shape, dtype = input_details(interpreter, tasks[chosen[0]])
-    batch, names = read_inputs(args.inputs, shape, dtype, args.scale)
+    batch, names = read_inputs(args.inputs, shape, dtype, args.scale,
+                               args.max_image_pixels)
     for task in chosen:
         names_of = labels.get(task)
         for name, (ids, output, probs) in zip(

@@ -53,12 +53,15 @@ def model():
     return packed_model(wide_trunk(), classes=(4, 3, 5))
 
 
-def _run_runner(*args):
+def _run_runner(*args, fails=False):
     result = subprocess.run(
         [sys.executable, "-c", DEVICE, str(RECIPES / "litert_run.py"),
          *map(str, args)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if fails:
+        assert result.returncode != 0, result.stdout
+        return result.stderr
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("\t") for line in result.stdout.splitlines()
             if line.count("\t") == 2]
@@ -291,3 +294,32 @@ def test_litert_runner_keeps_a_float_task_named_like_a_pixels_signature(
     expected = np.argsort(-model_outputs(model, "cam_pixels", x), axis=1)
     assert [_top(r[2]) for r in rows] == [
         [str(i) for i in row] for row in expected]
+
+
+@pytest.mark.slow
+def test_litert_runner_refuses_bombs_and_unreadable_files(model, tmp_path):
+    """Named and refused from the header, before anything is decoded."""
+    from test_hostile_input import png_bomb
+
+    path = export.tflite(model, tmp_path / "a.tflite", task="a")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb())
+    err = _run_runner(path, bomb, fails=True)
+    assert "bomb.png: declares 16000 x 16000 pixels; expected at most " \
+        "16,000,000 (--max-image-pixels)" in err
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    err = _run_runner(path, junk, fails=True)
+    assert "junk.png: not a readable image file" in err
+    err = _run_runner(path, junk, "--max-image-pixels", "10", fails=True)
+    assert "junk.png" in err
+
+
+def test_litert_runner_default_limit_is_the_exports():
+    from packnet_tf.data import ImageLimits
+
+    spec = importlib.util.spec_from_file_location(
+        "litert_run", RECIPES / "litert_run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert runner.MAX_IMAGE_PIXELS == ImageLimits().max_image_pixels

@@ -20,7 +20,7 @@ from PIL import Image
 
 import packnet_tf as pn
 from packnet_tf import export
-from packnet_tf.export.image_limits import ImageLimits, declared_size
+from packnet_tf.data.image_limits import ImageLimits, declared_size
 
 NAMES = ("cat", "dog", "emu")
 #: Peak memory a request may add to a serving process (issue 28).
@@ -126,7 +126,7 @@ def test_a_top_down_bitmap_declares_its_height():
     ({"max_bytes": 1}, "Unknown image limit 'max_bytes'"),
 ])
 def test_bad_limits_are_refused(limits, says):
-    from packnet_tf.export.image_limits import check_limits
+    from packnet_tf.data.image_limits import check_limits
 
     with pytest.raises(ValueError, match=says):
         check_limits(limits)
@@ -420,3 +420,68 @@ def test_fuzzed_images_get_an_answer_or_an_error_and_memory_stays_bounded(
     expected = model.predict(pixels.astype("float32") / 255.0, verbose=0)
     np.testing.assert_allclose(result["first"]["ok"], expected, rtol=1e-4,
                                atol=1e-4)
+
+
+# -- the data path: training, `packnet-tf eval`, the data check -------------
+
+
+def _folder_with_a_bomb(root):
+    """An image folder of the task's classes, a good PNG of each in each
+    split, and in train/cat a PNG that declares 20,000 x 20,000 pixels
+    (its header only: never decodable)."""
+    for split in ("train", "test"):
+        for k, name in enumerate(NAMES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            (folder / "0.png").write_bytes(_pil(_rgb(seed=k), "PNG"))
+    (root / "train" / "cat" / "bomb.png").write_bytes(
+        png_declaring(20_000, 20_000))
+    return root
+
+
+def test_the_data_check_names_an_image_over_the_limit(tmp_path):
+    from packnet_tf import data
+
+    root = _folder_with_a_bomb(tmp_path / "images")
+    source = data.from_spec(str(root))
+    with pytest.raises(data.BadFilesError, match=r"bomb\.png.*at most "
+                       r"16,000,000 pixels.*20000 x 20000"):
+        data.check_source(source, channels=3)
+    report = data.check_source(source, channels=3, on_bad_files="skip")
+    assert report.counts() == {"train": 1}
+    assert source.num_examples("train") == 3
+    # A limit of the data's own: both good 8x8 images are over 50 pixels.
+    small = data.from_spec({"folder": str(root), "max_image_pixels": 50})
+    with pytest.raises(data.BadFilesError, match=r"file\(s\).*at most 50 "
+                       r"pixels"):
+        data.check_source(small, channels=3)
+    with pytest.raises(data.DataError, match="max_image_pixels` to be an "
+                       "int >= 1") as error:
+        data.from_spec({"folder": str(root), "max_image_pixels": 0})
+    assert error.value.key == "max_image_pixels"
+
+
+def test_the_pipeline_refuses_an_image_over_the_limit_before_decoding():
+    from packnet_tf.data.image_limits import decode_image
+
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"at most 100 pixels in `photos` \(the data's "
+                       r"max_image_pixels\).*16000 x 16000"):
+        decode_image(tf.constant(png_declaring(16_000, 16_000)), 3, 100,
+                     "photos")
+    image = decode_image(tf.constant(_pil(_rgb(), "PNG")), 3, 100)
+    assert image.shape == (8, 8, 3)
+
+
+def test_cli_eval_names_an_image_over_the_limit(model, tmp_path):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    root = _folder_with_a_bomb(tmp_path / "images")
+    code, out, err = run_cli("eval", path, "--task", "a", "--data", root,
+                             "--split", "train")
+    assert code == 2, (out, err)
+    assert "bomb.png" in err and "max_image_pixels" in err
+    code, out, err = run_cli("eval", path, "--task", "a", "--data", root,
+                             "--split", "train", "--on-bad-files", "skip")
+    assert code == 0, err
+    assert "(3 examples)" in out

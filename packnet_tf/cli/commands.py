@@ -145,6 +145,8 @@ def _source(args, options=None):
     classes = options["classes"] if options else _classes(args)
     if classes:
         spec["classes"] = classes
+    if args.max_image_pixels is not None:
+        spec["max_image_pixels"] = args.max_image_pixels
     try:
         return from_spec(spec)
     except DataError as error:

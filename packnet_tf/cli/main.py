@@ -55,6 +55,12 @@ def _add_data_args(parser, split_default):
                         default="error", help="image files that cannot be "
                         "decoded: stop and name them (default), or leave "
                         "them out and count them")
+    # Default: packnet_tf.data.ImageLimits' (TensorFlow-free --help).
+    parser.add_argument("--max-image-pixels", type=int, metavar="N",
+                        help="the most pixels one image file may declare (a "
+                        "GIF: all its frames); larger ones are bad files, "
+                        "never decoded, and (export) the limit of every "
+                        "SavedModel request; default 16 megapixels")
 
 
 _VERBOSE_HELP = ("show TensorFlow's own log lines (C++ logging, tf.function "
@@ -157,12 +163,11 @@ def build_parser():
                         "preprocessed inside the file (integer-only with "
                         "--quantize int8)")
     limits = export.add_argument_group(
-        "limits of every SavedModel request, checked before decoding "
-        "(recorded in <version>/assets/image_limits.json)")
-    # Defaults: packnet_tf.export.ImageLimits' (TensorFlow-free --help).
-    limits.add_argument("--max-image-pixels", type=int, metavar="N",
-                        help="pixels one image may declare (a GIF: all its "
-                        "frames); default 16 megapixels")
+        "limits of every SavedModel request besides --max-image-pixels, "
+        "checked before decoding (recorded in "
+        "<version>/assets/image_limits.json)")
+    # Defaults: packnet_tf.export.ImageLimits' (TensorFlow-free --help);
+    # --max-image-pixels is with the data options.
     limits.add_argument("--max-batch-size", type=int, metavar="N",
                         help="images or examples per request; default 256")
     limits.add_argument("--max-request-bytes", type=int, metavar="N",

@@ -4,7 +4,9 @@ Every source gives labelled examples per split with class names (after an
 optional class subset, relabelled 0..k-1 in the given order);
 `batches(...)` turns one into shuffled (seeded), resized, preprocessed,
 batched and prefetched `tf.data` input for a network; `check_source(...)`
-finds image files that cannot be decoded before anything trains.
+finds image files that cannot be decoded before anything trains. Every
+encoded image's header is read before it is decoded: one that declares
+more than `max_image_pixels` is refused (`ImageLimits`, `image_limits`).
 
 Example:
 
@@ -20,6 +22,7 @@ from packnet_tf.data.checks import check_source
 from packnet_tf.data.digits import digit_sources, digit_tasks
 from packnet_tf.data.digits import write_digit_folder
 from packnet_tf.data.folder import ImageFolderSource
+from packnet_tf.data.image_limits import ImageLimits
 from packnet_tf.data.pipeline import FitPlan, batches, fit_plan
 from packnet_tf.data.source import DataError, DataSource
 from packnet_tf.data.spec import from_spec, normalize_spec
@@ -35,6 +38,7 @@ __all__ = [
     "DatasetSource",
     "FitPlan",
     "ImageFolderSource",
+    "ImageLimits",
     "TFDSSource",
     "batches",
     "check_source",

@@ -39,10 +39,15 @@ class DataSource:
             them), `"rgb"` (greyscale examples repeated to 3 channels) or
             `"grayscale"` (RGB examples reduced to 1 channel). See
             `packnet_tf.data.fit_plan`.
+        max_image_pixels: the most pixels an encoded image may declare
+            (None: `ImageLimits`' default, 16 megapixels); a larger one is
+            refused before it is decoded (a bad file for
+            `check_source`).
     """
 
     description = "data"
     color_mode = "auto"
+    max_image_pixels = None
     class_names = ()
     example_shape = ()
     encoded = False
@@ -129,9 +134,15 @@ class DataSource:
             "'train[:10000]').", key="train_examples")
 
     def decode(self, x, channels):
-        """Decodes one encoded example to a uint8 image (encoded sources)."""
-        return tf.io.decode_image(x, channels=channels,
-                                  expand_animations=False)
+        """Decodes one encoded example to a uint8 image (encoded sources).
+
+        The image's header is read first: one over `max_image_pixels` is
+        refused before it is decoded (`image_limits.decode_image`).
+        """
+        from packnet_tf.data.image_limits import decode_image
+
+        return decode_image(x, channels, self.max_image_pixels,
+                            self.description)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.description}, "

@@ -15,6 +15,7 @@ Forms accepted by `from_spec`:
       train_examples: 10000               # a random subset of the train split
       subset_seed: 0                      # ... chosen with this seed
       color_mode: rgb                     # grey examples -> 3 channels
+      max_image_pixels: 40000000          # larger files are bad files
 """
 
 import os
@@ -27,7 +28,7 @@ from packnet_tf.paths import resolve_path
 
 #: Keys every kind accepts.
 COMMON_KEYS = ("train_split", "test_split", "classes", "train_examples",
-               "subset_seed", "color_mode")
+               "subset_seed", "color_mode", "max_image_pixels")
 #: Keys per kind of source (the kind key itself first).
 KIND_KEYS = {
     "tfds": ("tfds", "data_dir", "download", "image_key", "label_key",
@@ -109,8 +110,15 @@ def from_spec(spec, base_dir=None):
         raise DataError("`subset_seed` seeds the subset `train_examples` "
                         "chooses; set `train_examples` too, or leave "
                         "`subset_seed` out.", key="subset_seed")
+    limit = spec.get("max_image_pixels")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(
+            limit, int) or limit < 1):
+        raise DataError(f"Expected `max_image_pixels` to be an int >= 1 "
+                        f"(pixels one image file may declare). Received: "
+                        f"{limit!r}", key="max_image_pixels")
     source = _source(spec, base_dir)
     source.color_mode = color_mode
+    source.max_image_pixels = limit
     if "train_examples" in spec:
         source.take_subset(source.train_split, spec["train_examples"],
                            spec.get("subset_seed", 0))

@@ -189,7 +189,12 @@ class TFDSSource(DataSource):
     def decode(self, x, channels):
         import tensorflow as tf
 
-        image = self._image_feature.decode_example(x)
+        from packnet_tf.data.image_limits import pixel_check
+
+        # TFDS' own decoder, once the header check has passed.
+        with tf.control_dependencies([pixel_check(
+                x, self.max_image_pixels, self.description)]):
+            image = self._image_feature.decode_example(x)
         if channels and image.shape[-1] != channels:
             image = tf.io.decode_image(x, channels=channels,
                                        expand_animations=False)

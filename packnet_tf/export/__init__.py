@@ -14,7 +14,7 @@ same task.
   each returning logits, probabilities and the top-k class ids, names and
   scores (`packnet_tf.export.signatures`). Each checks its request
   against `ImageLimits` (pixels declared by each image's header, batch
-  size, request bytes) before decoding (`packnet_tf.export.image_limits`).
+  size, request bytes) before decoding (`packnet_tf.data.image_limits`).
 - `tflite(model, path, task=None, tasks=None, quantize=None,
   representative_data=None, sparse=False, layout=None, inputs="float")`:
   one task per file, or one file with a signature per task; `inputs=
@@ -28,7 +28,7 @@ The functions live in modules named apart from them (`to_saved_model`,
 the function and `import packnet_tf.export.to_tflite` the module.
 """
 
-from packnet_tf.export.image_limits import ImageLimits
+from packnet_tf.data.image_limits import ImageLimits
 from packnet_tf.export.plain import plain_model
 from packnet_tf.export.serving import write_models_config
 from packnet_tf.export.to_saved_model import saved_model

@@ -32,7 +32,7 @@ from packnet_tf.export.plain import (
     plain_trunk,
     twin_variable_name,
 )
-from packnet_tf.export import image_limits
+from packnet_tf.data import image_limits
 from packnet_tf.export.signatures import INPUT_NAME, task_functions
 
 

@@ -13,7 +13,7 @@ SavedModel serves:
   `tf.io.decode_image`, then as `_pixels`.
 
 Every signature checks its request against the export's `ImageLimits`
-before it decodes or resizes anything (`packnet_tf.export.image_limits`):
+before it decodes or resizes anything (`packnet_tf.data.image_limits`):
 image sizes read from the files' headers, batch size, request bytes,
 finite floats.
 
@@ -28,7 +28,7 @@ count, an empty batch, a string that is no image) stops the call with an
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf.export import image_limits
+from packnet_tf.data import image_limits
 from packnet_tf.export.checks import signature_name
 
 #: Input names of the three signatures.

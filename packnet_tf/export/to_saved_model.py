@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from packnet_tf import atomic
 from packnet_tf.export import checks
-from packnet_tf.export.image_limits import check_limits, record_limits
+from packnet_tf.data.image_limits import check_limits, record_limits
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.serving import write_models_config
 
@@ -36,7 +36,7 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
     and `scores` (see `packnet_tf.export.signatures`). Every signature
     first checks the request against `limits` (image sizes read from the
     files' headers, batch size, request bytes, finite floats: see
-    `packnet_tf.export.image_limits`), recorded in each version folder's
+    `packnet_tf.data.image_limits`), recorded in each version folder's
     `assets/image_limits.json`. `<base_dir>/models.config` is rewritten to serve every model in
     `base_dir` from one TF Serving process. Versions already there are kept
     side by side; an existing version is never overwritten. The export is

@@ -12,6 +12,11 @@ and the float signatures check the batch size and refuse NaN or infinite
 values. Every refusal is an `InvalidArgumentError` that says what was
 expected and what arrived.
 
+The training and evaluation pipelines read files through the same check
+(`DataSource.decode`, `decode_image`): a file over `max_image_pixels` is
+a bad file there (named, or left out with `on_bad_files: skip`), never
+decoded at full size.
+
 The limits are an export option (`ImageLimits`) recorded in the
 SavedModel (`record_limits`): the file `assets/image_limits.json` of every
 version folder, for an operator to read, and the function `image_limits`
@@ -299,27 +304,85 @@ def check_image(data, index, limits, what):
         The assertion ops, to run before decoding `data`.
     """
     known, height, width, pixels = declared_size(data)
+    return [_known(known, data, index, what),
+            _has_area(height, width, index, what),
+            _within(height, width, pixels, index, limits.max_image_pixels,
+                    what, "this export's")]
+
+
+def _known(known, data, index, what):
     names = list(FORMATS)
     formats = ", ".join(names[:-1]) + " or " + names[-1]
     # As numbers: raw bytes in an error message are not valid UTF-8, and
     # a client that decodes the message would fail on them.
     first = tf.io.decode_raw(_substr(data, 0, 8), tf.uint8)
-    return [
-        _assert(known, (
-            f"Expected {formats} file bytes in `{what}` (base64 in REST: "
-            '{"b64": "..."}). Received at index {} bytes whose header '
-            "none of them has (first bytes: {}). Send the image file's "
-            "contents, not a path or decoded pixels."), (index, first)),
-        _assert(tf.logical_and(height > 0, width > 0), (
-            f"Expected an image with at least one pixel in `{what}`. "
-            "Received at index {} an image that declares {} x {} "
-            "pixels."), (index, height, width)),
-        _assert(pixels <= limits.max_image_pixels, (
-            f"Expected images of at most {limits.max_image_pixels:,} pixels "
-            f"in `{what}` (this export's max_image_pixels). Received at "
-            "index {} an image that declares {} x {} ({} pixels to "
-            "decode). Send it smaller."), (index, height, width, pixels)),
-    ]
+    return _assert(known, (
+        f"Expected {formats} file bytes in `{what}` (base64 in REST: "
+        '{"b64": "..."}). Received at index {} bytes whose header none of '
+        "them has (first bytes: {}). Send the image file's contents, not a "
+        "path or decoded pixels."), (index, first))
+
+
+def _has_area(height, width, index, what):
+    return _assert(tf.logical_and(height > 0, width > 0), (
+        f"Expected an image with at least one pixel in `{what}`. Received "
+        "at index {} an image that declares {} x {} pixels."),
+        (index, height, width))
+
+
+def _within(height, width, pixels, index, limit, what, whose,
+            allowed=None):
+    """The pixel limit's assertion (`allowed`: also true where it holds)."""
+    where = "" if index is None else " at index {}"
+    values = (height, width, pixels) if index is None else (
+        index, height, width, pixels)
+    ok = pixels <= limit
+    if allowed is not None:
+        ok = tf.logical_or(ok, allowed)
+    return _assert(ok, (
+        f"Expected images of at most {limit:,} pixels in `{what}` ({whose} "
+        f"max_image_pixels). Received{where} an image that declares {{}} x "
+        "{} ({} pixels to decode). Send it smaller, or raise "
+        "max_image_pixels."), values)
+
+
+def pixel_check(data, max_image_pixels=None, what="image"):
+    """The assertion that an encoded image declares at most
+    `max_image_pixels` pixels (only for JPEG, PNG, GIF and BMP headers:
+    other bytes are left to the decoder, which decodes or refuses them).
+
+    Args:
+        data: a scalar string tensor.
+        max_image_pixels: the limit (None: `ImageLimits`' default).
+        what: the data, for the message.
+
+    Returns:
+        An op to run before decoding `data`.
+    """
+    limit = ImageLimits().max_image_pixels if max_image_pixels is None else (
+        max_image_pixels)
+    known, height, width, pixels = declared_size(data)
+    return _within(height, width, pixels, None, limit, what, "the data's",
+                   allowed=tf.logical_not(known))
+
+
+def decode_image(data, channels, max_image_pixels=None, what="image"):
+    """`tf.io.decode_image` (first frame of an animation) after
+    `pixel_check`: an image over the limit is refused before it is decoded.
+
+    Args:
+        data: a scalar string tensor.
+        channels: channels to decode to (0: the file's own).
+        max_image_pixels: the limit (None: `ImageLimits`' default).
+        what: the data, for the message.
+
+    Returns:
+        A uint8 image `[height, width, channels]`.
+    """
+    with tf.control_dependencies([pixel_check(data, max_image_pixels,
+                                              what)]):
+        return tf.io.decode_image(data, channels=channels,
+                                  expand_animations=False)
 
 
 def check_request(images, limits, what):
