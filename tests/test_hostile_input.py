@@ -339,19 +339,31 @@ def _serve(folder, requests, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def default_export(model, tmp_path_factory):
-    """The model exported with the default limits."""
+def default_exports(model, tmp_path_factory):
+    """The model exported with the default limits, in both layouts."""
     base = tmp_path_factory.mktemp("defaults")
     export.saved_model(model, base)
-    return base / "a" / "1"
+    export.saved_model(model, base, layout="multi")
+    return {"per_task": base / "a" / "1", "multi": base / "multi_model" / "1"}
+
+
+@pytest.fixture(scope="module")
+def default_export(default_exports):
+    return default_exports["per_task"]
+
+
+@pytest.fixture(scope="module")
+def bombs():
+    return png_bomb(), jpeg_bomb()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layout", ["per_task", "multi"])
 def test_decompression_bombs_are_refused_within_the_memory_budget(
-        default_export, tmp_path):
-    png, jpeg = png_bomb(), jpeg_bomb()
+        default_exports, bombs, layout, tmp_path):
+    png, jpeg = bombs
     good = [_pil(_rgb(seed=s), "PNG") for s in range(3)]
-    result = _serve(default_export, {
+    result = _serve(default_exports[layout], {
         "good": good, "png": [png], "jpeg": [jpeg], "png x8": [png] * 8,
         "jpeg x8": [jpeg] * 8, "mixed": good + [jpeg]}, tmp_path)
     for name, outcome in result["outcomes"]:
