@@ -227,6 +227,30 @@ def test_non_finite_floats_get_a_clear_error(served, value):
             function(inputs=tf.constant(inputs))
 
 
+@pytest.mark.parametrize("key, feed, says", [
+    ("task_a_pixels", {"pixels": np.zeros((1, 8, 8, 3), np.float32)},
+     "expected to be a uint8 tensor but is a float tensor"),
+    ("task_a_pixels", {"pixels": np.zeros((8, 8, 3), np.uint8)},
+     r"Shape of tensor pixels \[8,8,3\] is not compatible with expected "
+     r"shape \[\?,\?,\?,\?\]"),
+    ("task_a", {"inputs": np.zeros((1, 8, 8, 3), np.int32)},
+     "expected to be a float tensor but is a int32 tensor"),
+    ("task_a", {"inputs": np.zeros((1, 9, 8, 3), np.float32)},
+     r"Shape of tensor inputs \[1,9,8,3\] is not compatible with expected "
+     r"shape \[\?,8,8,3\]"),
+    ("task_a_images", {"image_bytes": np.zeros(2, np.uint8)},
+     "expected to be a string tensor but is a uint8 tensor"),
+    ("task_a_images", {"image_bytes": np.array([[b"a"]])},
+     r"Shape of tensor image_bytes \[1,1\] is not compatible with "
+     r"expected shape \[\?\]"),
+])
+def test_wrong_dtypes_and_shapes_get_a_clear_error(served, key, feed, says):
+    for folder in ("a", "multi_model"):
+        function = _signature(served, folder, key)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=says):
+            function(**{k: tf.constant(v) for k, v in feed.items()})
+
+
 def _decoded_like_training(data):
     """What the training pipeline decodes a file to (3 channels)."""
     return tf.io.decode_image(data, channels=3, expand_animations=False)

@@ -154,6 +154,9 @@ def pixels_to_inputs(pixels, shape, contract, limits=None):
     limits = image_limits.check_limits(limits)
     height, width, channels = shape
     expected = f"uint8 [batch, height, width, {channels}]"
+    # A signature's spec fixes the dtype; the shape reaches the graph
+    # unchecked and would fail deep inside, naming no input.
+    pixels = tf.ensure_shape(pixels, (None, None, None, None))
     checks = [
         _check_batch(pixels, PIXELS_NAME, expected),
         tf.debugging.assert_equal(
@@ -202,6 +205,7 @@ def images_to_inputs(images, shape, contract, limits=None):
                          contract.resize, f"`{IMAGES_NAME}`")
         return tf.ensure_shape(image, (height, width, channels))
 
+    images = tf.ensure_shape(images, (None,))  # (see `pixels_to_inputs`)
     checks = [_check_batch(images, IMAGES_NAME,
                            "encoded image strings [batch]")]
     checks += image_limits.check_request(images, limits, IMAGES_NAME)
@@ -237,6 +241,8 @@ def task_functions(task, forward, input_spec, contract, limits=None):
 
     @tf.function(input_signature=[input_spec])
     def from_inputs(inputs):
+        # (The shape unchecked otherwise: see `pixels_to_inputs`.)
+        inputs = tf.ensure_shape(inputs, input_spec.shape)
         with tf.control_dependencies(image_limits.check_floats(
                 inputs, limits, INPUT_NAME)):
             inputs = tf.identity(inputs)
