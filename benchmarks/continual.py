@@ -49,6 +49,12 @@ task's accuracy as later tasks arrive, PackNet beside LwF
     PYTHONPATH=. python benchmarks/continual.py five-datasets-32 --aggregate
     PYTHONPATH=. python benchmarks/continual.py pretrained-3 --quick
 
+`--cli-check SEED` runs `packnet-tf train examples/<config>` itself, in a
+fresh process with the seed set (one uninterrupted run, no stages), and
+writes `results/<workload>/cli_check_seed<S>.json`: its final accuracies
+beside the PackNet row of the same seed (they should agree within 0.2
+points: the stages resume the same seeded phases).
+
 `--quick` trains on 5 batches per task and epoch and writes under
 `results/<workload>_quick/` (ignored by git): every code path, no result.
 Not a test.
@@ -470,7 +476,9 @@ def load_runs(folder):
     runs = {}
     for path in sorted(folder.glob("*_seed*.json")):
         method, _, seed = path.stem.rpartition("_seed")
-        runs.setdefault(method, {})[int(seed)] = json.loads(path.read_text())
+        if method in METHOD_NAMES:
+            runs.setdefault(method, {})[int(seed)] = json.loads(
+                path.read_text())
     return runs
 
 
@@ -580,8 +588,12 @@ def write_aggregate(workload, folder, quick):
             matrices, RESULTS / f"{name}_across_tasks.png", names,
             title=f"{workload}: each task's accuracy as later tasks "
             "arrive (mean over seeds)")
+    checks = {int(p.stem.rpartition("_seed")[2]): json.loads(p.read_text())
+              ["max_abs_difference_points"]
+              for p in folder.glob("cli_check_seed*.json")}
     path = write_json(f"{name}.json", {
         "workload": workload, "tasks": names, **summary,
+        "cli_check_max_abs_difference_points": checks,
         "files": sorted(str(p.relative_to(RESULTS))
                         for p in folder.glob("*.json")),
         "machine": machine(), "command": command()})
@@ -606,6 +618,56 @@ def print_summary(workload, summary):
               f"{pair['mean'] * 100:+.2f} ± {pair['sd'] * 100:.2f} points")
 
 
+def cli_check(workload_name, seed, folder):
+    """`packnet-tf train` on the workload's config, compared with the
+    PackNet row of the same seed."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    packnet = folder / f"packnet_seed{seed}.json"
+    if not packnet.exists():
+        raise SystemExit(f"No PackNet result for seed {seed} ({packnet}): "
+                         f"run --methods packnet --seeds {seed} first.")
+    row = json.loads(packnet.read_text())
+    path = EXAMPLES / WORKLOADS[workload_name]
+    raw = dict(yaml.safe_load(path.read_text()), seed=seed)
+    work = ROOT / "runs" / "bench" / "cli_check"
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / f"{stem(workload_name)}_seed{seed}.keras"
+    for leftover in work.glob(f"{model.name}*"):
+        leftover.unlink()
+    raw["model"] = str(model)
+    # Relative paths of the config stay relative to examples/.
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=EXAMPLES,
+                                     delete=False) as f:
+        yaml.safe_dump(raw, f, sort_keys=False)
+    start = time.perf_counter()
+    try:
+        subprocess.run([sys.executable, "-m", "packnet_tf_cli", "train",
+                        f.name, "--quiet"], check=True, cwd=ROOT)
+    finally:
+        pathlib.Path(f.name).unlink()
+    seconds = time.perf_counter() - start
+    record = json.loads(model.with_name(model.stem + ".run.json")
+                        .read_text())
+    names = row["tasks"]
+    cli = [record["accuracy"][name] for name in names]
+    bench = row["result"]["final_acc"]
+    difference = [100 * (a - b) for a, b in zip(cli, bench)]
+    out = write_json(f"{folder.name}/cli_check_seed{seed}.json", {
+        "workload": workload_name, "seed": seed, "tasks": names,
+        "cli_final_acc": cli, "benchmark_final_acc": bench,
+        "difference_points": difference,
+        "max_abs_difference_points": max(abs(d) for d in difference),
+        "cli_seconds": seconds, "machine": machine(),
+        "command": command()})
+    print(f"packnet-tf train vs the PackNet row, seed {seed}: largest "
+          f"difference {max(abs(d) for d in difference):.2f} points "
+          f"({out})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
@@ -618,12 +680,18 @@ def main(argv=None):
                         "nothing")
     parser.add_argument("--force", action="store_true",
                         help="rerun (method, seed) pairs already written")
+    parser.add_argument("--cli-check", type=int, metavar="SEED",
+                        help="run packnet-tf train on the config with this "
+                        "seed and compare with the PackNet row")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_STEPS} batches per epoch: a smoke run")
     args = parser.parse_args(argv)
     folder = RESULTS / stem(args.workload, args.quick)
     if args.aggregate:
         write_aggregate(args.workload, folder, args.quick)
+        return
+    if args.cli_check is not None:
+        cli_check(args.workload, args.cli_check, folder)
         return
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHOD_NAMES))
