@@ -55,6 +55,12 @@ writes `results/<workload>/cli_check_seed<S>.json`: its final accuracies
 beside the PackNet row of the same seed (they should agree within 0.2
 points: the stages resume the same seeded phases).
 
+`--variant NAME --set defaults.prune_fraction=equal` (repeatable) runs
+PackNet with those config values changed, for measured investigations,
+into `results/<workload>_<NAME>/`; the baselines are the workload's own
+(aggregate with `--aggregate --variant NAME`: the variant's PackNet files
+beside the workload's baseline files).
+
 `--quick` trains on 5 batches per task and epoch and writes under
 `results/<workload>_quick/` (ignored by git): every code path, no result.
 Not a test.
@@ -106,7 +112,7 @@ class Workload:
         base: whether the first task is a headless pretrained base task.
     """
 
-    def __init__(self, name, quick=False):
+    def __init__(self, name, quick=False, changes=()):
         import yaml
 
         from packnet_tf.cli.config import parse_config
@@ -114,8 +120,17 @@ class Workload:
         from packnet_tf.data import from_spec
 
         self.name, self.quick = name, quick
+        self.run_name = stem(name, quick)
         self.path = EXAMPLES / WORKLOADS[name]
         self.raw = yaml.safe_load(self.path.read_text())
+        for key, value in changes:
+            # `defaults.prune_fraction`, `network.free_init`, `seed`, ...
+            target = self.raw
+            *parents, last = key.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value
+        self.changes = [list(c) for c in changes]
         self.config = parse_config(self.raw, self.path, EXAMPLES,
                                    model="unused.keras")
         # Paths (`weights`) resolved from the config's folder.
@@ -277,7 +292,7 @@ def run_packnet(workload, seed):
     from packnet_tf.cli.config import parse_config
     from packnet_tf.cli.runner import train
 
-    folder = ROOT / "runs" / "bench" / stem(workload.name, workload.quick)
+    folder = ROOT / "runs" / "bench" / workload.run_name
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / f"packnet_seed{seed}.keras"
     for leftover in folder.glob(f"packnet_seed{seed}.keras*"):
@@ -566,16 +581,22 @@ def plot_final(summary, names, path, title):
     return path
 
 
-def write_aggregate(workload, folder, quick):
+def write_aggregate(workload, folder, quick, variant=None):
     from packnet_tf.evaluation import plot_accuracy_across_tasks
 
     runs = load_runs(folder)
+    name = stem(workload, quick)
+    if variant is not None:
+        # The variant's PackNet beside the workload's own baselines.
+        runs.pop("packnet", None)
+        runs.update(load_runs(RESULTS / f"{name}_{variant}"))
+        name = f"{name}_{variant}"
+        workload = f"{workload} ({variant})"
     if not runs:
         raise SystemExit(f"No results in {folder}: run some methods first.")
     any_run = next(iter(next(iter(runs.values())).values()))
     names = any_run["tasks"]
     summary = aggregate(runs, names)
-    name = stem(workload, quick)
     final_png = plot_final(summary, names, RESULTS / f"{name}_final.png",
                            f"{workload}: final accuracy per task "
                            "(mean ± sd over seeds)")
@@ -683,12 +704,34 @@ def main(argv=None):
     parser.add_argument("--cli-check", type=int, metavar="SEED",
                         help="run packnet-tf train on the config with this "
                         "seed and compare with the PackNet row")
+    parser.add_argument("--variant", metavar="NAME",
+                        help="a PackNet variant (with --set), written to "
+                        "results/<workload>_<NAME>/")
+    parser.add_argument("--set", action="append", default=[],
+                        metavar="KEY=VALUE", help="a config value of the "
+                        "variant, e.g. defaults.prune_fraction=equal")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_STEPS} batches per epoch: a smoke run")
     args = parser.parse_args(argv)
-    folder = RESULTS / stem(args.workload, args.quick)
+    base = RESULTS / stem(args.workload, args.quick)
+    folder = base
+    changes = []
+    if args.variant is not None:
+        import yaml
+
+        if not args.variant.replace("_", "").isalnum():
+            parser.error(f"--variant: letters, digits and _ only. "
+                         f"Received: {args.variant!r}")
+        folder = RESULTS / f"{base.name}_{args.variant}"
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"--set: expected KEY=VALUE. Received: {item!r}")
+            changes.append((key, yaml.safe_load(value)))
+    elif args.set:
+        parser.error("--set changes a --variant: name it.")
     if args.aggregate:
-        write_aggregate(args.workload, folder, args.quick)
+        write_aggregate(args.workload, base, args.quick, args.variant)
         return
     if args.cli_check is not None:
         cli_check(args.workload, args.cli_check, folder)
@@ -698,13 +741,17 @@ def main(argv=None):
     if unknown or not methods:
         parser.error(f"--methods: expected some of {', '.join(METHOD_NAMES)}"
                      f". Received: {args.methods!r}")
+    if args.variant is not None and methods != ["packnet"]:
+        parser.error("--variant changes PackNet's config: use --methods "
+                     "packnet (the baselines are the workload's own).")
     seeds = parse_seeds(args.seeds, parser)
     todo = [(s, m) for s in seeds for m in methods
             if args.force or not (folder / f"{m}_seed{s}.json").exists()]
     if not todo:
         print("Every (method, seed) asked for is written; --force reruns.")
         return
-    workload = Workload(args.workload, quick=args.quick)
+    workload = Workload(args.workload, quick=args.quick, changes=changes)
+    workload.run_name = folder.name
     names = [t["name"] for t in workload.tasks]
     for seed, method in todo:
         print(f"\n== {args.workload} seed {seed}: {method}", flush=True)
@@ -713,14 +760,15 @@ def main(argv=None):
         path = write_json(
             f"{folder.name}/{method}_seed{seed}.json",
             {"workload": args.workload, "method": method, "seed": seed,
-             "tasks": names, "result": result, "machine": machine(),
+             "tasks": names, "result": result, "changes": workload.changes,
+             "machine": machine(),
              "wall_seconds": time.perf_counter() - start,
              "command": command()})
         print(f"written to {path}", flush=True)
     if args.quick:
-        shutil.rmtree(ROOT / "runs" / "bench" / stem(args.workload, True),
+        shutil.rmtree(ROOT / "runs" / "bench" / workload.run_name,
                       ignore_errors=True)
-    write_aggregate(args.workload, folder, args.quick)
+    write_aggregate(args.workload, base, args.quick, args.variant)
 
 
 if __name__ == "__main__":
