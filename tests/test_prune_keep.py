@@ -93,3 +93,26 @@ def test_a_bad_prune_keep_is_a_config_error(tmp_path, value, says):
                                                  config))
     assert code == 2
     assert says in err
+
+
+@pytest.mark.slow
+def test_a_run_resumed_with_a_new_task_after_a_kept_layer(tmp_path):
+    """A task that kept a layer whole leaves it full; a later run adding a
+    task is not refused for it (the new task reads that layer and trains
+    the others), as `add_task` allows. Found by pretrained-3 with
+    `prune_keep: ["*/depthwise_kernel"]`."""
+    make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))
+    config = tiny_config(tmp_path, tasks=(("a", 2),), max_tasks=2)
+    config["network"]["conv"] = [4]
+    config["defaults"].update(prune_fraction=0.5, epochs=1,
+                              prune_keep=["conv1/kernel"])
+    code, _, err = run_cli("train", write_config(tmp_path / "run.yaml",
+                                                 config), "--quiet")
+    assert code == 0, err
+    config["tasks"].append({"name": "b", "data": "b.npz"})
+    code, _, err = run_cli("train", write_config(tmp_path / "run.yaml",
+                                                 config), "--quiet")
+    assert code == 0, err
+    model = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    assert [t.state for t in model.tasks] == ["frozen", "frozen"]
+    assert model.capacity().full_layers() == ["conv1"]

@@ -273,10 +273,14 @@ def _check_schedules(config, plans):
 
 
 def _check_free(config, model, first_new):
+    """A new task needs a free weight somewhere (as `add_task` does: a
+    layer kept whole by `prune_keep` is read by the new task, which trains
+    the others)."""
     if first_new is None or not model.tasks or not model.tasks[-1].finished:
         return
-    full = model.capacity().full_layers()
-    if full:
+    report = model.capacity()
+    full = report.full_layers()
+    if full and len(full) == len(report.counts):
         last = model.tasks[-1].name
         raise config.error(
             f"tasks[{first_new.index}]", f"no free weights left for task "
