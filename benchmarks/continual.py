@@ -619,8 +619,43 @@ def write_aggregate(workload, folder, quick, variant=None):
                         for p in folder.glob("*.json")),
         "machine": machine(), "command": command()})
     print_summary(workload, summary)
+    print("\n" + markdown(summary, names) + "\n")
     print(f"wrote {path}, {final_png}" + (f", {across}" if across else ""))
     return summary
+
+
+LABELS = {"packnet": "PackNet (one network)",
+          "individual": "individual (a network per task)",
+          "finetune": "fine-tune (no protection)",
+          "classifier_only": "classifier only (frozen trunk)",
+          "lwf": "LwF (distillation)", "joint": "joint (all data at once)"}
+
+
+def markdown(summary, names):
+    """The aggregate as a Markdown table (the README's), points."""
+    def cell(value, digits=1):
+        if value is None:
+            return "-"
+        return f"{value['mean'] * 100:.{digits}f} ± {value['sd'] * 100:.{digits}f}"
+
+    lines = ["| method | seeds | " + " | ".join(names)
+             + " | mean final | BWT | forgetting | train s |",
+             "|---" * (len(names) + 6) + "|"]
+    for method, e in summary["methods"].items():
+        lines.append(
+            f"| {LABELS.get(method, method)} | {e['mean_final_acc']['n']} | "
+            + " | ".join(cell(a) for a in e["final_acc"])
+            + f" | **{cell(e['mean_final_acc'], 2)}** | "
+            f"{cell(e.get('bwt'), 2)} | {cell(e.get('mean_forgetting'), 2)} "
+            f"| {e['train_seconds']['mean']:.0f} |")
+    for key, pair in summary["paired"].items():
+        lines.append("")
+        lines.append(
+            f"{key.replace('_', ' ').replace('minus', '-')} (paired by "
+            f"seed, seeds {pair['seeds']}): {pair['mean'] * 100:+.2f} ± "
+            f"{pair['sd'] * 100:.2f} points ("
+            + ", ".join(f"{d * 100:+.2f}" for d in pair["per_seed"]) + ")")
+    return "\n".join(lines)
 
 
 def print_summary(workload, summary):
