@@ -345,8 +345,8 @@ def prepare(config, strategy=None):
     fits = []
     for task, source in zip(config.tasks, sources):
         where = f"tasks[{task.index}]"
-        if source is None or held.get(task.name, None) is not None and (
-                held[task.name].headless):
+        info = held.get(task.name)
+        if source is None or (info is not None and info.headless):
             plans.append(_plan_without_data(config, task, source, model,
                                             held))
             fits.append(None)
