@@ -7,10 +7,11 @@ same CNN for every method (benchmarks/cl_methods.py):
 
 - packnet: one `PackNetModel`; per task `train_task`: 4 epochs Adam 1e-3,
   prune 50% of the task's weights per layer (every task, the last one too,
-  as the workload says), fine-tune 2 epochs Adam 1e-4; batch 64. Free
-  weights start at zero (`--free-init zero`, the library's default when
-  the published table ran; the library now defaults to "previous", see
-  packnet_variants.py).
+  as the workload says), fine-tune 2 epochs Adam 1e-4; batch 64;
+  everything else the library's defaults (a new task's free weights start
+  from the previous task's values, `free_init="previous"`; the fused masked
+  update). `--free-init zero` runs the schedule of the first published
+  table (packnet_variants.py's `reference` row).
 - individual: a fresh network per task, 6 epochs Adam 1e-3 (the upper bound).
 - finetune: one trunk trained on the tasks in sequence, a head per task,
   6 epochs Adam 1e-3 each, nothing protected (shows forgetting).
@@ -33,7 +34,11 @@ order of every method alike (seed 0 is the workload's).
     PYTHONPATH=. python benchmarks/split_cifar10_5.py --quick   # smoke run
 
 Each finished seed is written at once (results/split_cifar10_5_seed<S>.json),
-so a long run that stops keeps its finished seeds; `--aggregate 0,1,2`
+so a long run that stops keeps its finished seeds. A run of some methods
+(`--methods packnet`) replaces those methods in a seed file that exists and
+keeps the others; every method records the command, machine and date that
+produced it (`run`), and the paired metrics (FWT against individual) are
+recomputed over the merged file; `--aggregate 0,1,2`
 combines per-seed files already written (runs in separate sittings) into
 results/split_cifar10_5.json and the plot, without training. Not a test.
 
@@ -56,6 +61,9 @@ from common import (CIFAR10_ZIP, RESULTS, SPLIT_CIFAR10_5, as_arrays,
                     write_json)
 from packnet_tf.evaluation import continual_metrics
 from packnet_tf.evaluation import plot_accuracy_across_tasks
+
+#: The library's default start of a new task's free weights.
+DEFAULT_FREE_INIT = "previous"
 
 #: Quick runs: tasks, training images (5 steps of 64) and test images per task.
 QUICK_TASKS, QUICK_TRAIN, QUICK_TEST = 2, 5 * BATCH, 2 * INFERENCE_BATCH
@@ -161,7 +169,7 @@ def variant(args):
         changes.append(f"prune fraction {args.prune_fraction}")
     if args.no_prune_last:
         changes.append(f"last task unpruned, {BASELINE_EPOCHS} epochs")
-    if args.free_init != "zero":
+    if args.free_init != DEFAULT_FREE_INIT:
         changes.append(f"free weights start: {args.free_init}")
     return ", ".join(changes)
 
@@ -171,7 +179,42 @@ def variant_tags(args):
     return ([f"prune{args.prune_fraction:g}"]
             * (args.prune_fraction != PRUNE_FRACTION)
             + ["lastunpruned"] * args.no_prune_last
-            + [f"free{args.free_init}"] * (args.free_init != "zero"))
+            + [f"free{args.free_init}"]
+            * (args.free_init != DEFAULT_FREE_INIT))
+
+
+def merge_methods(path, results, names, workload):
+    """`results` over the methods of an earlier seed file not rerun now.
+
+    Args:
+        path: the seed file (it may not exist).
+        results: `{method: result}` of this run.
+        names: the task names of this run.
+        workload: this run's workload text.
+
+    Returns:
+        The methods of the file (in their order, each keeping the `run` that
+        produced it) with this run's replacing or joining them.
+
+    Raises:
+        SystemExit: if the file holds another workload or other tasks
+            (its methods would not be comparable).
+    """
+    if not path.exists():
+        return results
+    earlier = json.loads(path.read_text())
+    if earlier["tasks"] != names or earlier["workload"] != workload:
+        raise SystemExit(
+            f"{path} holds {earlier['workload']!r} over tasks "
+            f"{earlier['tasks']}; this run is {workload!r} over {names}. "
+            "Write this run elsewhere (--out) or move the file away.")
+    merged = {}
+    for method, result in earlier["methods"].items():
+        result.setdefault("run", {"command": earlier.get("command"),
+                                  "machine": earlier.get("machine")})
+        merged[method] = results.get(method, result)
+    merged.update({m: r for m, r in results.items() if m not in merged})
+    return merged
 
 
 def _mean_sd(values):
@@ -287,8 +330,9 @@ def main(argv=None):
                         "choice), trained for the baselines' epochs")
     parser.add_argument("--free-init",
                         choices=("zero", "previous", "initializer"),
-                        default="zero", help="start of a new task's free "
-                        "weights (PackNetModel(free_init=...))")
+                        default=DEFAULT_FREE_INIT, help="start of a new "
+                        "task's free weights (PackNetModel(free_init=...); "
+                        "default: the library's)")
     parser.add_argument("--out", help="results file name, in "
                         "benchmarks/results/ or one folder below it "
                         "(default: split_cifar10_5.json; with --quick or a "
@@ -334,6 +378,12 @@ def main(argv=None):
                     readies[method] = ready
             for method, rate in images_per_s(readies, tasks).items():
                 results[method]["images_per_s"] = rate
+            run = {"command": command(), "machine": machine(),
+                   "date": time.strftime("%Y-%m-%d")}
+            for result in results.values():
+                result["run"] = run
+            results = merge_methods(RESULTS / f"{stem}_seed{seed}.json",
+                                    results, names, workload)
             add_metrics(results, names)
             print_table(results, names)
             per_seed[seed] = {"workload": workload, "seed": seed,
