@@ -1,0 +1,290 @@
+"""Answering without a task id: which finished task an input belongs to.
+
+PackNet's tasks are nested masks over one set of weights, so every finished
+task's answer to an input can be computed. `infer_task` runs the candidate
+tasks on a batch and picks, per example or for the whole batch, the task
+whose answer is most confident (as SupSup, Wortsman et al., NeurIPS 2020,
+picks a mask):
+
+- `"entropy"`: `1 - H(p) / log(C)`, one minus the entropy of the task's
+  class probabilities normalized by its maximum (heads differ in width): 1
+  for a one-hot answer, 0 for a uniform one;
+- `"confidence"`: the largest class probability, `max p` (in [1/C, 1]).
+
+`per="batch"` treats the whole batch as one task's (a client that sends
+one task's images): the task with the largest sum of scores answers every
+example. A `reject_threshold` answers "no task" (an empty task name, class
+id -1) where the chosen task's score (per batch: its mean score) is below
+it.
+
+The tasks run in one traced function: each candidate task's trunk and head
+in turn, with the layers' active task mapped to the candidate
+(`keras.StatelessScope`): nothing about the model changes, and no weight is
+copied.
+"""
+
+import dataclasses
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from packnet_tf.trunk import packed_layers
+
+#: The scoring rules.
+SCORES = ("entropy", "confidence")
+
+#: What a choice is made for.
+PER = ("example", "batch")
+
+#: Examples per traced call, unless told.
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInference:
+    """What `infer_task` chose for each example.
+
+    Attributes:
+        tasks: the candidate tasks' names, the column order of
+            `task_scores`.
+        task: `[N]` the chosen task's name per example ("" where rejected).
+        class_ids: `[N]` int32, the chosen task's class (argmax of its
+            head's outputs; -1 where rejected).
+        class_names: `[N]` the class's name (the task's input contract's
+            names, else the id as text; "" where rejected).
+        scores: `[N]` float32, the chosen task's score for the example
+            (per batch: every example's own score under the chosen task).
+        task_scores: `[N, T]` float32, every candidate task's score.
+        probabilities: `{task name: [N, C] float32}`, each candidate task's
+            class probabilities.
+    """
+
+    tasks: tuple
+    task: np.ndarray
+    class_ids: np.ndarray
+    class_names: np.ndarray
+    scores: np.ndarray
+    task_scores: np.ndarray
+    probabilities: dict
+
+    def __len__(self):
+        return len(self.task)
+
+
+def _fail(argument, expected, received):
+    raise ValueError(f"Expected `{argument}` to be {expected}. "
+                     f"Received: {argument}={received!r}")
+
+
+def _candidates(model, tasks):
+    """The finished tasks with a head that `tasks` names (all if None)."""
+    finished = [t for t in model.tasks if t.finished and not t.headless]
+    if tasks is None:
+        if not finished:
+            raise ValueError(
+                "infer_task needs a finished task with a head to choose "
+                f"from; the model's tasks are "
+                f"{[(t.name, t.state) for t in model.tasks]}. End a task "
+                "first (`model.end_task()`).")
+        chosen = finished
+    else:
+        if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):
+            _fail("tasks", "a list of finished task names, or None for "
+                  "every finished task", tasks)
+        by_name = {t.name: t for t in model.tasks}
+        chosen = []
+        for name in tasks:
+            task = by_name.get(name)
+            if task is None or not task.finished or task.headless:
+                what = ("no task of the model" if task is None
+                        else "headless" if task.headless
+                        else f"not finished (state {task.state!r})")
+                raise ValueError(
+                    f"Expected `tasks` to name finished tasks with a head "
+                    f"({[t.name for t in finished]}). Received: "
+                    f"tasks={list(tasks)!r}; {name!r} is {what}.")
+            if task not in chosen:
+                chosen.append(task)
+        if not chosen:
+            _fail("tasks", "at least one finished task name", tasks)
+    narrow = [t.name for t in chosen if t.num_classes < 2]
+    if narrow:
+        raise ValueError(
+            f"Tasks {narrow} have heads of width 1: a task's confidence "
+            "needs at least 2 classes. Leave them out with `tasks=`.")
+    preprocessing = {(t.input_contract.preprocess, t.input_contract.pixels)
+                     for t in chosen if t.input_contract is not None}
+    if len(preprocessing) > 1:
+        raise ValueError(
+            "The candidate tasks preprocess their inputs differently "
+            f"({ {t.name: t.input_contract.preprocess for t in chosen if t.input_contract is not None} }), "
+            "so one float batch cannot be every task's input. Pass `tasks=` "
+            "naming tasks with one preprocessing.")
+    return chosen
+
+
+def task_scores(probabilities, score):
+    """Each example's score under one task, from its class probabilities.
+
+    Args:
+        probabilities: `[N, C]` class probabilities (C >= 2).
+        score: one of `SCORES`.
+
+    Returns:
+        `[N]` float32 scores in [0, 1], larger for a more confident answer.
+    """
+    p = tf.convert_to_tensor(probabilities, tf.float32)
+    if score == "confidence":
+        return tf.reduce_max(p, axis=-1)
+    classes = tf.cast(tf.shape(p)[-1], tf.float32)
+    entropy = -tf.reduce_sum(
+        tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0), axis=-1)
+    return 1.0 - entropy / tf.math.log(classes)
+
+
+class _AllTasks:
+    """One traced function from a batch to every candidate's head outputs."""
+
+    def __init__(self, model, tasks):
+        self._model = model
+        self._tasks = tasks
+        self._active = [layer.active_task
+                        for layer in packed_layers(model.trunk)]
+        self._function = tf.function(self._outputs, reduce_retracing=True)
+
+    def _outputs(self, x):
+        outputs = []
+        for task in self._tasks:
+            # Every packed layer computes for this task inside the scope;
+            # the layers' own variables are not touched.
+            mapping = [(v, tf.constant(task.task_id, v.dtype))
+                       for v in self._active]
+            with keras.StatelessScope(state_mapping=mapping):
+                features = self._model.trunk(x, training=False)
+                out = self._model.heads[task.task_id - 1](
+                    features, training=False)
+            outputs.append(tf.cast(out, tf.float32))
+        return outputs
+
+    def __call__(self, x):
+        return [o.numpy() for o in self._function(x)]
+
+
+def _probabilities(outputs, task):
+    """A head's outputs as class probabilities (softmax of logits)."""
+    contract = task.input_contract
+    if contract is None or contract.from_logits:
+        return tf.nn.softmax(outputs, axis=-1).numpy()
+    return outputs
+
+
+def _batches(x, batch_size):
+    """`x` (an array, a tensor or a dataset of batches) as float batches."""
+    if isinstance(x, tf.data.Dataset):
+        for item in x:
+            if isinstance(item, (tuple, list)):
+                item = item[0]
+            elif isinstance(item, dict):
+                _fail("x", "a dataset of `x` or `(x, y)` batches",
+                      x.element_spec)
+            yield item
+        return
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        _fail("x", "an array, a tensor or a tf.data.Dataset of batches",
+              type(x).__name__)
+    x = np.asarray(x)
+    if x.ndim < 1 or not len(x):
+        _fail("x", "a non-empty batch of inputs", f"shape {x.shape}")
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size]
+
+
+def infer_task(model, x, per="example", tasks=None, score="entropy",
+               reject_threshold=None, batch_size=None):
+    """Chooses, without a task id, which finished task answers `x`.
+
+    Args:
+        model: a `PackNetModel` with at least one finished task.
+        x: what the model's `predict` takes (trunk-ready floats): an array
+            or tensor `[N, ...]`, or a `tf.data.Dataset` of `x` or
+            `(x, y)` batches (`y` ignored).
+        per: `"example"` (each example its own task) or `"batch"` (every
+            example of `x` from one task: the largest sum of scores wins).
+        tasks: the candidate task names (finished, with a head), or None
+            for every finished task. The first of equal scores wins.
+        score: `"entropy"` or `"confidence"` (see the module docstring).
+        reject_threshold: a score in [0, 1] under which no task answers
+            (task "", class id -1), or None to always answer. Per batch,
+            the chosen task's mean score is compared.
+        batch_size: examples per traced call (default 256); arrays only.
+
+    Returns:
+        A `TaskInference`.
+
+    Raises:
+        ValueError: naming the argument, if `per`, `score`, `tasks`,
+            `reject_threshold`, `batch_size` or `x` is not what is
+            expected, or if the candidate tasks preprocess their inputs
+            differently.
+    """
+    if per not in PER:
+        _fail("per", f"one of {PER}", per)
+    if score not in SCORES:
+        _fail("score", f"one of {SCORES}", score)
+    if reject_threshold is not None and (
+            isinstance(reject_threshold, bool)
+            or not isinstance(reject_threshold, numbers.Real)
+            or not 0.0 <= reject_threshold <= 1.0):
+        _fail("reject_threshold", "a number in [0, 1] or None",
+              reject_threshold)
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE
+    if (isinstance(batch_size, bool) or not isinstance(
+            batch_size, numbers.Integral) or batch_size < 1):
+        _fail("batch_size", "an int >= 1", batch_size)
+    candidates = _candidates(model, tasks)
+    run = _AllTasks(model, candidates)
+    parts = [run(batch) for batch in _batches(x, int(batch_size))]
+    if not parts:
+        _fail("x", "a non-empty dataset", x)
+    outputs = [np.concatenate([p[t] for p in parts])
+               for t in range(len(candidates))]
+    probabilities = [_probabilities(o, t)
+                     for o, t in zip(outputs, candidates)]
+    scores = np.stack([task_scores(p, score).numpy()
+                       for p in probabilities], axis=1)
+    n = len(scores)
+    if per == "example":
+        chosen = np.argmax(scores, axis=1)
+        chosen_score = scores[np.arange(n), chosen]
+        rejected = (np.zeros(n, bool) if reject_threshold is None
+                    else chosen_score < reject_threshold)
+    else:
+        best = int(np.argmax(scores.sum(axis=0)))
+        chosen = np.full(n, best)
+        chosen_score = scores[:, best]
+        rejected = np.full(n, reject_threshold is not None
+                           and chosen_score.mean() < reject_threshold)
+    names = [t.name for t in candidates]
+    class_names = [
+        t.input_contract.names_for(t.num_classes)
+        if t.input_contract is not None
+        else tuple(str(i) for i in range(t.num_classes))
+        for t in candidates]
+    # Ranked by the head's own outputs, as `predict` + argmax: softmax may
+    # round two logits to one probability.
+    class_ids = np.array([int(np.argmax(outputs[c][i]))
+                          for i, c in enumerate(chosen)], np.int32)
+    task = np.array([names[c] for c in chosen], dtype=object)
+    labels = np.array([class_names[c][k] for c, k in zip(chosen, class_ids)],
+                      dtype=object)
+    task[rejected] = ""
+    labels[rejected] = ""
+    class_ids[rejected] = -1
+    return TaskInference(
+        tasks=tuple(names), task=task, class_ids=class_ids,
+        class_names=labels, scores=chosen_score.astype(np.float32),
+        task_scores=scores.astype(np.float32),
+        probabilities={name: p for name, p in zip(names, probabilities)})

@@ -1,0 +1,212 @@
+"""infer_task: choosing the task without a task id."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import packnet_tf as pn
+from packnet_tf import layers
+from packnet_tf.task_inference import task_scores
+
+from conftest import conv_bn_trunk, packed_model, probe_inputs
+
+
+def _separable_model():
+    """Two tasks, each blind to the other's inputs (weights set by hand).
+
+    Inputs have 4 features. Task "a" keeps the trunk's identity entries of
+    features 0 and 1, task "b" those of features 2 and 3; each head reads
+    its own two features. So "a" answers uniformly (score 0) on inputs with
+    only features 2-3 and confidently on its own, and "b" the other way.
+    """
+    keras.utils.set_random_seed(0)
+    trunk = keras.Sequential([keras.Input((4,)),
+                              layers.PackedDense(4, use_bias=False,
+                                                 name="mix")], name="trunk")
+    model = pn.PackNetModel(trunk, max_tasks=3)
+    mix = model.trunk.get_layer("mix")
+    for name, features in (("a", (0, 1)), ("b", (2, 3))):
+        model.add_task(name, num_classes=2)
+        owner = mix.kernel_owner.numpy()
+        mine = owner == model.active_task.task_id
+        kernel = np.where(mine, 0.0, mix.kernel.numpy())
+        for i in features:
+            kernel[i, i] = 1.0
+        mix.kernel.assign(kernel.astype("float32"))
+        head = np.zeros((4, 2), "float32")
+        head[features[0]] = [8.0, -8.0]
+        head[features[1]] = [-8.0, 8.0]
+        model.heads[model.active_task.task_id - 1].kernel.assign(head)
+        if name == "a":
+            model.prune(14 / 16)  # keeps the two identity entries
+        model.end_task(recalibrate=False)
+    return model
+
+
+def _inputs(task, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 4), "float32")
+    columns = (0, 1) if task == "a" else (2, 3)
+    x[:, columns] = rng.normal(size=(n, 2)) + np.where(
+        rng.random((n, 1)) < 0.5, [1.5, -1.5], [-1.5, 1.5])
+    return x
+
+
+def _predicted_classes(model, task, x):
+    model.use_task(task)
+    return np.argmax(model.predict(x, verbose=0), axis=-1)
+
+
+@pytest.mark.parametrize("score", ["entropy", "confidence"])
+def test_per_batch_picks_the_task_of_separable_batches(score):
+    model = _separable_model()
+    for task in ("a", "b"):
+        result = pn.infer_task(model, _inputs(task), per="batch", score=score)
+        assert set(result.task) == {task}
+        assert result.tasks == ("a", "b")
+
+
+def test_per_example_picks_each_examples_task_and_its_class():
+    model = _separable_model()
+    x = np.concatenate([_inputs("a", 20, 1), _inputs("b", 20, 2)])
+    truth = ["a"] * 20 + ["b"] * 20
+    order = np.random.default_rng(3).permutation(len(x))
+    x, truth = x[order], np.array(truth)[order]
+    result = pn.infer_task(model, x, batch_size=7)
+    np.testing.assert_array_equal(result.task, truth)
+    for task in ("a", "b"):
+        rows = truth == task
+        np.testing.assert_array_equal(
+            result.class_ids[rows],
+            _predicted_classes(model, task, x[rows]))
+    assert set(result.class_names) <= {"0", "1"}
+    assert result.task_scores.shape == (40, 2)
+    np.testing.assert_array_equal(
+        result.scores, result.task_scores.max(axis=1))
+
+
+def test_classes_equal_the_chosen_tasks_predict_exactly():
+    model = packed_model(conv_bn_trunk())
+    x = probe_inputs(model, count=24)
+    result = pn.infer_task(model, x)
+    for task in set(result.task):
+        rows = result.task == task
+        np.testing.assert_array_equal(
+            result.class_ids[rows], _predicted_classes(model, task, x)[rows])
+
+
+def test_every_tasks_scores_match_its_own_predict():
+    model = packed_model(conv_bn_trunk())
+    x = probe_inputs(model, count=10)
+    for score in ("entropy", "confidence"):
+        result = pn.infer_task(model, x, score=score, batch_size=4)
+        assert result.tasks == ("a", "b", "c")
+        for j, task in enumerate(result.tasks):
+            model.use_task(task)
+            probabilities = keras.ops.convert_to_numpy(
+                keras.ops.softmax(model.predict(x, verbose=0)))
+            np.testing.assert_allclose(result.probabilities[task],
+                                       probabilities, atol=1e-6)
+            np.testing.assert_allclose(
+                result.task_scores[:, j],
+                task_scores(probabilities, score).numpy(), atol=1e-5)
+
+
+def test_scores_by_hand():
+    p = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]],
+                 "float32")
+    np.testing.assert_allclose(task_scores(p, "entropy"),
+                               [1.0, 0.0, 1 - np.log(2) / np.log(3)],
+                               atol=1e-6)
+    np.testing.assert_allclose(task_scores(p, "confidence"),
+                               [1.0, 1 / 3, 0.5], atol=1e-6)
+
+
+def test_the_model_is_left_as_it_was():
+    model = packed_model(conv_bn_trunk())
+    model.use_task("b")
+    x = probe_inputs(model)
+    before = model.predict(x, verbose=0)
+    weights = [w.numpy().copy() for w in model.weights]
+    pn.infer_task(model, x)
+    assert model.active_task.name == "b"
+    np.testing.assert_array_equal(model.predict(x, verbose=0), before)
+    for weight, value in zip(model.weights, weights):
+        np.testing.assert_array_equal(weight.numpy(), value)
+
+
+def test_tasks_restricts_the_choice():
+    model = _separable_model()
+    result = pn.infer_task(model, _inputs("a"), tasks=["b"])
+    assert result.tasks == ("b",)
+    assert set(result.task) == {"b"}
+    assert result.task_scores.shape == (32, 1)
+
+
+def test_a_one_task_model_answers_with_it():
+    model = packed_model(conv_bn_trunk(), classes=(3,))
+    result = pn.infer_task(model, probe_inputs(model), per="batch")
+    assert set(result.task) == {"a"}
+
+
+def test_unfinished_and_headless_tasks_are_never_candidates():
+    model = packed_model(conv_bn_trunk(), training_task="t")
+    result = pn.infer_task(model, probe_inputs(model))
+    assert result.tasks == ("a", "b", "c")
+    with pytest.raises(ValueError, match=r"`tasks`.*'t' is not finished"):
+        pn.infer_task(model, probe_inputs(model), tasks=["a", "t"])
+    with pytest.raises(ValueError, match=r"`tasks`.*'z' is no task"):
+        pn.infer_task(model, probe_inputs(model), tasks=["z"])
+
+
+def test_a_model_without_a_finished_task_is_refused():
+    model = pn.PackNetModel(conv_bn_trunk(), max_tasks=2)
+    model.add_task("t", num_classes=2)
+    with pytest.raises(ValueError, match="needs a finished task"):
+        pn.infer_task(model, np.zeros((2, 6, 6, 2), "float32"))
+
+
+def test_reject_threshold_answers_no_task_where_nothing_is_confident():
+    model = _separable_model()
+    x = np.concatenate([_inputs("a", 8), np.zeros((4, 4), "float32")])
+    result = pn.infer_task(model, x, reject_threshold=0.2)
+    assert list(result.task[:8]) == ["a"] * 8
+    assert list(result.task[8:]) == [""] * 4
+    assert list(result.class_ids[8:]) == [-1] * 4
+    assert list(result.class_names[8:]) == [""] * 4
+    batch = pn.infer_task(model, np.zeros((4, 4), "float32"), per="batch",
+                          reject_threshold=0.2)
+    assert list(batch.task) == [""] * 4
+
+
+def test_a_dataset_gives_what_the_array_gives():
+    model = packed_model(conv_bn_trunk())
+    x = probe_inputs(model, count=12)
+    y = np.zeros(12, "int64")
+    from_array = pn.infer_task(model, x)
+    from_dataset = pn.infer_task(
+        model, tf.data.Dataset.from_tensor_slices((x, y)).batch(5))
+    np.testing.assert_array_equal(from_dataset.task, from_array.task)
+    np.testing.assert_allclose(from_dataset.task_scores,
+                               from_array.task_scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"per": "task"}, "per"),
+    ({"score": "margin"}, "score"),
+    ({"tasks": "a"}, "tasks"),
+    ({"tasks": []}, "tasks"),
+    ({"reject_threshold": 1.5}, "reject_threshold"),
+    ({"reject_threshold": True}, "reject_threshold"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"x": [[0.0] * 4]}, "x"),
+    ({"x": np.zeros((0, 4), "float32")}, "x"),
+])
+def test_bad_arguments_name_the_argument_in_one_line(kwargs, argument):
+    model = _separable_model()
+    kwargs = {"x": _inputs("a", 2), **kwargs}
+    with pytest.raises(ValueError) as error:
+        pn.infer_task(model, **kwargs)
+    assert f"`{argument}`" in str(error.value)
+    assert "\n" not in str(error.value)
