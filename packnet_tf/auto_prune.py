@@ -86,7 +86,7 @@ def check_candidates(values):
 
 
 def choose_fraction(model, accuracy, recover, tolerance=DEFAULT_TOLERANCE,
-                    candidates=DEFAULT_CANDIDATES):
+                    candidates=DEFAULT_CANDIDATES, keep=None):
     """Finds the largest candidate fraction within `tolerance`.
 
     Args:
@@ -97,6 +97,8 @@ def choose_fraction(model, accuracy, recover, tolerance=DEFAULT_TOLERANCE,
             prune (e.g. one epoch at the fine-tuning rate).
         tolerance: accuracy the task may lose (see `check_tolerance`).
         candidates: fractions to try (see `check_candidates`).
+        keep: kernels each trial leaves whole (`PackNetModel.prune`'s
+            `keep`), as the prune of the chosen fraction will.
 
     Returns:
         An `AutoPruneResult`. The model is as it was before the call.
@@ -113,7 +115,7 @@ def choose_fraction(model, accuracy, recover, tolerance=DEFAULT_TOLERANCE,
     chosen = 0.0
     for fraction in candidates:
         with model._undoable():
-            model.prune(fraction)
+            model.prune(fraction, keep=keep)
             recover()
             trial = float(accuracy())
         trials.append((fraction, trial))

@@ -34,7 +34,8 @@ import keras
 from packnet_tf import auto_prune
 from packnet_tf._keras_compat import compile_state
 from packnet_tf import gradual as gradual_pruning
-from packnet_tf.planning import check_fraction, check_keep_patterns
+from packnet_tf.planning import (check_fraction, check_keep_patterns,
+                                 default_keep)
 from packnet_tf.recalibration import batch_norm_layers, check_steps
 
 #: The phases of a task, in order. "end" recalibrates batch-norm
@@ -119,7 +120,11 @@ class Recipe:
             at most this many batches.
         prune_keep: kernels the one-shot prune leaves whole: `fnmatch`
             patterns of `"layer/kernel"` keys (see `PackNetModel.prune`),
-            e.g. `("*/depthwise_kernel",)`; not with `gradual` or "auto".
+            e.g. `("*/depthwise_kernel",)`; `()` prunes every kernel. None
+            (the default) keeps the network's depthwise kernels whole
+            (`planning.DEFAULT_PRUNE_KEEP`) in a one-shot prune, "auto"'s
+            trials included. Patterns do not combine with `gradual`,
+            which prunes every kernel.
 
     Raises:
         ValueError: on bad epochs, fraction or schedule.
@@ -165,11 +170,11 @@ class Recipe:
         check_steps(self.recalibrate_steps, "recalibrate_steps")
         if self.prune_keep is not None:
             check_keep_patterns(self.prune_keep, "prune_keep", ValueError)
-            if self.gradual is not None or self.auto:
+            if self.prune_keep and self.gradual is not None:
                 raise ValueError(
-                    "`prune_keep` applies to a one-shot prune by a number; "
-                    "it does not combine with `gradual` or "
-                    "prune_fraction='auto'. Leave one of them out.")
+                    "`prune_keep` applies to a one-shot prune; it does not "
+                    "combine with `gradual`, which prunes every kernel. "
+                    "Leave one of them out.")
             object.__setattr__(self, "prune_keep", tuple(self.prune_keep))
         _check_epochs("epochs", self.epochs)
         _check_epochs("finetune_epochs", self.finetune_epochs)
@@ -360,8 +365,24 @@ def choose(model, recipe, fit, accuracy, compile=None, data=None):
 
     result = auto_prune.choose_fraction(
         model, measured, recover, recipe.auto_tolerance,
-        recipe.auto_candidates)
+        recipe.auto_candidates, keep=kept_patterns(model, recipe))
     return dataclasses.replace(recipe, prune_fraction=result.fraction), result
+
+
+def kept_patterns(model, recipe):
+    """The kernels a one-shot prune of `recipe` leaves whole in `model`.
+
+    Args:
+        model: a `PackNetModel`.
+        recipe: the task's `Recipe`.
+
+    Returns:
+        The recipe's `prune_keep`, or for None the default patterns that
+        name some kernel of the model (`planning.default_keep`).
+    """
+    if recipe.prune_keep is not None:
+        return recipe.prune_keep
+    return default_keep(model.kernel_keys())
 
 
 def prune(model, recipe):
@@ -383,7 +404,8 @@ def prune(model, recipe):
                          "`phases.choose(...)` before the prune phase.")
     if recipe.schedule is not None or not recipe.prune_fraction:
         return {}
-    return model.prune(recipe.prune_fraction, keep=recipe.prune_keep)
+    return model.prune(recipe.prune_fraction,
+                       keep=kept_patterns(model, recipe))
 
 
 def finetune(model, recipe, fit, compile=None):

@@ -16,6 +16,7 @@ These are pure functions of the plan; `train_task` and the command-line
 tool call `prune_fraction_for`.
 """
 
+import fnmatch
 import numbers
 
 #: The plan that gives every planned task the same share of the network.
@@ -164,6 +165,28 @@ def prune_fraction_for(spec, task_index, num_tasks):
     if isinstance(spec, tuple):
         return spec[task_index]
     return spec
+
+
+#: The kernels a task's one-shot prune by a number leaves whole when its
+#: recipe says nothing (`prune_keep=None` in `train_task` and run configs):
+#: depthwise kernels, 9 weights per channel and about 5% of a MobileNet's
+#: weights, where pruning costs most (README, "Batch norm after pruning":
+#: 12 points on an ImageNet MobileNet learning Flowers-102). Networks
+#: without them are pruned in every kernel. `PackNetModel.prune` itself
+#: keeps only what its `keep` names.
+DEFAULT_PRUNE_KEEP = ("*/depthwise_kernel",)
+
+
+def default_keep(keys):
+    """The patterns of `DEFAULT_PRUNE_KEEP` that name some of `keys`.
+
+    Args:
+        keys: every kernel key of the model (`"layer/kernel"`).
+
+    Returns:
+        A tuple of patterns (empty for a network without such kernels).
+    """
+    return tuple(p for p in DEFAULT_PRUNE_KEEP if fnmatch.filter(keys, p))
 
 
 #: What a `keep` / `prune_keep` argument must be.

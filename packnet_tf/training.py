@@ -213,7 +213,10 @@ def train_task(
             this many batches.
         prune_keep: kernels the one-shot prune leaves whole (`fnmatch`
             patterns of `"layer/kernel"` keys, e.g.
-            `["*/depthwise_kernel"]`; see `PackNetModel.prune`).
+            `["*/depthwise_kernel"]`; see `PackNetModel.prune`); `[]`
+            prunes every kernel. None (the default) keeps the network's
+            depthwise kernels whole (`planning.DEFAULT_PRUNE_KEEP`); a
+            network without them is pruned in every kernel.
 
     Returns:
         A `TaskResult`.

@@ -9,7 +9,7 @@ from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
 from conftest import conv_bn_trunk
 
 import packnet_tf as pn
-from packnet_tf import phases
+from packnet_tf import layers, phases, planning
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -73,12 +73,59 @@ def test_bad_keep_changes_nothing(keep, error, match):
 
 def test_recipe_keeps_only_with_a_one_shot_prune():
     assert phases.Recipe(prune_keep=["dw/*"]).prune_keep == ("dw/*",)
-    with pytest.raises(ValueError, match="does not combine"):
+    assert phases.Recipe(prune_keep=["dw/*"],
+                         prune_fraction="auto").prune_keep == ("dw/*",)
+    with pytest.raises(ValueError, match="does not combine with `gradual`"):
         phases.Recipe(prune_keep=["dw/*"], gradual={"end_step": 2})
-    with pytest.raises(ValueError, match="does not combine"):
-        phases.Recipe(prune_keep=["dw/*"], prune_fraction="auto")
+    # Nothing kept is what gradual pruning does.
+    assert phases.Recipe(prune_keep=[], gradual={"end_step": 2}
+                         ).prune_keep == ()
     with pytest.raises(ValueError, match="list of patterns"):
         phases.Recipe(prune_keep="dw/*")
+
+
+def test_default_keep_names_only_depthwise_kernels_present():
+    assert planning.DEFAULT_PRUNE_KEEP == ("*/depthwise_kernel",)
+    assert planning.default_keep(["conv/kernel", "dw/depthwise_kernel"]) == (
+        "*/depthwise_kernel",)
+    assert planning.default_keep(["conv/kernel", "dense/kernel"]) == ()
+
+
+def _owned_fractions(model, task_id=1):
+    """`{"layer/kernel": share the task owns}` of every packed kernel."""
+    return {key: float(np.mean(owner.numpy() == task_id))
+            for key, _, owner in model._kernels()}
+
+
+@pytest.mark.parametrize("prune_keep, dw_owned", [
+    (None, 1.0),                      # the default: depthwise kept whole
+    ([], 0.5),                        # every kernel pruned
+    (["conv/kernel"], 0.5),           # what is named, only
+])
+def test_train_task_keeps_depthwise_kernels_by_default(task_data, prune_keep,
+                                                       dw_owned):
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(conv_bn_trunk(), max_tasks=2)
+    x, y, classes = task_data[0]
+    pn.train_task(model, "a", (x, y), num_classes=classes, epochs=1,
+                  finetune_epochs=1, prune_fraction=0.5,
+                  prune_keep=prune_keep, verbose=0)
+    owned = _owned_fractions(model)
+    assert owned["dw/depthwise_kernel"] == pytest.approx(dw_owned, abs=0.02)
+    conv = 1.0 if prune_keep == ["conv/kernel"] else 0.5
+    assert owned["conv/kernel"] == pytest.approx(conv, abs=0.02)
+    assert owned["dense/kernel"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_network_without_depthwise_kernels_is_pruned_everywhere(task_data):
+    keras.utils.set_random_seed(0)
+    trunk = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Flatten(),
+                              layers.PackedDense(8, name="dense")])
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    x, y, classes = task_data[0]
+    pn.train_task(model, "a", (x, y), num_classes=classes, epochs=1,
+                  finetune_epochs=1, prune_fraction=0.5, verbose=0)
+    assert _owned_fractions(model) == {"dense/kernel": 0.5}
 
 
 @pytest.mark.parametrize("value, says", [
