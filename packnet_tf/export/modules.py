@@ -33,6 +33,7 @@ from packnet_tf.export.plain import (
     twin_variable_name,
 )
 from packnet_tf.data import image_limits
+from packnet_tf.export.any_task import any_task_functions
 from packnet_tf.export.signatures import INPUT_NAME, task_functions
 
 
@@ -252,5 +253,12 @@ class SharedTasksModule(tf.Module):
                     "SavedModel. Export these tasks with "
                     "layout='per_task', or rename one.")
             self.serving.update(functions)
+        infos = list(self._keras.infos.values())
+        self.serving.update(any_task_functions(
+            infos, [self.forward(t.name) for t in infos], self.input_spec,
+            self.limits))
+        names = [t.name for t in infos]
+        self.any_task_tasks = tf.function(
+            lambda: tf.constant(names, tf.string), input_signature=[])
         return {key: function.get_concrete_function()
                 for key, function in self.serving.items()}

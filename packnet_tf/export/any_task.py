@@ -1,0 +1,168 @@
+"""The `any_task` signatures: the task chosen from the input itself.
+
+A multi-task SavedModel (`layout="multi"`) serves, beside each task's own
+signatures, the answer of the task `packnet_tf.infer_task` would choose
+(per example, its default scoring rule, normalized entropy):
+
+- `any_task`: the trunk-ready float batch `inputs` (only when the tasks
+  agree on their preprocessing, so that one float batch is every task's
+  input);
+- `any_task_pixels`: uint8 `pixels` of any size, and `any_task_images`:
+  encoded `image_bytes` (only when every exported task has an input
+  contract for pixels): each task's own resizing and preprocessing applied
+  in its branch, computed once per distinct contract.
+
+Every one returns, per example, `task` (the chosen task's name), the top
+k = min(5, widest head) `class_ids`, `class_names` and `scores` (class
+probabilities) within the chosen task (padded with -1, "" and 0 past a
+narrower head's width), and `task_scores` `[batch, tasks]`: every exported
+task's score, in the order the loaded SavedModel's `any_task_tasks()`
+function returns (no inputs; the task names). A client that knows its batch
+comes from one task sums `task_scores` over the batch (`infer_task`'s
+`per="batch"`).
+"""
+
+import tensorflow as tf
+
+from packnet_tf.data import image_limits
+from packnet_tf.export.signatures import (
+    CLASS_IDS,
+    CLASS_NAMES,
+    IMAGES_NAME,
+    PIXELS_NAME,
+    SCORES,
+    TOP_K,
+    head_outputs,
+    image_shape,
+    images_to_inputs,
+    pixels_to_inputs,
+)
+from packnet_tf.task_inference import task_scores
+
+#: Signature keys.
+ANY_TASK = "any_task"
+ANY_TASK_PIXELS = "any_task_pixels"
+ANY_TASK_IMAGES = "any_task_images"
+#: Outputs besides the class outputs.
+TASK = "task"
+TASK_SCORES = "task_scores"
+#: The scoring rule the signatures use (`infer_task`'s default).
+SCORE = "entropy"
+
+
+def _padded(values, width, fill):
+    """`values` `[batch, k]` padded on the right to `[batch, width]`."""
+    missing = width - values.shape[-1]
+    if missing == 0:
+        return values
+    return tf.pad(values, [[0, 0], [0, missing]], constant_values=fill)
+
+
+def choose(outputs, tasks):
+    """The `any_task` outputs from every task's head outputs.
+
+    Args:
+        outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
+        tasks: the tasks' `TaskInfo`s.
+
+    Returns:
+        A dict of `task`, `class_ids`, `class_names`, `scores` and
+        `task_scores`.
+    """
+    k = min(TOP_K, max(t.num_classes for t in tasks))
+    per_task, scores = [], []
+    for out, task in zip(outputs, tasks):
+        answer = head_outputs(out, task.num_classes, task.input_contract)
+        scores.append(task_scores(answer["probabilities"], SCORE))
+        per_task.append((_padded(answer[CLASS_IDS], k, -1),
+                         _padded(answer[CLASS_NAMES], k, ""),
+                         _padded(answer[SCORES], k, 0.0)))
+    every = tf.stack(scores, axis=1)  # [batch, tasks]
+    # The first of equal scores, as `infer_task` (numpy's argmax).
+    chosen = tf.argmax(every, axis=1, output_type=tf.int32)
+
+    def pick(index):
+        stacked = tf.stack([p[index] for p in per_task], axis=1)
+        return tf.gather(stacked, chosen, axis=1, batch_dims=1)
+
+    names = tf.constant([t.name for t in tasks], tf.string)
+    return {TASK: tf.gather(names, chosen), CLASS_IDS: pick(0),
+            CLASS_NAMES: pick(1), SCORES: pick(2), TASK_SCORES: every}
+
+
+def _grouped(tasks):
+    """Tasks by the inputs they read: `{(preprocess, resize): [index]}`."""
+    groups = {}
+    for index, task in enumerate(tasks):
+        contract = task.input_contract
+        key = (None if contract is None
+               else (contract.preprocess, contract.resize))
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
+def any_task_functions(tasks, forwards, input_spec, limits=None):
+    """The `tf.function`s of the `any_task` signatures.
+
+    Args:
+        tasks: the exported tasks' `TaskInfo`s (finished, with heads).
+        forwards: one function per task (a float batch of trunk inputs ->
+            the head's outputs), in `tasks`' order.
+        input_spec: the `tf.TensorSpec` of the float batch.
+        limits: the `ImageLimits` every signature checks (default: the
+            defaults).
+
+    Returns:
+        `{signature key: tf.function}`: `any_task` when the tasks agree on
+        their preprocessing, `any_task_pixels` and `any_task_images` when
+        every task has a contract for pixels on an image trunk; empty if
+        neither.
+    """
+    limits = image_limits.check_limits(limits)
+    groups = _grouped(tasks)
+    functions = {}
+
+    def answer(inputs_of):
+        # Each distinct preparation once; each task reads its group's.
+        inputs = {key: inputs_of(key) for key in groups}
+        by_task = {}
+        for key, indices in groups.items():
+            for index in indices:
+                by_task[index] = forwards[index](inputs[key])
+        return choose([by_task[i] for i in range(len(tasks))], tasks)
+
+    preprocessing = {key[0] if key else None for key in groups}
+    if len(preprocessing) == 1:
+        @tf.function(input_signature=[input_spec])
+        def from_inputs(inputs):
+            inputs = tf.ensure_shape(inputs, input_spec.shape)
+            with tf.control_dependencies(image_limits.check_floats(
+                    inputs, limits, "inputs")):
+                inputs = tf.identity(inputs)
+            return answer(lambda key: inputs)
+
+        functions[ANY_TASK] = from_inputs
+
+    shape = image_shape(input_spec.shape[1:])
+    if shape is None or not all(
+            t.input_contract is not None and t.input_contract.pixels
+            for t in tasks):
+        return functions
+    contracts = {key: tasks[indices[0]].input_contract
+                 for key, indices in groups.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        (None, None, None, None), tf.uint8, name=PIXELS_NAME)])
+    def from_pixels(pixels):
+        return answer(lambda key: pixels_to_inputs(
+            pixels, shape, contracts[key], limits))
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        (None,), tf.string, name=IMAGES_NAME)])
+    def from_images(image_bytes):
+        return answer(lambda key: images_to_inputs(
+            image_bytes, shape, contracts[key], limits))
+
+    functions[ANY_TASK_PIXELS] = from_pixels
+    functions[ANY_TASK_IMAGES] = from_images
+    return functions
