@@ -155,3 +155,38 @@ def test_a_client_without_keras_gets_infer_tasks_answers(model, exported):
         np.testing.assert_array_equal(
             np.load(exported / f"{key}_names.npy"), expected.class_names,
             key)
+
+
+@pytest.mark.parametrize("layout, inputs", [
+    ("shared", "float"), ("stacked", "float"), ("shared", "pixels")])
+def test_a_multi_task_tflite_file_answers_as_infer_task(model, tmp_path,
+                                                        layout, inputs):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = export.tflite(model, tmp_path / "abc.tflite", layout=layout,
+                         inputs=inputs)
+    assert (tmp_path / "abc.tasks.txt").read_text() == "a\nb\nc\n"
+    pixels = _pixels(16)
+    x = pixels.astype("float32") / 255.0
+    expected = pn.infer_task(model, x)
+    interpreter = Interpreter(model_path=str(path))
+    if inputs == "float":
+        out = interpreter.get_signature_runner("any_task")(inputs=x)
+    else:
+        out = interpreter.get_signature_runner("any_task_pixels")(
+            pixels=pixels)
+    np.testing.assert_array_equal(
+        np.array(["a", "b", "c"])[out["task_index"]], expected.task)
+    np.testing.assert_array_equal(out["class_ids"][:, 0], expected.class_ids)
+    np.testing.assert_allclose(out["task_scores"], expected.task_scores,
+                               atol=1e-5)
+    assert out["class_ids"].shape == (16, 5)
+
+
+def test_one_task_and_int8_files_have_no_any_task(model, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = export.tflite(model, tmp_path / "a.tflite", task="a")
+    assert not any("any_task" in key for key in Interpreter(
+        model_path=str(path)).get_signature_list())
+    assert not (tmp_path / "a.tasks.txt").exists()

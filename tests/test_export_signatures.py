@@ -212,13 +212,13 @@ def test_tflite_multi_task_pixel_file_and_labels(model, tmp_path):
     pixels = _pixels(3, seed=11)
     interpreter = Interpreter(model_path=str(path))
     assert sorted(interpreter.get_signature_list()) == [
-        "task_a_pixels", "task_b_pixels"]
+        "any_task_pixels", "task_a_pixels", "task_b_pixels"]
     out = interpreter.get_signature_runner("task_a_pixels")(pixels=pixels)
     np.testing.assert_allclose(
         out["outputs"], _expected(model, "a", pixels, lambda x: x / 255.0),
         rtol=0, atol=FLOAT_TOLERANCE)
     assert sorted(os.listdir(tmp_path)) == [
-        "a.labels.txt", "ab.tflite", "b.labels.txt"]
+        "a.labels.txt", "ab.tasks.txt", "ab.tflite", "b.labels.txt"]
     assert (tmp_path / "a.labels.txt").read_text() == "cat\ndog\nemu\n"
 
 
@@ -254,6 +254,7 @@ def test_tflite_multi_task_int8_pixel_file(model, tmp_path):
                          representative_data={"a": calibration,
                                               "b": calibration[:16]})
     interpreter = Interpreter(model_path=str(path))
+    # No `any_task_pixels`: int8 outputs are not probabilities.
     assert sorted(interpreter.get_signature_list()) == [
         "task_a_pixels", "task_b_pixels"]
     for key in ("task_a_pixels", "task_b_pixels"):

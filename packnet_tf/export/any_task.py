@@ -32,7 +32,6 @@ from packnet_tf.export.signatures import (
     PIXELS_NAME,
     SCORES,
     TOP_K,
-    head_outputs,
     image_shape,
     images_to_inputs,
     pixels_to_inputs,
@@ -45,6 +44,7 @@ ANY_TASK_PIXELS = "any_task_pixels"
 ANY_TASK_IMAGES = "any_task_images"
 #: Outputs besides the class outputs.
 TASK = "task"
+TASK_INDEX = "task_index"
 TASK_SCORES = "task_scores"
 #: The scoring rule the signatures use (`infer_task`'s default).
 SCORE = "entropy"
@@ -58,8 +58,58 @@ def _padded(values, width, fill):
     return tf.pad(values, [[0, 0], [0, missing]], constant_values=fill)
 
 
+def _probabilities(outputs, task):
+    """A head's outputs as class probabilities (as `head_outputs`)."""
+    outputs = tf.cast(outputs, tf.float32)
+    contract = task.input_contract
+    if contract is None or contract.from_logits:
+        return tf.nn.softmax(outputs, axis=-1)
+    return outputs
+
+
+def top_k(tasks):
+    """How many classes the `any_task` outputs list: min(5, widest head)."""
+    return min(TOP_K, max(t.num_classes for t in tasks))
+
+
+def choose_numbers(outputs, tasks):
+    """The chosen task and its top k, in numbers only (builtin TFLite ops).
+
+    Args:
+        outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
+        tasks: the tasks' `TaskInfo`s.
+
+    Returns:
+        A dict of `task_index` (int32 `[batch]`, the chosen task's position
+        in `tasks`), `class_ids` (int32 `[batch, k]`, -1 past a narrower
+        head's width), `scores` (float32 `[batch, k]`, the classes'
+        probabilities, 0 past the width) and `task_scores` (`[batch,
+        tasks]`).
+    """
+    k = top_k(tasks)
+    ids, probabilities, scores = [], [], []
+    for out, task in zip(outputs, tasks):
+        p = _probabilities(out, task)
+        scores.append(task_scores(p, SCORE))
+        # Ranked by the head's own outputs, as every signature's top k.
+        _, top = tf.math.top_k(tf.cast(out, tf.float32),
+                               k=min(TOP_K, task.num_classes))
+        ids.append(_padded(top, k, -1))
+        probabilities.append(_padded(tf.gather(p, top, batch_dims=1), k, 0.0))
+    every = tf.stack(scores, axis=1)  # [batch, tasks]
+    # The first of equal scores, as `infer_task` (numpy's argmax).
+    chosen = tf.argmax(every, axis=1, output_type=tf.int32)
+
+    def pick(values):
+        return tf.gather(tf.stack(values, axis=1), chosen, axis=1,
+                         batch_dims=1)
+
+    return {TASK_INDEX: chosen, CLASS_IDS: pick(ids),
+            SCORES: pick(probabilities), TASK_SCORES: every}
+
+
 def choose(outputs, tasks):
-    """The `any_task` outputs from every task's head outputs.
+    """The `any_task` outputs of a SavedModel from every task's outputs.
 
     Args:
         outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
@@ -67,27 +117,25 @@ def choose(outputs, tasks):
 
     Returns:
         A dict of `task`, `class_ids`, `class_names`, `scores` and
-        `task_scores`.
+        `task_scores` (see the module docstring).
     """
-    k = min(TOP_K, max(t.num_classes for t in tasks))
-    per_task, scores = [], []
-    for out, task in zip(outputs, tasks):
-        answer = head_outputs(out, task.num_classes, task.input_contract)
-        scores.append(task_scores(answer["probabilities"], SCORE))
-        per_task.append((_padded(answer[CLASS_IDS], k, -1),
-                         _padded(answer[CLASS_NAMES], k, ""),
-                         _padded(answer[SCORES], k, 0.0)))
-    every = tf.stack(scores, axis=1)  # [batch, tasks]
-    # The first of equal scores, as `infer_task` (numpy's argmax).
-    chosen = tf.argmax(every, axis=1, output_type=tf.int32)
-
-    def pick(index):
-        stacked = tf.stack([p[index] for p in per_task], axis=1)
-        return tf.gather(stacked, chosen, axis=1, batch_dims=1)
-
-    names = tf.constant([t.name for t in tasks], tf.string)
-    return {TASK: tf.gather(names, chosen), CLASS_IDS: pick(0),
-            CLASS_NAMES: pick(1), SCORES: pick(2), TASK_SCORES: every}
+    answer = choose_numbers(outputs, tasks)
+    chosen, ids = answer.pop(TASK_INDEX), answer[CLASS_IDS]
+    widest = max(t.num_classes for t in tasks)
+    # Each task's class names, padded to the widest head, and "" last:
+    # a padded id (-1) reads the last column.
+    table = []
+    for task in tasks:
+        names = (task.input_contract.names_for(task.num_classes)
+                 if task.input_contract is not None
+                 else tuple(str(i) for i in range(task.num_classes)))
+        table.append(list(names) + [""] * (widest + 1 - len(names)))
+    rows = tf.gather(tf.constant(table, tf.string), chosen)
+    columns = tf.where(ids < 0, widest, ids)
+    answer[CLASS_NAMES] = tf.gather(rows, columns, batch_dims=1)
+    answer[TASK] = tf.gather(
+        tf.constant([t.name for t in tasks], tf.string), chosen)
+    return answer
 
 
 def _grouped(tasks):

@@ -25,7 +25,12 @@ quantize, so they always use "stacked".
 Inputs (`inputs=`): "float" signatures `task_<name>` read the trunk-ready
 float batch `inputs`; "pixels" signatures `task_<name>_pixels` read uint8
 pixels `pixels` at the trunk's size and apply the task's preprocessing
-inside the file. With "int8" quantization a pixel file is integer-only:
+inside the file. A file of several tasks also answers without a task id:
+`any_task` (float inputs, when the tasks share a preprocessing) or
+`any_task_pixels` returns `task_index` (the chosen task's position in the
+file's `<file>.tasks.txt`), the top-k `class_ids` and `scores` within it
+and every task's `task_scores` (`packnet_tf.export.any_task`; not in int8
+files). With "int8" quantization a pixel file is integer-only:
 the float pixel input passes a fake-quant node over [0, 255], which gives
 the uint8 input the quantization (scale 1, zero point 0), so the app feeds
 raw pixels; the output is int8 logits (scale and zero point in the output
@@ -39,6 +44,11 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.export import checks
+from packnet_tf.export.any_task import (
+    ANY_TASK,
+    ANY_TASK_PIXELS,
+    choose_numbers,
+)
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.signatures import (
     INPUT_NAME,
@@ -158,7 +168,56 @@ def lite_module(model, infos, layout, inputs, quantize):
         signature_key(info.name, inputs): _function(
             forwards[info.name], spec, info, inputs, quantize)
         for info in infos}
+    key = any_task_key(infos, inputs, quantize)
+    if key is not None:
+        functions[key] = _any_task_function(
+            [forwards[info.name] for info in infos], spec, infos, inputs)
     return _LiteModule(modules, functions)
+
+
+def any_task_key(infos, inputs, quantize):
+    """The key of a file's `any_task` signature, or None for no signature.
+
+    A file of several tasks gets one (`any_task` for float inputs when the
+    tasks agree on their preprocessing, `any_task_pixels` for pixels),
+    except with int8 quantization, whose int8 outputs are not
+    probabilities.
+    """
+    if len(infos) < 2 or quantize == "int8":
+        return None
+    if inputs == "pixels":
+        return ANY_TASK_PIXELS
+    preprocessing = {info.input_contract and info.input_contract.preprocess
+                     for info in infos}
+    return ANY_TASK if len(preprocessing) == 1 else None
+
+
+def _any_task_function(forwards, spec, infos, inputs):
+    """`any_task(_pixels)`: the most confident task's answer, in numbers
+    (`task_index`, `class_ids`, `scores`, `task_scores`; see
+    `packnet_tf.export.any_task.choose_numbers`)."""
+    if inputs == "float":
+        @tf.function(input_signature=[spec])
+        def from_inputs(inputs):
+            return choose_numbers([f(inputs) for f in forwards], infos)
+
+        return from_inputs
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        tuple(spec.shape), tf.uint8, name=PIXELS_NAME)])
+    def from_pixels(pixels):
+        pixels = tf.cast(pixels, tf.float32)
+        prepared = {}
+        for info in infos:
+            kind = info.input_contract.preprocess
+            if kind not in prepared:  # each preprocessing once
+                prepared[kind] = info.input_contract.preprocess_function()(
+                    pixels)
+        return choose_numbers(
+            [f(prepared[info.input_contract.preprocess])
+             for f, info in zip(forwards, infos)], infos)
+
+    return from_pixels
 
 
 def _examples(data, spec):

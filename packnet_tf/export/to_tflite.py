@@ -3,7 +3,9 @@
 `tflite(...)` checks its arguments, converts (`packnet_tf.export.
 tflite_convert`: layouts, pixel inputs, quantization), writes the file
 atomically and writes each task's class names beside it,
-`<task>.labels.txt`, one name per line in label order.
+`<task>.labels.txt`, one name per line in label order, and for a file of
+several tasks with an `any_task` signature its task names in the
+signature's order, `<file>.tasks.txt`.
 
 Class names go beside the file only: LiteRT's metadata writer lived in the
 `tflite-support` package, whose last release was in 2023 and which
@@ -19,24 +21,33 @@ from packnet_tf.export.tflite_convert import (
     INPUTS,
     LAYOUTS,
     QUANTIZE_MODES,
+    any_task_key,
     check_pixel_inputs,
     convert,
     default_layout,
 )
 
 __all__ = ["INPUTS", "LAYOUTS", "QUANTIZE_MODES", "convert",
-           "default_layout", "labels_path", "tflite"]
+           "default_layout", "labels_path", "tasks_path", "tflite"]
 
 #: The first bytes of a TFLite flatbuffer carry this file identifier.
 _TFLITE_ID = b"TFL3"
 #: The labels file written beside a TFLite file, per task.
 LABELS_SUFFIX = ".labels.txt"
+#: The task list written beside a multi-task TFLite file.
+TASKS_SUFFIX = ".tasks.txt"
 
 
 def labels_path(path, task):
     """The labels file of `task` beside the TFLite file `path`."""
     return os.path.join(os.path.dirname(os.path.abspath(path)),
                         task + LABELS_SUFFIX)
+
+
+def tasks_path(path):
+    """The task list beside a multi-task TFLite file `path` (the order of
+    its `any_task` signature's `task_index` and `task_scores`)."""
+    return os.path.splitext(os.path.abspath(path))[0] + TASKS_SUFFIX
 
 
 def write_labels(path, infos):
@@ -192,4 +203,7 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
                       sparse=bool(sparse), inputs=inputs)
     atomic.write_bytes(path, content, suffix=os.path.splitext(path)[1])
     write_labels(path, infos)
+    if any_task_key(infos, inputs, quantize) is not None:
+        atomic.write_text(tasks_path(path),
+                          "\n".join(info.name for info in infos) + "\n")
     return path
