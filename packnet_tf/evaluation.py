@@ -15,6 +15,10 @@ j > i: a task not learned yet). From it, with T tasks (as in GEM, Lopez-Paz
   R[T-1][j]`, its best accuracy before the last task minus its final one;
   reported as the mean and the max over tasks.
 
+`task_inference_metrics` scores inference without a task id over a
+mixture of tasks' examples: a confusion table of true against chosen task,
+and accuracy end to end and with the true task given.
+
 Pure NumPy: no TensorFlow needed to read a results file.
 """
 
@@ -147,6 +151,107 @@ def continual_metrics(matrix, task_names=None, reference=None):
         mean_forgetting=float(np.mean(forgetting)) if forgetting else 0.0,
         max_forgetting=float(np.max(forgetting)) if forgetting else 0.0,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInferenceMetrics:
+    """How well the task was inferred over a mixture of tasks' examples.
+
+    Attributes:
+        tasks: the true tasks, in the order of the rows below.
+        columns: the tasks that could be chosen, then `""` (no task: the
+            example was rejected).
+        confusion: `[len(tasks), len(columns)]` int counts, true task
+            (row) against chosen task (column).
+        counts: examples per true task.
+        task_accuracy: per true task, the share whose task was chosen.
+        end_to_end: per true task, the share with the task and the class
+            both right.
+        oracle: per true task, the class accuracy with the true task
+            given.
+        rejected: per true task, the share answered "no task".
+    """
+
+    tasks: tuple
+    columns: tuple
+    confusion: np.ndarray
+    counts: np.ndarray
+    task_accuracy: np.ndarray
+    end_to_end: np.ndarray
+    oracle: np.ndarray
+    rejected: np.ndarray
+
+    def mean(self, field):
+        """The mean over tasks (each task weighs the same) of a field."""
+        return float(np.mean(getattr(self, field)))
+
+    def as_dict(self):
+        """JSON-ready: every field, and the means over tasks."""
+        out = {"tasks": list(self.tasks), "columns": list(self.columns),
+               "confusion": self.confusion.tolist(),
+               "counts": self.counts.tolist()}
+        for field in ("task_accuracy", "end_to_end", "oracle", "rejected"):
+            out[field] = dict(zip(self.tasks,
+                                  getattr(self, field).tolist()))
+            out[f"mean_{field}"] = self.mean(field)
+        return out
+
+
+def task_inference_metrics(true_task, chosen_task, labels, predicted,
+                           oracle_predicted, tasks=None, columns=None):
+    """Task-inference accuracy, end to end and against the task given.
+
+    Args:
+        true_task: `[N]` each example's task name.
+        chosen_task: `[N]` the task chosen for it (`""`: rejected).
+        labels: `[N]` its true class id (in its own task's head).
+        predicted: `[N]` the class id the chosen task answered.
+        oracle_predicted: `[N]` the class id its true task answered.
+        tasks: the true tasks' order (default: as first seen).
+        columns: the tasks that could be chosen (default: `tasks`).
+
+    Returns:
+        A `TaskInferenceMetrics`.
+
+    Raises:
+        ValueError: if the arrays differ in length or are empty, or a name
+            is outside `tasks` / `columns`.
+    """
+    true_task = np.asarray(true_task, dtype=object)
+    chosen_task = np.asarray(chosen_task, dtype=object)
+    arrays = [np.asarray(a) for a in (labels, predicted, oracle_predicted)]
+    n = len(true_task)
+    if not n or any(len(a) != n for a in [chosen_task, *arrays]):
+        raise ValueError(
+            "Expected true_task, chosen_task, labels, predicted and "
+            "oracle_predicted of one non-empty length. Received lengths "
+            f"{[len(true_task), len(chosen_task)] + [len(a) for a in arrays]}.")
+    labels, predicted, oracle_predicted = arrays
+    if tasks is None:
+        tasks = list(dict.fromkeys(true_task.tolist()))
+    tasks = tuple(tasks)
+    columns = tuple(tasks if columns is None else columns) + ("",)
+    row = {name: i for i, name in enumerate(tasks)}
+    column = {name: i for i, name in enumerate(columns)}
+    for name in set(true_task.tolist()) - set(row):
+        raise ValueError(f"true_task holds {name!r}, not one of {tasks}.")
+    for name in set(chosen_task.tolist()) - set(column):
+        raise ValueError(
+            f"chosen_task holds {name!r}, not one of {columns}.")
+    confusion = np.zeros((len(tasks), len(columns)), np.int64)
+    np.add.at(confusion, ([row[t] for t in true_task],
+                          [column[c] for c in chosen_task]), 1)
+    right_task = chosen_task == true_task
+    per = lambda values: np.array([
+        float(np.mean(values[true_task == name]))
+        if np.any(true_task == name) else float("nan") for name in tasks])
+    return TaskInferenceMetrics(
+        tasks=tasks, columns=columns, confusion=confusion,
+        counts=confusion.sum(axis=1),
+        task_accuracy=per(right_task),
+        end_to_end=per(right_task & (predicted == labels)),
+        oracle=per(oracle_predicted == labels),
+        rejected=per(chosen_task == ""))
 
 
 def plot_accuracy_across_tasks(matrices, path, task_names, title=None):

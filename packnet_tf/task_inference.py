@@ -201,6 +201,65 @@ def _batches(x, batch_size):
         yield x[start:start + batch_size]
 
 
+def choose_tasks(task_scores, per="example", group_size=None,
+                 reject_threshold=None):
+    """Which task answers each example, from every task's scores.
+
+    What `infer_task` does after scoring, exposed for scores already
+    computed (an evaluation over many batches, a benchmark): per example,
+    the highest score; per batch, the highest sum of scores over each
+    group of `group_size` consecutive examples (every example one group if
+    None). Pure NumPy.
+
+    Args:
+        task_scores: `[N, T]` scores, one column per candidate task.
+        per: `"example"` or `"batch"`.
+        group_size: per batch, examples per group (the last group may be
+            smaller); None: all N.
+        reject_threshold: a score under which no task answers (per batch:
+            the group's mean score under its chosen task), or None.
+
+    Returns:
+        `(chosen, chosen_score, rejected)`: `[N]` int64 column indices,
+        `[N]` the chosen task's score per example, `[N]` bool.
+
+    Raises:
+        ValueError: if `per`, `group_size` or `task_scores` is not what is
+            expected.
+    """
+    if per not in PER:
+        _fail("per", f"one of {PER}", per)
+    scores = np.asarray(task_scores, dtype=np.float64)
+    if scores.ndim != 2 or not scores.shape[0] or not scores.shape[1]:
+        _fail("task_scores", "an [N, T] array with N, T >= 1",
+              f"shape {scores.shape}")
+    n = len(scores)
+    if group_size is not None and (
+            isinstance(group_size, bool)
+            or not isinstance(group_size, numbers.Integral)
+            or group_size < 1):
+        _fail("group_size", "an int >= 1 or None", group_size)
+    if per == "example":
+        chosen = np.argmax(scores, axis=1)
+    else:
+        size = n if group_size is None else int(group_size)
+        chosen = np.empty(n, np.int64)
+        for start in range(0, n, size):
+            part = scores[start:start + size]
+            chosen[start:start + size] = np.argmax(part.sum(axis=0))
+    chosen_score = scores[np.arange(n), chosen]
+    if reject_threshold is None:
+        rejected = np.zeros(n, bool)
+    elif per == "example":
+        rejected = chosen_score < reject_threshold
+    else:
+        rejected = np.empty(n, bool)
+        for start in range(0, n, size):
+            part = chosen_score[start:start + size]
+            rejected[start:start + size] = part.mean() < reject_threshold
+    return chosen, chosen_score, rejected
+
+
 def infer_task(model, x, per="example", tasks=None, score="entropy",
                reject_threshold=None, batch_size=None):
     """Chooses, without a task id, which finished task answers `x`.
@@ -255,18 +314,8 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
                      for o, t in zip(outputs, candidates)]
     scores = np.stack([task_scores(p, score).numpy()
                        for p in probabilities], axis=1)
-    n = len(scores)
-    if per == "example":
-        chosen = np.argmax(scores, axis=1)
-        chosen_score = scores[np.arange(n), chosen]
-        rejected = (np.zeros(n, bool) if reject_threshold is None
-                    else chosen_score < reject_threshold)
-    else:
-        best = int(np.argmax(scores.sum(axis=0)))
-        chosen = np.full(n, best)
-        chosen_score = scores[:, best]
-        rejected = np.full(n, reject_threshold is not None
-                           and chosen_score.mean() < reject_threshold)
+    chosen, chosen_score, rejected = choose_tasks(
+        scores, per=per, reject_threshold=reject_threshold)
     names = [t.name for t in candidates]
     class_names = [
         t.input_contract.names_for(t.num_classes)

@@ -85,3 +85,37 @@ def test_plot_is_a_small_png(tmp_path):
         task_names=["a", "b", "c"], title="test")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+
+
+def test_task_inference_metrics_by_hand():
+    from packnet_tf.evaluation import task_inference_metrics
+
+    metrics = task_inference_metrics(
+        true_task=["a", "a", "a", "a", "b", "b"],
+        chosen_task=["a", "a", "b", "", "b", "a"],
+        labels=[0, 1, 1, 0, 2, 0],
+        predicted=[0, 0, 1, -1, 2, 0],
+        oracle_predicted=[0, 1, 0, 0, 2, 1],
+        tasks=["a", "b"])
+    assert metrics.columns == ("a", "b", "")
+    np.testing.assert_array_equal(metrics.confusion, [[2, 1, 1], [1, 1, 0]])
+    np.testing.assert_array_equal(metrics.counts, [4, 2])
+    np.testing.assert_allclose(metrics.task_accuracy, [0.5, 0.5])
+    # a: example 0 right task and class, example 1 right task wrong class;
+    # example 2's class matches but under task b: not end-to-end right.
+    np.testing.assert_allclose(metrics.end_to_end, [0.25, 0.5])
+    np.testing.assert_allclose(metrics.oracle, [0.75, 0.5])
+    np.testing.assert_allclose(metrics.rejected, [0.25, 0.0])
+    assert metrics.mean("oracle") == 0.625
+    report = metrics.as_dict()
+    assert report["end_to_end"] == {"a": 0.25, "b": 0.5}
+    assert report["mean_task_accuracy"] == 0.5
+
+
+def test_task_inference_metrics_errors():
+    from packnet_tf.evaluation import task_inference_metrics
+
+    with pytest.raises(ValueError, match="one non-empty length"):
+        task_inference_metrics(["a"], ["a", "a"], [0], [0], [0])
+    with pytest.raises(ValueError, match="'c', not one of"):
+        task_inference_metrics(["a"], ["c"], [0], [0], [0])

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.task_inference import task_scores
+from packnet_tf.task_inference import choose_tasks, task_scores
 
 from conftest import conv_bn_trunk, packed_model, probe_inputs
 
@@ -210,3 +210,58 @@ def test_bad_arguments_name_the_argument_in_one_line(kwargs, argument):
         pn.infer_task(model, **kwargs)
     assert f"`{argument}`" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_choose_tasks_per_group_of_consecutive_examples():
+    scores = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.2],   # group 1: a
+                       [0.1, 0.9], [0.6, 0.5],               # group 2: b
+                       [0.3, 0.2]])                           # group 3: a
+    chosen, chosen_score, rejected = choose_tasks(scores, per="batch",
+                                                  group_size=2)
+    # sums: rows 0-1 (1.1, 0.4) a; rows 2-3 (0.2, 1.1) b; rows 4-5 (0.9,
+    # 0.7) a.
+    np.testing.assert_array_equal(chosen, [0, 0, 1, 1, 0, 0])
+    np.testing.assert_allclose(chosen_score, [0.9, 0.2, 0.2, 0.9, 0.6, 0.3])
+    assert not rejected.any()
+    chosen, _, _ = choose_tasks(scores, per="batch", group_size=4)
+    np.testing.assert_array_equal(chosen, [1, 1, 1, 1, 0, 0])
+    chosen, _, _ = choose_tasks(scores, per="example")
+    np.testing.assert_array_equal(chosen, [0, 1, 1, 1, 0, 0])
+    # A group is rejected as one, by its mean score under its choice.
+    # Means: 0.55, 0.55, 0.45.
+    _, _, rejected = choose_tasks(scores, per="batch", group_size=2,
+                                  reject_threshold=0.4)
+    assert not rejected.any()
+    _, _, rejected = choose_tasks(scores, per="batch", group_size=2,
+                                  reject_threshold=0.5)
+    np.testing.assert_array_equal(rejected, [False, False, False, False,
+                                             True, True])
+    _, _, rejected = choose_tasks(scores, per="batch", group_size=2,
+                                  reject_threshold=0.56)
+    assert rejected.all()
+
+
+def test_infer_task_per_batch_is_choose_tasks_over_its_scores():
+    model = _separable_model()
+    x = np.concatenate([_inputs("a", 8), _inputs("b", 8, seed=1)])
+    whole = pn.infer_task(model, x, per="batch")
+    chosen, _, _ = choose_tasks(whole.task_scores, per="batch")
+    assert list(whole.task) == [whole.tasks[c] for c in chosen]
+    for start in (0, 8):
+        part = pn.infer_task(model, x[start:start + 8], per="batch")
+        chosen, _, _ = choose_tasks(whole.task_scores, per="batch",
+                                    group_size=8)
+        assert list(part.task) == [whole.tasks[c]
+                                   for c in chosen[start:start + 8]]
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    ({"per": "group"}, "per"),
+    ({"group_size": 0}, "group_size"),
+    ({"group_size": 2.0}, "group_size"),
+])
+def test_choose_tasks_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        choose_tasks(np.ones((3, 2)), **kwargs)
+    with pytest.raises(ValueError, match="`task_scores`"):
+        choose_tasks(np.ones(3))

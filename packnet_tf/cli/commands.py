@@ -177,6 +177,24 @@ def evaluate(args, out):
     from packnet_tf.cli.metrics import task_metrics
     from packnet_tf.data import DataError, batches
 
+    if args.task == "auto":
+        from packnet_tf.cli.auto_eval import evaluate_auto
+
+        return evaluate_auto(args, out)
+    auto_only = [flag for flag, given in (
+        ("--config", args.config), ("--per batch", args.per == "batch"),
+        ("--score", args.score != "entropy"),
+        ("--reject-threshold", args.reject_threshold is not None),
+        ("--json", args.json)) if given]
+    if auto_only:
+        raise UsageError(f"{', '.join(auto_only)}: for --task auto only "
+                         f"(--task {args.task} evaluates that task).")
+    if not args.data or len(args.data) > 1:
+        raise UsageError(
+            f"--task {args.task}: give its data once with --data SPEC "
+            f"(received {len(args.data or [])}).")
+    args.data = args.data[0]
+    args.split = args.split or "test"
     model = load(args.model)
     names = [t.name for t in model.tasks]
     if args.task not in names:

@@ -39,11 +39,22 @@ _EXIT_CODES = (
     ("packnet_tf.checkpoint", "RunBusyError", STOPPED),
 )
 
-def _add_data_args(parser, split_default):
-    parser.add_argument("--data", help="tfds:NAME, an image folder or .zip "
-                        "(<root>/<split>/<label>/*), or a .npz file")
-    parser.add_argument("--split", default=split_default,
-                        help="split to read (default: %(default)s)")
+def _add_data_args(parser, split_default, per_task=False):
+    if per_task:
+        parser.add_argument(
+            "--data", action="append", help="tfds:NAME, an image folder or "
+            ".zip (<root>/<split>/<label>/*), or a .npz file; with --task "
+            "auto, TASK=SPEC once per task (or --config)")
+    else:
+        parser.add_argument("--data", help="tfds:NAME, an image folder or "
+                            ".zip (<root>/<split>/<label>/*), or a .npz file")
+    if per_task:
+        parser.add_argument("--split", help=f"split to read (default: "
+                            f"{split_default}; with --config, each task's "
+                            "test split)")
+    else:
+        parser.add_argument("--split", default=split_default,
+                            help="split to read (default: %(default)s)")
     parser.add_argument("--data-dir", help="TFDS data_dir")
     parser.add_argument("--classes", help="comma-separated class subset, in "
                         "the order of the task's labels; default: the "
@@ -122,14 +133,37 @@ def build_parser():
                        help="TensorFlow op determinism (bit-reproducible "
                        "runs, slower on some devices)")
 
-    evaluate = add_command("eval", help="evaluate one task")
+    evaluate = add_command(
+        "eval", help="evaluate one task, or infer the task (--task auto)")
     evaluate.add_argument("model")
-    evaluate.add_argument("--task", required=True)
-    _add_data_args(evaluate, "test")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--task", required=True, help="a task's name, or auto: every "
+        "finished task's test data mixed, the task inferred per example or "
+        "batch (a confusion table, end-to-end accuracy and accuracy with "
+        "the task given)")
+    _add_data_args(evaluate, "test", per_task=True)
+    evaluate.add_argument("--batch-size", type=int, default=64,
+                          help="examples per batch; --per batch: the "
+                          "same-task examples that choose one task "
+                          "together (default: %(default)s)")
     evaluate.add_argument("--probabilities", action="store_true",
                           help="the task's head outputs probabilities, "
                           "not logits")
+    evaluate.add_argument("--config", help="--task auto: read every task's "
+                          "data from this run config (its --split)")
+    evaluate.add_argument("--per", choices=("example", "batch"),
+                          default="example", help="--task auto: choose the "
+                          "task per example or per batch (default: "
+                          "%(default)s)")
+    evaluate.add_argument("--score", choices=("entropy", "confidence"),
+                          default="entropy", help="--task auto: normalized "
+                          "entropy or max probability (default: "
+                          "%(default)s)")
+    evaluate.add_argument("--reject-threshold", type=float, metavar="S",
+                          help="--task auto: answer no task below this "
+                          "score in [0, 1]")
+    evaluate.add_argument("--json", action="store_true",
+                          help="--task auto: print the report as JSON")
 
     info = add_command("info", help="tasks, states and capacity")
     info.add_argument("model")
