@@ -25,6 +25,7 @@ copied.
 
 import dataclasses
 import numbers
+import weakref
 
 import keras
 import numpy as np
@@ -172,6 +173,19 @@ class _AllTasks:
         return [o.numpy() for o in self._function(x)]
 
 
+#: Per model, its traced functions by candidate tasks: a call per batch
+#: (a server, an evaluation loop) traces once, not every call.
+_TRACED = weakref.WeakKeyDictionary()
+
+
+def _all_tasks(model, candidates):
+    key = tuple((t.name, t.task_id) for t in candidates)
+    traced = _TRACED.setdefault(model, {})
+    if key not in traced:
+        traced[key] = _AllTasks(model, candidates)
+    return traced[key]
+
+
 def _probabilities(outputs, task):
     """A head's outputs as class probabilities (softmax of logits)."""
     contract = task.input_contract
@@ -304,7 +318,7 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
             batch_size, numbers.Integral) or batch_size < 1):
         _fail("batch_size", "an int >= 1", batch_size)
     candidates = _candidates(model, tasks)
-    run = _AllTasks(model, candidates)
+    run = _all_tasks(model, candidates)
     parts = [run(batch) for batch in _batches(x, int(batch_size))]
     if not parts:
         _fail("x", "a non-empty dataset", x)

@@ -265,3 +265,19 @@ def test_choose_tasks_bad_arguments(kwargs, argument):
         choose_tasks(np.ones((3, 2)), **kwargs)
     with pytest.raises(ValueError, match="`task_scores`"):
         choose_tasks(np.ones(3))
+
+
+def test_repeated_calls_trace_once():
+    model = _separable_model()
+    x = _inputs("a", 8)
+    first = pn.infer_task(model, x)
+    from packnet_tf import task_inference
+
+    (traced,) = task_inference._TRACED[model].values()
+    before = traced._function.experimental_get_tracing_count()
+    for _ in range(3):
+        again = pn.infer_task(model, x)
+    assert traced._function.experimental_get_tracing_count() == before
+    np.testing.assert_array_equal(first.task_scores, again.task_scores)
+    pn.infer_task(model, x, tasks=["b"])  # other candidates: their own
+    assert len(task_inference._TRACED[model]) == 2
