@@ -27,7 +27,8 @@ class probabilities for every example; then, for each scoring rule
   threshold is chosen from them);
 - time per example, interleaved rounds on one block of mixed test
   examples at batch 256: `infer_task` (every task), one task's `predict`,
-  and T `predict`s, one per task.
+  and T `predict`s, one per task; and in the multi-task SavedModel a
+  server loads, `any_task` against one task's signature.
 
 One file per (workload, seed) in `results/task_inference/`, written when
 it finishes (a rerun skips it; `--force` redoes it); `--aggregate` writes
@@ -39,6 +40,7 @@ import argparse
 import io
 import pathlib
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -184,7 +186,10 @@ def time_inference(model, workload):
     Interleaved rounds on one block of mixed test examples (the same
     block for all three), after a warm-up call of each; ratios per round.
     """
+    import tensorflow as tf
+
     import packnet_tf as pn
+    from packnet_tf import export
 
     names = [t["name"] for t in workload.tasks]
     per_task = TIMING_EXAMPLES // len(names)
@@ -203,16 +208,33 @@ def time_inference(model, workload):
     def inferred():
         pn.infer_task(model, block, batch_size=batch)
 
-    runs = {"infer_task": inferred, "one_predict": one,
-            "t_predicts": separate}
-    for run in runs.values():
-        run()
-    seconds = {name: [] for name in runs}
-    for _ in range(TIMING_ROUNDS):
-        for name, run in runs.items():
-            start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        # The multi-task SavedModel a server loads: any_task against one
+        # task's signature, in the same rounds.
+        served = tf.saved_model.load(export.saved_model(model, folder,
+                                                        layout="multi"))
+        signatures = {"any_task": served.signatures["any_task"],
+                      "task": served.signatures[f"task_{names[0]}"]}
+
+        def signature(key):
+            def run():
+                for start in range(0, len(block), batch):
+                    signatures[key](inputs=tf.constant(
+                        block[start:start + batch]))
+            return run
+
+        runs = {"infer_task": inferred, "one_predict": one,
+                "t_predicts": separate,
+                "saved_model_any_task": signature("any_task"),
+                "saved_model_one_task": signature("task")}
+        for run in runs.values():
             run()
-            seconds[name].append(time.perf_counter() - start)
+        seconds = {name: [] for name in runs}
+        for _ in range(TIMING_ROUNDS):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - start)
     per_example = {name: common.summary(np.array(s) / len(block) * 1e6)
                    for name, s in seconds.items()}
     ratio = lambda a, b: common.summary(
@@ -222,6 +244,8 @@ def time_inference(model, workload):
             "infer_task_over_one_predict": ratio("infer_task",
                                                  "one_predict"),
             "infer_task_over_t_predicts": ratio("infer_task", "t_predicts"),
+            "any_task_over_one_task_signature": ratio(
+                "saved_model_any_task", "saved_model_one_task"),
             "tasks": len(names)}
 
 
@@ -309,7 +333,8 @@ def aggregate(quick=False):
                     for i, point in enumerate(
                         runs[0]["rejection"][rule]["curve"])}}
         for key in ("infer_task_over_one_predict",
-                    "infer_task_over_t_predicts"):
+                    "infer_task_over_t_predicts",
+                    "any_task_over_one_task_signature"):
             entry["timing"][key] = mean_sd([r["timing"][key]["median"]
                                             for r in runs])
         entry["timing"]["microseconds_per_example"] = {
@@ -350,7 +375,11 @@ def print_table(out):
               f"{len(entry['tasks'])} predicts {us['t_predicts']['mean']:.0f}"
               f" us; infer_task / one predict "
               f"{timing['infer_task_over_one_predict']['mean']:.2f}x, / T "
-              f"predicts {timing['infer_task_over_t_predicts']['mean']:.2f}x")
+              f"predicts {timing['infer_task_over_t_predicts']['mean']:.2f}x"
+              f"; SavedModel any_task {us['saved_model_any_task']['mean']:.0f}"
+              f" us, a task's signature "
+              f"{us['saved_model_one_task']['mean']:.0f} us: "
+              f"{timing['any_task_over_one_task_signature']['mean']:.2f}x")
 
 
 def main(argv=None):
