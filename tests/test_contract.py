@@ -155,3 +155,22 @@ def test_an_old_file_loads_and_exports_as_before(model, tmp_path):
     path = export.tflite(old, tmp_path / "a.tflite", task="a")
     assert (tmp_path / "a.labels.txt").read_text() == "0\n1\n"
     assert path.endswith("a.tflite")
+
+
+@pytest.mark.parametrize("mode", ["unit", "none", "mobilenet_v2", "vgg16",
+                                  "resnet50"])
+def test_training_prepares_pixels_with_the_contracts_function(mode):
+    """One preprocessing: what the data pipeline trains on is what every
+    export computes from the same pixels (both call the contract's)."""
+    from packnet_tf.contract import preprocess_function
+    from packnet_tf.data import batches
+    from packnet_tf.data import ArraySource
+
+    pixels = np.random.default_rng(0).integers(
+        0, 256, (4, 6, 6, 3)).astype("uint8")
+    source = ArraySource({"train": (pixels, np.arange(4) % 2)},
+                         test_split=None)
+    x, _ = next(iter(batches(source, "train", (6, 6, 3), batch_size=4,
+                             shuffle=False, preprocess=mode)))
+    exported = preprocess_function(mode)(tf.constant(pixels, tf.float32))
+    np.testing.assert_array_equal(x.numpy(), exported.numpy())

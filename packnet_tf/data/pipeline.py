@@ -9,12 +9,11 @@ off unless asked for: see `batches`).
 """
 
 import dataclasses
-import importlib
 
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf import augmentation
+from packnet_tf import augmentation, contract
 from packnet_tf.data.source import DataError
 
 #: Batches prefetched when tf.data autotuning is off (`batches`).
@@ -127,7 +126,11 @@ def fit_plan(source, input_shape, resize=True):
 
 
 def preprocess_function(mode, dtype):
-    """The per-image preprocessing for `mode`.
+    """The per-image preprocessing for `mode`: the input contract's own.
+
+    Training, evaluation and every export prepare pixels with
+    `packnet_tf.contract.preprocess_function`; this resolves `"auto"` by the
+    source's dtype first, so no second implementation can drift from it.
 
     Args:
         mode: `"auto"` (uint8 -> [0, 1] floats, floats unchanged),
@@ -142,21 +145,16 @@ def preprocess_function(mode, dtype):
     Raises:
         DataError: (key "preprocess") for an unknown mode.
     """
-    if mode == "none" or (mode == "auto" and dtype != tf.uint8 and
-                          not dtype.is_integer):
-        return lambda x: x
-    if mode in ("auto", "unit"):
-        return lambda x: x / 255.0
+    if mode == "auto":
+        mode = "unit" if dtype == tf.uint8 or dtype.is_integer else "none"
     try:
-        module = importlib.import_module(f"keras.applications.{mode}")
-        function = module.preprocess_input
-    except (ImportError, AttributeError, ValueError):
+        return contract.preprocess_function(mode)
+    except ValueError:
         raise DataError(
             f"Unknown preprocess {mode!r}. Expected one of "
             f"{list(PREPROCESS_MODES)} or a keras.applications module name "
             "such as 'vgg16', 'resnet50', 'mobilenet_v2'.",
             key="preprocess") from None
-    return lambda x: function(x)
 
 
 def _held_out(source, split, every, held_out, shuffle, seed):
