@@ -20,6 +20,10 @@ class probabilities for every example; then, for each scoring rule
   task), per task and the mean over tasks;
 - end-to-end accuracy (task and class right) against the oracle (the true
   task given);
+- a screen of per-task calibration (not the library's rule): each task's
+  score as its percentile among that task's own scores on 2,048 of its
+  training examples, so a head confident on everything cannot outbid the
+  others;
 - rejection of a data set no task learned (Flowers-102's test split,
   resized to the trunk's input): AUROC of the chosen task's score, and the
   share of Flowers images flagged where the threshold answers 99%, 95% and
@@ -57,6 +61,7 @@ ANSWERED = (0.99, 0.95, 0.90)
 HELD_OUT = {"folder": "../../shared/data/flowers102_jpg.zip",
             "train_split": "test", "test_split": None}
 TIMING_EXAMPLES = 2048
+CALIBRATION_EXAMPLES = 2048
 TIMING_ROUNDS = 7
 MODELS = continual.ROOT / "runs" / "task_inference"
 FOLDER = "task_inference"
@@ -115,7 +120,38 @@ def auroc(inside, outside):
     return float(roc_auc_score(labels, np.r_[inside, outside]))
 
 
-def inference_table(model, workload, seed):
+def calibration(model, workload, seed):
+    """Per rule and task, the task's own scores on its training examples.
+
+    A screen, not the library's rule: a score becomes its percentile among
+    the task's scores on CALIBRATION_EXAMPLES of its own training split
+    (never the test split), so tasks whose heads are confident on
+    everything stop outbidding the others.
+    """
+    import packnet_tf as pn
+    from packnet_tf.task_inference import task_scores
+
+    reference = {rule: [] for rule in RULES}
+    for task in workload.tasks:
+        data = workload.batches(task, task["source"].train_split, seed=seed,
+                                shuffle=True, batch_size=256)
+        x = np.concatenate([x.numpy() for x, _ in data.take(
+            CALIBRATION_EXAMPLES // 256)])
+        result = pn.infer_task(model, x, tasks=[task["name"]])
+        for rule in RULES:
+            reference[rule].append(np.sort(task_scores(
+                result.probabilities[task["name"]], rule).numpy()))
+    return reference
+
+
+def percentiles(scores, reference):
+    """Each column's scores as percentiles of that task's own scores."""
+    return np.stack([
+        np.searchsorted(ref, scores[:, t], side="right") / len(ref)
+        for t, ref in enumerate(reference)], axis=1)
+
+
+def inference_table(model, workload, seed, reference=None):
     """Task-inference and end-to-end accuracy per rule and group size.
 
     Returns:
@@ -177,6 +213,18 @@ def inference_table(model, workload, seed):
                 true, np.array(names, dtype=object)[chosen], y, predicted,
                 oracle, tasks=names)
             table[f"{rule}/{size}"] = metrics.as_dict()
+        if reference is not None:
+            calibrated = percentiles(scores, reference[rule])
+            for size in GROUPS:
+                chosen = np.concatenate([
+                    choose_tasks(calibrated[true == name], per="batch",
+                                 group_size=size)[0] for name in names])
+                predicted = np.array([np.argmax(probabilities[c][i])
+                                      for i, c in enumerate(chosen)])
+                table[f"{rule}, calibrated (screen)/{size}"] = (
+                    task_inference_metrics(
+                        true, np.array(names, dtype=object)[chosen], y,
+                        predicted, oracle, tasks=names).as_dict())
     return table, scores_by_rule, true
 
 
@@ -255,7 +303,8 @@ def main_seed(workload, seed):
 
     model = trained_model(workload, seed)
     start = time.perf_counter()
-    table, scores, true = inference_table(model, workload, seed)
+    table, scores, true = inference_table(
+        model, workload, seed, calibration(model, workload, seed))
     names = [t["name"] for t in workload.tasks]
     flowers = held_out_images(workload, 512 if workload.quick else None)
     outside = pn.infer_task(model, flowers, batch_size=256)
@@ -357,7 +406,7 @@ def print_table(out):
               "task given (oracle) |")
         print("|---|---|---|---|---|")
         for key, value in entry["inference"].items():
-            rule, size = key.split("/")
+            rule, size = key.rsplit("/", 1)
             per = "example" if size == "1" else f"batch of {size}"
             print(f"| {rule} | {per} | {pct(value['task_accuracy'])} | "
                   f"{pct(value['end_to_end'])} | {pct(value['oracle'])} |")
