@@ -175,3 +175,41 @@ def test_one_task_takes_one_data_flag(saved, monkeypatch):
     code, _, err = run_cli("eval", "model.keras", "--task", "a", "--data",
                            "a.npz", "--data", "b.npz")
     assert code == 2 and "give its data once with --data SPEC" in err
+
+
+def test_one_folder_of_every_tasks_images(tmp_path):
+    """`--data ROOT`: an image folder per task, found by the task's name."""
+    import tensorflow as tf
+
+    root = tmp_path / "mixed"
+    for task, classes in TASKS:
+        for label in range(classes):
+            folder = root / task / "test" / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                pixels = np.full((8, 8, 1), 40 * label + 7 * i + (
+                    task == "b") * 100, np.uint8)
+                (folder / f"{i}.png").write_bytes(
+                    tf.io.encode_png(pixels).numpy())
+    keras.utils.set_random_seed(0)
+    model = networks.build_network(NETWORK, max_tasks=3)
+    for name, classes in TASKS:
+        model.add_task(name, num_classes=classes, input_contract={
+            "pixels": True, "preprocess": "unit",
+            "class_names": [f"c{k}" for k in range(classes)]})
+        model.prune(0.5)
+        model.end_task()
+    path = checkpoint.save_model(model, tmp_path / "model.keras")
+    code, out, err = run_cli("eval", path, "--task", "auto", "--json",
+                             "--data", root)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["counts"] == [4, 6]
+    code, out, err = run_cli("eval", path, "--task", "auto", "--json",
+                             "--data", f"a={root / 'a'}",
+                             "--data", f"b={root / 'b'}")
+    assert code == 0, err
+    assert json.loads(out)["confusion"] == report["confusion"]
+    code, _, err = run_cli("eval", path, "--task", "auto", "--data",
+                           tmp_path)
+    assert code == 2 and "one image folder per task" in err

@@ -2,8 +2,9 @@
 
 Every finished task's test data is read as that task's input contract
 says (its own preprocessing and classes), given per task (`--data
-TASK=SPEC`, repeated) or taken from the run config that trained the model
-(`--config`). Each task's examples go through `infer_task`'s traced
+TASK=SPEC`, repeated), as one folder with an image folder per task
+(`--data ROOT`: `ROOT/<task>/<split>/<class>/*`), or taken from the run
+config that trained the model (`--config`). Each task's examples go through `infer_task`'s traced
 function once; the choice per example, or per batch of `--batch-size`
 same-task examples (`--per batch`), is `choose_tasks` on those scores. The
 report: a confusion table of true task against chosen task, task-inference
@@ -12,6 +13,7 @@ accuracy with the true task given.
 """
 
 import json
+import pathlib
 
 import numpy as np
 
@@ -31,8 +33,21 @@ def _specs_from_data(args, model):
     from packnet_tf.data import normalize_spec
 
     names = [t.name for t in _finished(model)]
+    values = list(args.data)
+    if len(values) == 1 and "=" not in values[0] and (
+            pathlib.Path(values[0]).is_dir()):
+        # One folder of every task's images: <root>/<task>/<split>/<class>/*.
+        root = pathlib.Path(values[0])
+        found = [n for n in names if (root / n).is_dir()]
+        if not found:
+            raise UsageError(
+                f"--data {values[0]}: a folder for --task auto holds one "
+                f"image folder per task, named after it ({names}: "
+                "<root>/<task>/<split>/<class>/*); none is there. Or give "
+                "each task's data as --data TASK=SPEC.")
+        values = [f"{n}={root / n}" for n in found]
     specs = {}
-    for value in args.data:
+    for value in values:
         task, sep, spec = value.partition("=")
         if not sep or task not in names:
             raise UsageError(

@@ -44,7 +44,8 @@ def _add_data_args(parser, split_default, per_task=False):
         parser.add_argument(
             "--data", action="append", help="tfds:NAME, an image folder or "
             ".zip (<root>/<split>/<label>/*), or a .npz file; with --task "
-            "auto, TASK=SPEC once per task (or --config)")
+            "auto, TASK=SPEC once per task, or one folder holding an image "
+            "folder per task (<root>/<task>/<split>/<label>/*), or --config")
     else:
         parser.add_argument("--data", help="tfds:NAME, an image folder or "
                             ".zip (<root>/<split>/<label>/*), or a .npz file")
