@@ -16,7 +16,7 @@ import contextlib
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
+from keras import activations, constraints, initializers, ops, regularizers
 
 from packnet_tf import distribute, ownership
 
@@ -49,6 +49,26 @@ def validate_max_tasks(max_tasks, allow_none=True):
     return int(max_tasks)
 
 
+#: How a weight's `<prefix>_<kind>` argument is read and written.
+_WEIGHT_ARGUMENTS = {
+    "initializer": (initializers.get, initializers.serialize),
+    "regularizer": (regularizers.get, regularizers.serialize),
+    "constraint": (constraints.get, constraints.serialize),
+}
+
+
+def positive_int(value, name):
+    """Returns `value` if it is a positive int (not a bool).
+
+    Raises:
+        ValueError: naming `name`, otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive int. "
+                         f"Received: {name}={value!r}")
+    return value
+
+
 class PackedLayer(keras.layers.Layer):
     """Base class of layers whose state is split between tasks.
 
@@ -72,6 +92,60 @@ class PackedLayer(keras.layers.Layer):
     def num_task_slots(self):
         """Slots on the first axis of every per-task variable."""
         return self.max_tasks or 1
+
+    # -- the Keras arguments every weighted packed layer takes ------------
+
+    def _set_arguments(self, activation, use_bias, **weights):
+        """Reads `activation`, `use_bias` and each weight's arguments.
+
+        Args:
+            activation: a Keras activation (name, callable or None).
+            use_bias: whether the layer has a per-task bias.
+            **weights: `<prefix>_initializer`, `<prefix>_regularizer` and
+                `<prefix>_constraint` arguments, read by Keras' getters
+                and stored under their names.
+        """
+        self.activation = activations.get(activation)
+        self.use_bias = use_bias
+        self._weight_arguments = tuple(weights)
+        for key, value in weights.items():
+            read, _ = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
+            setattr(self, key, read(value))
+
+    def _arguments_config(self):
+        """What `_set_arguments` read, serialized, with the activity
+        regularizer."""
+        config = {
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "activity_regularizer": regularizers.serialize(
+                self.activity_regularizer),
+        }
+        for key in self._weight_arguments:
+            _, write = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
+            config[key] = write(getattr(self, key))
+        return config
+
+    def _add_kernel(self, name, shape):
+        """A packed kernel from its arguments: `kernel` reads
+        `kernel_initializer`, ...; `depthwise_kernel` `depthwise_*`."""
+        prefix = "kernel" if name == "kernel" else name[:-len("_kernel")]
+        return self._add_packed_kernel(
+            name, shape, getattr(self, f"{prefix}_initializer"),
+            getattr(self, f"{prefix}_regularizer"),
+            getattr(self, f"{prefix}_constraint"))
+
+    def _add_bias(self, size):
+        """The per-task bias of `size` units, when `use_bias`."""
+        if self.use_bias:
+            self._add_per_task("bias", (size,), self.bias_initializer,
+                               self.bias_regularizer, self.bias_constraint)
+
+    def _bias_and_activation(self, x, add_bias=ops.add):
+        """`activation(x + the active task's bias)`."""
+        if self.use_bias:
+            x = add_bias(x, self.task_row("bias"))
+        return self.activation(x) if self.activation is not None else x
 
     # -- building ---------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """`PackedConv1D` and `PackedConv2D`: Keras convolutions packed for tasks."""
 
 import keras
-from keras import activations, constraints, initializers, ops, regularizers
+from keras import ops
 
-from packnet_tf.layers.base import PackedLayer
+from packnet_tf.layers.base import PackedLayer, positive_int
 
 
 def normalize_tuple(value, rank, name):
@@ -66,6 +66,33 @@ def add_channel_bias(x, bias, data_format):
     return ops.add(x, ops.reshape(bias, shape))
 
 
+def set_window(layer, rank, kernel_size, strides, padding, data_format,
+               dilation_rate, paddings=("valid", "same")):
+    """Checks and sets a convolution's window arguments on `layer`.
+
+    Raises:
+        ValueError: naming the argument outside its domain.
+    """
+    layer.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
+    layer.strides = normalize_tuple(strides, rank, "strides")
+    layer.dilation_rate = normalize_tuple(dilation_rate, rank,
+                                          "dilation_rate")
+    layer.padding = normalize_padding(padding, paddings)
+    layer.data_format = normalize_data_format(data_format)
+
+
+def window_config(layer):
+    """`set_window`'s arguments, as a layer config holds them."""
+    return {"kernel_size": layer.kernel_size, "strides": layer.strides,
+            "padding": layer.padding, "data_format": layer.data_format,
+            "dilation_rate": layer.dilation_rate}
+
+
+def channel_bias_adder(data_format):
+    """`add_bias(x, bias)` on the channel axis of `data_format`."""
+    return lambda x, bias: add_channel_bias(x, bias, data_format)
+
+
 class PackedConv(PackedLayer):
     """N-D convolution packed for tasks; base of `PackedConv1D/2D`.
 
@@ -101,39 +128,23 @@ class PackedConv(PackedLayer):
             **kwargs,
         )
         self.rank = rank
-        if (
-            isinstance(filters, bool)
-            or not isinstance(filters, int)
-            or filters < 1
-        ):
-            raise ValueError(
-                "Expected `filters` to be a positive int. "
-                f"Received: filters={filters!r}"
-            )
-        self.filters = filters
+        self.filters = positive_int(filters, "filters")
         self.groups = groups
         if filters % groups:
             raise ValueError(
                 "Expected `filters` to be divisible by `groups`. "
                 f"Received: filters={filters}, groups={groups}"
             )
-        self.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
-        self.strides = normalize_tuple(strides, rank, "strides")
-        self.dilation_rate = normalize_tuple(
-            dilation_rate, rank, "dilation_rate"
-        )
-        allowed = ("valid", "same", "causal") if rank == 1 else (
-            "valid", "same")
-        self.padding = normalize_padding(padding, allowed)
-        self.data_format = normalize_data_format(data_format)
-        self.activation = activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        set_window(self, rank, kernel_size, strides, padding, data_format,
+                   dilation_rate, ("valid", "same", "causal") if rank == 1
+                   else ("valid", "same"))
+        self._set_arguments(
+            activation, use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint)
         self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
 
     def build(self, input_shape):
@@ -144,21 +155,10 @@ class PackedConv(PackedLayer):
                 f"channels divisible by groups={self.groups}. "
                 f"Received: input_shape={input_shape}"
             )
-        self._add_packed_kernel(
+        self._add_kernel(
             "kernel",
-            self.kernel_size + (in_channels // self.groups, self.filters),
-            self.kernel_initializer,
-            self.kernel_regularizer,
-            self.kernel_constraint,
-        )
-        if self.use_bias:
-            self._add_per_task(
-                "bias",
-                (self.filters,),
-                self.bias_initializer,
-                self.bias_regularizer,
-                self.bias_constraint,
-            )
+            self.kernel_size + (in_channels // self.groups, self.filters))
+        self._add_bias(self.filters)
         self._add_active_task()
         self.input_spec = keras.layers.InputSpec(
             min_ndim=self.rank + 2,
@@ -182,44 +182,13 @@ class PackedConv(PackedLayer):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        if self.use_bias:
-            x = add_channel_bias(x, self.task_row("bias"), self.data_format)
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_and_activation(
+            x, channel_bias_adder(self.data_format))
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
-                "groups": self.groups,
-                "activation": activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "activity_regularizer": regularizers.serialize(
-                    self.activity_regularizer
-                ),
-                "kernel_constraint": constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": constraints.serialize(self.bias_constraint),
-            }
-        )
+        config.update(filters=self.filters, groups=self.groups,
+                      **window_config(self), **self._arguments_config())
         return config
 
 

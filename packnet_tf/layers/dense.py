@@ -1,9 +1,9 @@
 """`PackedDense`: a `keras.layers.Dense` whose kernel is shared by tasks."""
 
 import keras
-from keras import activations, constraints, initializers, ops, regularizers
+from keras import ops
 
-from packnet_tf.layers.base import PackedLayer
+from packnet_tf.layers.base import PackedLayer, positive_int
 
 
 @keras.saving.register_keras_serializable(package="packnet_tf")
@@ -57,80 +57,34 @@ class PackedDense(PackedLayer):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(
-                "Expected `units` to be a positive int. "
-                f"Received: units={units!r}"
-            )
-        self.units = units
-        self.activation = activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        self.units = positive_int(units, "units")
+        self._set_arguments(
+            activation, use_bias, kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
-        self._add_packed_kernel(
-            "kernel",
-            (input_dim, self.units),
-            self.kernel_initializer,
-            self.kernel_regularizer,
-            self.kernel_constraint,
-        )
-        if self.use_bias:
-            self._add_per_task(
-                "bias",
-                (self.units,),
-                self.bias_initializer,
-                self.bias_regularizer,
-                self.bias_constraint,
-            )
+        self._add_kernel("kernel", (input_dim, self.units))
+        self._add_bias(self.units)
         self._add_active_task()
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: input_dim}
         )
 
     def call(self, inputs):
-        x = ops.matmul(inputs, self.visible("kernel"))
-        if self.use_bias:
-            x = ops.add(x, self.task_row("bias"))
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_and_activation(
+            ops.matmul(inputs, self.visible("kernel")))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "units": self.units,
-                "activation": activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "activity_regularizer": regularizers.serialize(
-                    self.activity_regularizer
-                ),
-                "kernel_constraint": constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": constraints.serialize(self.bias_constraint),
-            }
-        )
+        config.update(units=self.units, **self._arguments_config())
         return config

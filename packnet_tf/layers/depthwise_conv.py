@@ -1,15 +1,14 @@
 """`PackedDepthwiseConv2D`: `keras.layers.DepthwiseConv2D` packed for tasks."""
 
 import keras
-from keras import activations, constraints, initializers, ops, regularizers
+from keras import ops
 
-from packnet_tf.layers.base import PackedLayer
+from packnet_tf.layers.base import PackedLayer, positive_int
 from packnet_tf.layers.conv import (
-    add_channel_bias,
     channel_axis,
-    normalize_data_format,
-    normalize_padding,
-    normalize_tuple,
+    channel_bias_adder,
+    set_window,
+    window_config,
 )
 
 
@@ -64,48 +63,26 @@ class PackedDepthwiseConv2D(PackedLayer):
             activity_regularizer=activity_regularizer,
             **kwargs,
         )
-        self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
-        self.strides = normalize_tuple(strides, 2, "strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
-        self.padding = normalize_padding(padding, ("valid", "same"))
-        if (
-            isinstance(depth_multiplier, bool)
-            or not isinstance(depth_multiplier, int)
-            or depth_multiplier < 1
-        ):
-            raise ValueError(
-                "Expected `depth_multiplier` to be a positive int. "
-                f"Received: depth_multiplier={depth_multiplier!r}"
-            )
-        self.depth_multiplier = depth_multiplier
-        self.data_format = normalize_data_format(data_format)
-        self.activation = activations.get(activation)
-        self.use_bias = use_bias
-        self.depthwise_initializer = initializers.get(depthwise_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.depthwise_regularizer = regularizers.get(depthwise_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.depthwise_constraint = constraints.get(depthwise_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
+        set_window(self, 2, kernel_size, strides, padding, data_format,
+                   dilation_rate)
+        self.depth_multiplier = positive_int(depth_multiplier,
+                                             "depth_multiplier")
+        self._set_arguments(
+            activation, use_bias,
+            depthwise_initializer=depthwise_initializer,
+            bias_initializer=bias_initializer,
+            depthwise_regularizer=depthwise_regularizer,
+            bias_regularizer=bias_regularizer,
+            depthwise_constraint=depthwise_constraint,
+            bias_constraint=bias_constraint)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
         in_channels = input_shape[channel_axis(self.data_format)]
-        self._add_packed_kernel(
+        self._add_kernel(
             "depthwise_kernel",
-            self.kernel_size + (in_channels, self.depth_multiplier),
-            self.depthwise_initializer,
-            self.depthwise_regularizer,
-            self.depthwise_constraint,
-        )
-        if self.use_bias:
-            self._add_per_task(
-                "bias",
-                (in_channels * self.depth_multiplier,),
-                self.bias_initializer,
-                self.bias_regularizer,
-                self.bias_constraint,
-            )
+            self.kernel_size + (in_channels, self.depth_multiplier))
+        self._add_bias(in_channels * self.depth_multiplier)
         self._add_active_task()
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={channel_axis(self.data_format): in_channels}
@@ -120,41 +97,11 @@ class PackedDepthwiseConv2D(PackedLayer):
             data_format=self.data_format,
             dilation_rate=self.dilation_rate,
         )
-        if self.use_bias:
-            x = add_channel_bias(x, self.task_row("bias"), self.data_format)
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_and_activation(
+            x, channel_bias_adder(self.data_format))
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "depth_multiplier": self.depth_multiplier,
-                "data_format": self.data_format,
-                "dilation_rate": self.dilation_rate,
-                "activation": activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "depthwise_initializer": initializers.serialize(
-                    self.depthwise_initializer
-                ),
-                "bias_initializer": initializers.serialize(
-                    self.bias_initializer
-                ),
-                "depthwise_regularizer": regularizers.serialize(
-                    self.depthwise_regularizer
-                ),
-                "bias_regularizer": regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "activity_regularizer": regularizers.serialize(
-                    self.activity_regularizer
-                ),
-                "depthwise_constraint": constraints.serialize(
-                    self.depthwise_constraint
-                ),
-                "bias_constraint": constraints.serialize(self.bias_constraint),
-            }
-        )
+        config.update(depth_multiplier=self.depth_multiplier,
+                      **window_config(self), **self._arguments_config())
         return config
