@@ -376,6 +376,46 @@ class PackNetModel(
         task.input_contract = input_contract
         return dataclasses.replace(task)
 
+    def set_score_reference(self, name, reference):
+        """Records task `name`'s own task-inference score quantiles.
+
+        What `packnet_tf.task_inference.calibrate` measures: for each
+        scoring rule, the task's scores on its own training examples at
+        101 evenly spaced quantiles. It describes outputs the frozen
+        weights give, so it may be set on a finished task.
+
+        Args:
+            name: a known task with a head.
+            reference: `{rule: 101 non-decreasing floats in [0, 1]}`, or
+                None to drop it.
+
+        Returns:
+            The task's `TaskInfo`.
+
+        Raises:
+            ValueError: for an unknown or headless task, or a reference of
+                another form.
+        """
+        task = self._tasks[self._find(name)]
+        if task.headless:
+            raise ValueError(f"Task {name!r} has no head: it answers no "
+                             "input and has no score to calibrate.")
+        if reference is not None:
+            reference = {str(k): [float(v) for v in values]
+                         for k, values in dict(reference).items()}
+            for rule, values in reference.items():
+                array = np.asarray(values)
+                if (array.shape != (101,) or np.any(np.diff(array) < 0)
+                        or array.min() < 0 or array.max() > 1):
+                    raise ValueError(
+                        f"Expected the score reference of rule {rule!r} "
+                        "to be 101 non-decreasing quantiles in [0, 1]. "
+                        f"Received {len(values)} values from "
+                        f"{array.min() if array.size else None} to "
+                        f"{array.max() if array.size else None}.")
+        task.score_reference = reference
+        return dataclasses.replace(task)
+
     def use_task(self, name):
         """Makes task `name` the one `predict`, `evaluate` and `call` use.
 

@@ -31,7 +31,7 @@ import weakref
 
 import keras
 
-from packnet_tf import auto_prune
+from packnet_tf import auto_prune, task_inference
 from packnet_tf._keras_compat import compile_state
 from packnet_tf import gradual as gradual_pruning
 from packnet_tf.planning import (check_fraction, check_keep_patterns,
@@ -438,12 +438,15 @@ def finetune(model, recipe, fit, compile=None):
 def end(model, recipe=None, data=None):
     """The end phase: recalibrates batch norm, then freezes the active task.
 
+    With `data`, the frozen task's own score quantiles are recorded too
+    (`task_inference.calibrate`, for `infer_task(calibrated=True)`).
+
     Args:
         model: a `PackNetModel`.
         recipe: the task's `Recipe` (None: the defaults).
         data: the task's training data, or a function that returns it, for
-            `recalibrate`; None: statistics must already be fresh (see
-            `PackNetModel.end_task`).
+            `recalibrate` and calibration; None: statistics must already be
+            fresh (see `PackNetModel.end_task`), and no score quantiles.
 
     Returns:
         The task's `TaskInfo`.
@@ -451,4 +454,9 @@ def end(model, recipe=None, data=None):
     recipe = recipe or Recipe()
     if data is not None:
         recalibrate(model, recipe, data)
-    return model.end_task(recalibrate=recipe.recalibrate)
+    info = model.end_task(recalibrate=recipe.recalibrate)
+    if data is not None and not info.headless:
+        # What infer_task(calibrated=True) reads: the task's own scores.
+        info = task_inference.calibrate(
+            model, info.name, data() if callable(data) else data)
+    return info

@@ -58,6 +58,10 @@ class TaskInfo:
             weights, kept for later tasks to read): its outputs are the
             trunk's features; it is pruned and frozen, never trained,
             evaluated or exported (`PackNetModel.add_task(headless=True)`).
+        score_reference: `{rule: 101 quantiles}` of the task's own
+            task-inference scores on its training examples, recorded when
+            it ended (`packnet_tf.task_inference.calibrate`), for
+            `infer_task(calibrated=True)`; None where never recorded.
     """
 
     name: str
@@ -68,6 +72,7 @@ class TaskInfo:
     input_contract: object = None
     statistics_stale: bool = False
     headless: bool = False
+    score_reference: dict = None
 
     def __post_init__(self):
         # Read back from a config as a dict.

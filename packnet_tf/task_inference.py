@@ -42,6 +42,12 @@ PER = ("example", "batch")
 #: Examples per traced call, unless told.
 DEFAULT_BATCH_SIZE = 256
 
+#: Quantiles of a task's own scores kept for calibration (0%, 1%, ..., 100%).
+QUANTILES = np.linspace(0.0, 1.0, 101)
+
+#: The most training examples `calibrate` reads.
+CALIBRATION_EXAMPLES = 2048
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskInference:
@@ -173,6 +179,96 @@ class _AllTasks:
         return [o.numpy() for o in self._function(x)]
 
 
+def _first_examples(x, count):
+    """Up to `count` inputs of `x`: an array, or any iterable of `x` or
+    `(x, y, ...)` batches (a `tf.data.Dataset`, a `keras.utils.PyDataset`,
+    a generator; it may repeat forever), or an `(x, y)` tuple of arrays
+    as `train_task` takes."""
+    if isinstance(x, tuple) and x and hasattr(x[0], "shape"):
+        x = x[0]
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return next(_batches(x, count))
+    parts, total = [], 0
+    for batch in x:
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        if isinstance(batch, dict):
+            _fail("x", "batches of `x` or `(x, y)`", type(batch).__name__)
+        parts.append(np.asarray(batch))
+        total += len(parts[-1])
+        if total >= count:
+            break
+    if not parts:
+        _fail("x", "a non-empty array or dataset", x)
+    return np.concatenate(parts)[:count]
+
+
+def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
+    """Records how confident task `task` is on its own inputs.
+
+    A head trained on one data set can be confident on every input (an
+    MNIST head on photos): comparing raw scores across tasks then favours
+    it. Calibration keeps, per rule, 101 quantiles of the task's scores on
+    its own (training) examples; `infer_task(calibrated=True)` reads a
+    score as its percentile among them. `train_task` and `packnet-tf
+    train` calibrate every task when it ends.
+
+    Args:
+        model: a `PackNetModel`.
+        task: the name of a task with a head.
+        x: the task's inputs, trunk-ready (an array, or a dataset of `x` or
+            `(x, y)` batches); its first `examples` are read. Use training
+            data: never the data you will measure on.
+        examples: how many inputs to read at most.
+
+    Returns:
+        The task's `TaskInfo`, with `score_reference` set.
+
+    Raises:
+        ValueError: for an unknown or headless task, or no inputs.
+    """
+    if isinstance(examples, bool) or not isinstance(
+            examples, numbers.Integral) or examples < 2:
+        _fail("examples", "an int >= 2", examples)
+    info = next((t for t in model.tasks if t.name == task), None)
+    if info is None or info.headless:
+        raise ValueError(
+            f"Expected `task` to name a task with a head "
+            f"({[t.name for t in model.tasks if not t.headless]}). "
+            f"Received: task={task!r}")
+    inputs = _first_examples(x, int(examples))
+    active = model.active_task.name if model.active_task else None
+    model.use_task(task)
+    try:
+        outputs = model.predict(inputs, batch_size=DEFAULT_BATCH_SIZE,
+                                verbose=0)
+    finally:
+        if active is not None:
+            model.use_task(active)
+    probabilities = _probabilities(np.asarray(outputs, np.float32), info)
+    reference = {rule: np.quantile(task_scores(probabilities, rule).numpy(),
+                                   QUANTILES).tolist()
+                 for rule in SCORES}
+    return model.set_score_reference(task, reference)
+
+
+def calibrated_scores(scores, references):
+    """Each task's scores as percentiles of that task's own scores.
+
+    Args:
+        scores: `[N, T]` scores, one column per task.
+        references: per column, the task's 101 quantiles (its
+            `score_reference[rule]`).
+
+    Returns:
+        `[N, T]` float32 in [0, 1], interpolated between the quantiles.
+    """
+    scores = np.asarray(scores, np.float64)
+    return np.stack([
+        np.interp(scores[:, t], np.asarray(ref, np.float64), QUANTILES)
+        for t, ref in enumerate(references)], axis=1).astype(np.float32)
+
+
 #: Per model, its traced functions by candidate tasks: a call per batch
 #: (a server, an evaluation loop) traces once, not every call.
 _TRACED = weakref.WeakKeyDictionary()
@@ -275,7 +371,7 @@ def choose_tasks(task_scores, per="example", group_size=None,
 
 
 def infer_task(model, x, per="example", tasks=None, score="entropy",
-               reject_threshold=None, batch_size=None):
+               reject_threshold=None, batch_size=None, calibrated=False):
     """Chooses, without a task id, which finished task answers `x`.
 
     Args:
@@ -292,6 +388,10 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
             (task "", class id -1), or None to always answer. Per batch,
             the chosen task's mean score is compared.
         batch_size: examples per traced call (default 256); arrays only.
+        calibrated: whether each task's score is read as its percentile
+            among the task's own scores (see `calibrate`); then
+            `task_scores`, `scores` and `reject_threshold` are percentiles.
+            Every candidate needs a `score_reference`.
 
     Returns:
         A `TaskInference`.
@@ -317,7 +417,18 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
     if (isinstance(batch_size, bool) or not isinstance(
             batch_size, numbers.Integral) or batch_size < 1):
         _fail("batch_size", "an int >= 1", batch_size)
+    if not isinstance(calibrated, bool):
+        _fail("calibrated", "True or False", calibrated)
     candidates = _candidates(model, tasks)
+    if calibrated:
+        missing = [t.name for t in candidates
+                   if not (t.score_reference or {}).get(score)]
+        if missing:
+            raise ValueError(
+                f"calibrated=True reads each task's own score quantiles; "
+                f"tasks {missing} have none (trained before they were "
+                "recorded). Record them from each task's training inputs: "
+                "packnet_tf.task_inference.calibrate(model, task, x).")
     run = _all_tasks(model, candidates)
     parts = [run(batch) for batch in _batches(x, int(batch_size))]
     if not parts:
@@ -328,6 +439,9 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
                      for o, t in zip(outputs, candidates)]
     scores = np.stack([task_scores(p, score).numpy()
                        for p in probabilities], axis=1)
+    if calibrated:
+        scores = calibrated_scores(
+            scores, [t.score_reference[score] for t in candidates])
     chosen, chosen_score, rejected = choose_tasks(
         scores, per=per, reject_threshold=reject_threshold)
     names = [t.name for t in candidates]

@@ -11,6 +11,7 @@ import packnet_tf as pn
 from cli_support import make_npz_tasks, run_cli
 from packnet_tf import checkpoint
 from packnet_tf.cli import networks
+from packnet_tf.task_inference import calibrate
 
 NETWORK = {"type": "cnn", "input_shape": [8, 8, 1], "conv": [4, "pool"],
            "dense": [8]}
@@ -36,6 +37,8 @@ def saved(tmp_path_factory):
                       batch_size=32, verbose=0)
         model.prune(0.5)
         model.end_task()
+        with np.load(paths[name]) as data:
+            calibrate(model, name, data["x_train"])
     checkpoint.save_model(model, folder / "model.keras")
     config = {"model": "model.keras", "network": NETWORK,
               "tasks": [{"name": name, "data": f"{name}.npz"}
@@ -53,7 +56,8 @@ def _auto(saved, *flags):
     return json.loads(out)
 
 
-def _expected(saved, per="example", group=None, score="entropy"):
+def _expected(saved, per="example", group=None, score="entropy",
+              calibrated=False):
     """The confusion table and accuracies from the library directly."""
     model = checkpoint.load_model(saved / "model.keras")
     rows, right, oracle = [], {}, {}
@@ -64,7 +68,8 @@ def _expected(saved, per="example", group=None, score="entropy"):
         hits = 0
         for start in range(0, len(x), group or len(x)):
             part = slice(start, start + group) if group else slice(None)
-            result = pn.infer_task(model, x[part], per=per, score=score)
+            result = pn.infer_task(model, x[part], per=per, score=score,
+                                   calibrated=calibrated)
             for task, cls, label in zip(result.task, result.class_ids,
                                         y[part]):
                 row[task] += 1
@@ -161,6 +166,7 @@ def test_bad_flags_are_one_line_errors(saved, monkeypatch, flags, message):
     (["--config", "run.yaml"], "--config"),
     (["--per", "batch"], "--per batch"),
     (["--json"], "--json"),
+    (["--calibrated"], "--calibrated"),
 ])
 def test_auto_only_flags_are_refused_for_one_task(saved, monkeypatch, flags,
                                                    named):
@@ -213,3 +219,21 @@ def test_one_folder_of_every_tasks_images(tmp_path):
     code, _, err = run_cli("eval", path, "--task", "auto", "--data",
                            tmp_path)
     assert code == 2 and "one image folder per task" in err
+
+
+def test_calibrated_is_infer_tasks_calibrated_answer(saved, tmp_path):
+    report = _auto(saved, "--calibrated", "--per", "batch",
+                   "--batch-size", "8")
+    rows, right, _ = _expected(saved, "batch", 8, calibrated=True)
+    assert report["calibrated"] is True
+    assert report["confusion"] == rows
+    assert report["end_to_end"] == pytest.approx(right)
+    # A model whose tasks never recorded their quantiles: a clear error.
+    model = checkpoint.load_model(saved / "model.keras")
+    for name, _ in TASKS:
+        model.set_score_reference(name, None)
+    path = checkpoint.save_model(model, tmp_path / "uncalibrated.keras")
+    code, _, err = run_cli("eval", path, "--task", "auto", "--calibrated",
+                           "--config", saved / "run.yaml")
+    assert code == 2 and "have none" in err and "calibrate(" in err
+    assert len(err.strip().splitlines()) == 1

@@ -281,3 +281,90 @@ def test_repeated_calls_trace_once():
     np.testing.assert_array_equal(first.task_scores, again.task_scores)
     pn.infer_task(model, x, tasks=["b"])  # other candidates: their own
     assert len(task_inference._TRACED[model]) == 2
+
+
+def test_calibrate_records_the_quantiles_of_the_tasks_own_scores():
+    from packnet_tf.task_inference import QUANTILES, calibrate
+
+    model = _separable_model()
+    x = _inputs("b", 40)
+    info = calibrate(model, "b", x, examples=32)
+    assert model.active_task.name == "b"  # the active task is kept
+    model.use_task("b")
+    p = tf.nn.softmax(model.predict(x[:32], verbose=0)).numpy()
+    for rule in ("entropy", "confidence"):
+        expected = np.quantile(task_scores(p, rule).numpy(), QUANTILES)
+        np.testing.assert_allclose(info.score_reference[rule], expected,
+                                   rtol=1e-6)
+    # A dataset of (x, y) batches reads the same first examples.
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(5)
+    again = calibrate(model, "b", data, examples=32)
+    assert again.score_reference == info.score_reference
+
+
+def test_calibrated_scores_are_percentiles_of_each_tasks_own():
+    from packnet_tf.task_inference import calibrated_scores
+
+    # Task 0 is confident on everything (its own scores 0.98-1.0), task 1
+    # modestly (0.2-0.7): 0.99 is task 0's median, 0.6 high for task 1.
+    references = [np.linspace(0.98, 1.0, 101), np.linspace(0.2, 0.7, 101)]
+    calibrated = calibrated_scores([[0.99, 0.6], [1.0, 0.1]], references)
+    np.testing.assert_allclose(calibrated, [[0.5, 0.8], [1.0, 0.0]],
+                               atol=1e-6)
+    chosen, _, _ = choose_tasks(calibrated)
+    np.testing.assert_array_equal(chosen, [1, 0])
+
+
+def test_infer_task_calibrated_reads_the_stored_quantiles():
+    from packnet_tf.task_inference import calibrate, calibrated_scores
+
+    model = _separable_model()
+    x = np.concatenate([_inputs("a", 16), _inputs("b", 16, seed=1)])
+    with pytest.raises(ValueError, match=r"tasks \['a', 'b'\] have none"):
+        pn.infer_task(model, x, calibrated=True)
+    calibrate(model, "a", _inputs("a", 64, seed=2))
+    calibrate(model, "b", _inputs("b", 64, seed=3))
+    raw = pn.infer_task(model, x)
+    result = pn.infer_task(model, x, calibrated=True, per="example")
+    references = [t.score_reference["entropy"] for t in model.tasks]
+    np.testing.assert_allclose(
+        result.task_scores, calibrated_scores(raw.task_scores, references),
+        atol=1e-6)
+    chosen = np.argmax(result.task_scores, axis=1)
+    assert list(result.task) == [("a", "b")[c] for c in chosen]
+    assert list(result.task[:16]) == ["a"] * 16
+    assert list(result.task[16:]) == ["b"] * 16
+    with pytest.raises(ValueError, match="`calibrated`"):
+        pn.infer_task(model, x, calibrated="yes")
+
+
+def test_a_task_ended_with_its_data_is_calibrated(tmp_path):
+    """train_task (and the CLI, through phases.end) record the quantiles,
+    and they survive saving."""
+    from packnet_tf import checkpoint
+
+    keras.utils.set_random_seed(0)
+    model = pn.PackNetModel(keras.Sequential([
+        keras.Input((4,)), layers.PackedDense(8, activation="relu")]),
+        max_tasks=2)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    pn.train_task(model, "a", (x, y), num_classes=2, epochs=1,
+                  prune_fraction=0.5, finetune_epochs=0, verbose=0)
+    reference = model.tasks[0].score_reference
+    assert set(reference) == {"entropy", "confidence"}
+    assert all(len(v) == 101 for v in reference.values())
+    path = checkpoint.save_model(model, tmp_path / "m.keras")
+    assert checkpoint.load_model(path).tasks[0].score_reference == reference
+
+
+@pytest.mark.parametrize("reference,match", [
+    ({"entropy": [0.5] * 100}, "101 non-decreasing quantiles"),
+    ({"entropy": list(np.linspace(1, 0, 101))}, "non-decreasing"),
+    ({"entropy": list(np.linspace(0, 2, 101))}, "in \\[0, 1\\]"),
+])
+def test_set_score_reference_checks_the_quantiles(reference, match):
+    model = _separable_model()
+    with pytest.raises(ValueError, match=match):
+        model.set_score_reference("a", reference)
+    assert model.tasks[0].score_reference is None

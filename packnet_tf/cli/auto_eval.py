@@ -185,7 +185,8 @@ def evaluate_auto(args, out):
                                      base_dir, out)
         try:
             result = infer_task(model, data, per="example",
-                                tasks=candidates, score=args.score)
+                                tasks=candidates, score=args.score,
+                                calibrated=args.calibrated)
         except ValueError as error:
             raise UsageError(f"--task auto: {error}") from None
         y = np.concatenate([np.asarray(batch[1]) for batch in data])
@@ -210,7 +211,8 @@ def evaluate_auto(args, out):
         print(json.dumps(dict(
             metrics.as_dict(), model=str(args.model), per=args.per,
             batch_size=args.batch_size if args.per == "batch" else None,
-            score=args.score, reject_threshold=args.reject_threshold)),
+            score=args.score, calibrated=args.calibrated,
+            reject_threshold=args.reject_threshold)),
             file=out)
         return 0
     _print_report(metrics, args, out)
@@ -222,7 +224,8 @@ def _print_report(metrics, args, out):
             if args.per == "batch" else "per example")
     reject = ("" if args.reject_threshold is None
               else f", no task below {args.reject_threshold:g}")
-    print(f"task inferred {mode} by {args.score}{reject}, "
+    rule = args.score + (", calibrated" if args.calibrated else "")
+    print(f"task inferred {mode} by {rule}{reject}, "
           f"{int(metrics.counts.sum())} examples of {len(metrics.tasks)} "
           "tasks", file=out)
     columns = [c or "(none)" for c in metrics.columns]

@@ -185,6 +185,7 @@ def evaluate(args, out):
         ("--config", args.config), ("--per batch", args.per == "batch"),
         ("--score", args.score != "entropy"),
         ("--reject-threshold", args.reject_threshold is not None),
+        ("--calibrated", args.calibrated),
         ("--json", args.json)) if given]
     if auto_only:
         raise UsageError(f"{', '.join(auto_only)}: for --task auto only "

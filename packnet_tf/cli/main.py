@@ -160,6 +160,10 @@ def build_parser():
                           default="entropy", help="--task auto: normalized "
                           "entropy or max probability (default: "
                           "%(default)s)")
+    evaluate.add_argument("--calibrated", action="store_true",
+                          help="--task auto: read each task's score as its "
+                          "percentile among its own training scores "
+                          "(recorded when the task ended)")
     evaluate.add_argument("--reject-threshold", type=float, metavar="S",
                           help="--task auto: answer no task below this "
                           "score in [0, 1]")
