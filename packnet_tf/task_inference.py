@@ -17,6 +17,11 @@ example. A `reject_threshold` answers "no task" (an empty task name, class
 id -1) where the chosen task's score (per batch: its mean score) is below
 it.
 
+`calibrated=True` reads each task's score as its percentile among the
+task's own scores on its training inputs (`calibrate`, which `train_task`
+and `packnet-tf train` run when a task ends): a head that is confident on
+every input (an MNIST head on photos) then no longer outbids the others.
+
 The tasks run in one traced function: each candidate task's trunk and head
 in turn, with the layers' active task mapped to the candidate
 (`keras.StatelessScope`): nothing about the model changes, and no weight is
