@@ -26,6 +26,10 @@ are: a file that cannot be read, or that declares more than
 is named and refused before anything is decoded (an animated GIF gives its
 first frame).
 
+A file of several tasks (not int8) also has `any_task` (or
+`any_task_pixels`): `--task auto` runs it, and every task answers while the
+most confident one is printed, named from `<file>.tasks.txt`.
+
 Each returns `outputs` (logits, for the default heads). Class names come
 from `<task>.labels.txt` beside the model (written by the exporter), or
 from `--labels`, a JSON file `{"<task>": ["class 0", "class 1", ...]}`.
@@ -39,6 +43,11 @@ import sys
 import numpy as np
 
 SIGNATURE_PREFIX = "task_"
+#: The signature that chooses the task (multi-task files), and `--task`'s
+#: value that runs it; the task names are in `<file>` + TASKS_SUFFIX.
+AUTO_SIGNATURE = "any_task"
+AUTO = "auto"
+TASKS_SUFFIX = ".tasks.txt"
 #: Suffix of the signatures that read uint8 pixels.
 PIXELS_SUFFIX = "_pixels"
 #: The input of those signatures (float signatures read `inputs`).
@@ -289,13 +298,54 @@ def top_k(interpreter, key, batch, k):
     return [(order[i], output[i], probs[i]) for i in range(len(batch))]
 
 
+def run_any_task(interpreter, signatures, args):
+    """`--task auto`: every task answers, the most confident one is shown.
+
+    Prints `task<TAB>input<TAB>class (p=score) ...` per input; the task
+    names come from `<file>.tasks.txt` (the signature's `task_index`
+    order), the class names from each task's labels file.
+    """
+    key = next((k for k in (AUTO_SIGNATURE, AUTO_SIGNATURE + PIXELS_SUFFIX)
+                if k in signatures), None)
+    if key is None:
+        raise SystemExit(
+            f"--task auto needs an any_task signature; {args.model} has "
+            f"{sorted(signatures)}. Export two or more tasks into one file "
+            "(not int8).")
+    tasks_file = os.path.splitext(os.path.abspath(args.model))[0] + (
+        TASKS_SUFFIX)
+    if not os.path.isfile(tasks_file):
+        raise SystemExit(f"--task auto reads the task names from "
+                         f"{tasks_file}, written beside the file by the "
+                         "export; it is missing.")
+    with open(tasks_file, encoding="utf-8") as file:
+        names = file.read().splitlines()
+    labels = read_labels(args.model, names, args.labels)
+    shape, dtype = input_details(interpreter, key)
+    batch, inputs = read_inputs(args.inputs, shape, dtype, args.scale,
+                                args.max_image_pixels)
+    runner = interpreter.get_signature_runner(key)
+    (feed,) = runner.get_input_details()
+    out = runner(**{feed: batch})
+    for i, name in enumerate(inputs):
+        task = names[int(out["task_index"][i])]
+        picks = "  ".join(
+            f"{labels[task][c] if task in labels else c} "
+            f"(p={s:.3f})"
+            for c, s in zip(out["class_ids"][i][:args.top_k],
+                            out["scores"][i][:args.top_k]) if c >= 0)
+        print(f"{task}\t{name}\t{picks}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="the exported .tflite file")
     parser.add_argument("inputs", nargs="+",
                         help="image files, or one .npy batch")
     parser.add_argument("--task", action="append",
-                        help="task to run (repeatable); default all")
+                        help="task to run (repeatable); default all; auto: "
+                        "the file's any_task signature chooses the task")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--labels", help='JSON {"task": ["class", ...]}')
     parser.add_argument("--scale", type=float, default=1 / 255,
@@ -311,8 +361,11 @@ def main(argv=None):
 
     interpreter = load_interpreter(args.model, args.threads,
                                    xnnpack=not args.no_xnnpack)
-    keys = sorted(interpreter.get_signature_list())
+    signatures = interpreter.get_signature_list()
+    keys = sorted(k for k in signatures if k.startswith(SIGNATURE_PREFIX))
     tasks = {task_of(k, input_name(interpreter, k)): k for k in keys}
+    if args.task == [AUTO]:
+        return run_any_task(interpreter, signatures, args)
     chosen = args.task or list(tasks)
     unknown = [t for t in chosen if t not in tasks]
     if unknown:

@@ -89,6 +89,28 @@ def test_litert_runner_prints_top_k_per_task_for_a_npy_batch(model,
     assert all(len(_top(row[2])) == 3 for row in rows)  # b has 3 classes
 
 
+def test_litert_runner_task_auto_prints_infer_tasks_choice(model, tmp_path):
+    import packnet_tf as pn
+
+    path = export.tflite(model, tmp_path / "all.tflite")
+    x = probe_inputs(model, count=6)
+    np.save(tmp_path / "batch.npy", x)
+    rows = _run_runner(path, tmp_path / "batch.npy", "--task", "auto",
+                       "--top-k", "1")
+    expected = pn.infer_task(model, x)
+    assert [row[0] for row in rows] == list(expected.task)
+    assert [_top(row[2]) for row in rows] == [
+        [str(c)] for c in expected.class_ids]
+    (tmp_path / "all.tasks.txt").unlink()
+    message = _run_runner(path, tmp_path / "batch.npy", "--task", "auto",
+                          fails=True)
+    assert "all.tasks.txt" in message and "missing" in message
+    one = export.tflite(model, tmp_path / "a.tflite", task="a")
+    message = _run_runner(one, tmp_path / "batch.npy", "--task", "auto",
+                          fails=True)
+    assert "needs an any_task signature" in message
+
+
 @pytest.mark.slow
 def test_litert_runner_reads_image_files(model, tmp_path):
     from PIL import Image
