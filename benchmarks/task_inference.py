@@ -171,55 +171,38 @@ def inference_table(model, workload, seed, reference=None):
     oracle = np.concatenate([np.argmax(a[i], axis=1)
                              for i, a in enumerate(answers)])
     table, scores_by_rule = {}, {}
-    for rule in RULES:
-        scores = np.stack([task_scores(p, rule).numpy()
-                           for p in probabilities], axis=1)
-        scores_by_rule[rule] = scores
+
+    def measure(key, rule, scores, calibrated):
+        """Choices on `scores` for each group size, checked against
+        infer_task on each task's first group, into `table`."""
         for size in GROUPS:
             chosen = np.concatenate([
                 choose_tasks(scores[true == name], per="batch",
                              group_size=size)[0] for name in names])
-            # What infer_task(per="batch") answers for a group, checked on
-            # each task's first group.
             for i, name in enumerate(names):
                 first = int(np.argmax(true == name))
                 direct = pn.infer_task(model, inputs[i][:size], per="batch",
-                                       score=rule)
+                                       score=rule, calibrated=calibrated)
                 rows = scores[first:first + size]
                 np.testing.assert_allclose(direct.task_scores, rows,
-                                           atol=1e-4)
+                                           atol=1e-3 if calibrated else 1e-4)
                 low, high = np.sort(rows.sum(axis=0))[-2:]
                 assert (direct.task[0] == names[chosen[first]]
-                        or high - low < 1e-3), (name, size, rule)
+                        or high - low < 1e-2), (name, size, key)
             predicted = np.array([np.argmax(probabilities[c][i])
                                   for i, c in enumerate(chosen)])
-            metrics = task_inference_metrics(
+            table[f"{key}/{size}"] = task_inference_metrics(
                 true, np.array(names, dtype=object)[chosen], y, predicted,
-                oracle, tasks=names)
-            table[f"{rule}/{size}"] = metrics.as_dict()
+                oracle, tasks=names).as_dict()
+
+    for rule in RULES:
+        scores = np.stack([task_scores(p, rule).numpy()
+                           for p in probabilities], axis=1)
+        scores_by_rule[rule] = scores
+        measure(rule, rule, scores, False)
         if reference is not None:
-            calibrated = calibrated_scores(scores, reference[rule])
-            for size in GROUPS:
-                chosen = np.concatenate([
-                    choose_tasks(calibrated[true == name], per="batch",
-                                 group_size=size)[0] for name in names])
-                for i, name in enumerate(names):  # infer_task agrees
-                    first = int(np.argmax(true == name))
-                    direct = pn.infer_task(model, inputs[i][:size],
-                                           per="batch", score=rule,
-                                           calibrated=True)
-                    rows = calibrated[first:first + size]
-                    np.testing.assert_allclose(direct.task_scores, rows,
-                                               atol=1e-3)
-                    low, high = np.sort(rows.sum(axis=0))[-2:]
-                    assert (direct.task[0] == names[chosen[first]]
-                            or high - low < 1e-2), (name, size, rule)
-                predicted = np.array([np.argmax(probabilities[c][i])
-                                      for i, c in enumerate(chosen)])
-                table[f"{rule}, calibrated/{size}"] = (
-                    task_inference_metrics(
-                        true, np.array(names, dtype=object)[chosen], y,
-                        predicted, oracle, tasks=names).as_dict())
+            measure(f"{rule}, calibrated", rule,
+                    calibrated_scores(scores, reference[rule]), True)
     return table, scores_by_rule, true
 
 
