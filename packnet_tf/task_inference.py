@@ -250,8 +250,8 @@ def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
     finally:
         if active is not None:
             model.use_task(active)
-    probabilities = _probabilities(np.asarray(outputs, np.float32), info)
-    reference = {rule: np.quantile(task_scores(probabilities, rule).numpy(),
+    answers = probabilities(outputs, info)
+    reference = {rule: np.quantile(task_scores(answers, rule).numpy(),
                                    QUANTILES).tolist()
                  for rule in SCORES}
     return model.set_score_reference(task, reference)
@@ -287,11 +287,21 @@ def _all_tasks(model, candidates):
     return traced[key]
 
 
-def _probabilities(outputs, task):
-    """A head's outputs as class probabilities (softmax of logits)."""
+def probabilities(outputs, task):
+    """A head's outputs as class probabilities (softmax of logits).
+
+    Args:
+        outputs: `[N, C]` outputs of task `task`'s head.
+        task: its `TaskInfo` (its input contract says whether the head
+            gives logits).
+
+    Returns:
+        A float32 tensor `[N, C]` (traceable: the exports use it too).
+    """
+    outputs = tf.cast(outputs, tf.float32)
     contract = task.input_contract
     if contract is None or contract.from_logits:
-        return tf.nn.softmax(outputs, axis=-1).numpy()
+        return tf.nn.softmax(outputs, axis=-1)
     return outputs
 
 
@@ -356,22 +366,20 @@ def choose_tasks(task_scores, per="example", group_size=None,
         _fail("group_size", "an int >= 1 or None", group_size)
     if per == "example":
         chosen = np.argmax(scores, axis=1)
+        chosen_score = scores[np.arange(n), chosen]
+        confidence = chosen_score  # compared with the threshold
     else:
         size = n if group_size is None else int(group_size)
         chosen = np.empty(n, np.int64)
+        confidence = np.empty(n)
         for start in range(0, n, size):
-            part = scores[start:start + size]
-            chosen[start:start + size] = np.argmax(part.sum(axis=0))
-    chosen_score = scores[np.arange(n), chosen]
-    if reject_threshold is None:
-        rejected = np.zeros(n, bool)
-    elif per == "example":
-        rejected = chosen_score < reject_threshold
-    else:
-        rejected = np.empty(n, bool)
-        for start in range(0, n, size):
-            part = chosen_score[start:start + size]
-            rejected[start:start + size] = part.mean() < reject_threshold
+            part = slice(start, start + size)
+            best = int(np.argmax(scores[part].sum(axis=0)))
+            chosen[part] = best
+            confidence[part] = scores[part, best].mean()
+        chosen_score = scores[np.arange(n), chosen]
+    rejected = (np.zeros(n, bool) if reject_threshold is None
+                else confidence < reject_threshold)
     return chosen, chosen_score, rejected
 
 
@@ -440,10 +448,10 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
         _fail("x", "a non-empty dataset", x)
     outputs = [np.concatenate([p[t] for p in parts])
                for t in range(len(candidates))]
-    probabilities = [_probabilities(o, t)
-                     for o, t in zip(outputs, candidates)]
-    scores = np.stack([task_scores(p, score).numpy()
-                       for p in probabilities], axis=1)
+    answers = [probabilities(o, t).numpy()
+               for o, t in zip(outputs, candidates)]
+    scores = np.stack([task_scores(p, score).numpy() for p in answers],
+                      axis=1)
     if calibrated:
         scores = calibrated_scores(
             scores, [t.score_reference[score] for t in candidates])
@@ -469,4 +477,4 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
         tasks=tuple(names), task=task, class_ids=class_ids,
         class_names=labels, scores=chosen_score.astype(np.float32),
         task_scores=scores.astype(np.float32),
-        probabilities={name: p for name, p in zip(names, probabilities)})
+        probabilities={name: p for name, p in zip(names, answers)})

@@ -4,10 +4,11 @@ Every finished task's test data is read as that task's input contract
 says (its own preprocessing and classes), given per task (`--data
 TASK=SPEC`, repeated), as one folder with an image folder per task
 (`--data ROOT`: `ROOT/<task>/<split>/<class>/*`), or taken from the run
-config that trained the model (`--config`). Each task's examples go through `infer_task`'s traced
-function once; the choice per example, or per batch of `--batch-size`
-same-task examples (`--per batch`), is `choose_tasks` on those scores. The
-report: a confusion table of true task against chosen task, task-inference
+config that trained the model (`--config`). Each task's examples are read
+once, batch by batch, through `infer_task` (its traced function is kept
+between calls); the choice per example, or per batch of `--batch-size`
+same-task examples (`--per batch`), is `choose_tasks` on those scores.
+The report: a confusion table of true task against chosen task, task-inference
 accuracy per task, end-to-end accuracy (task and class right) and the
 accuracy with the true task given.
 """
@@ -118,7 +119,7 @@ def _task_batches(args, model, info, spec, label, base_dir, out):
         if report.num_bad:
             print(f"{info.name}: left out {report.num_bad} file(s) that "
                   f"cannot be decoded: {report.summary()}", file=out)
-        return source, batches(
+        return batches(
             source, spec["train_split"], shape, batch_size=args.batch_size,
             shuffle=False, preprocess=options["preprocess"],
             resize=options["resize"])
@@ -181,28 +182,34 @@ def evaluate_auto(args, out):
     true, chosen, labels, predicted, oracle = [], [], [], [], []
     for info in finished:
         spec, label, base_dir = specs[info.name]
-        source, data = _task_batches(args, model, info, spec, label,
-                                     base_dir, out)
-        try:
-            result = infer_task(model, data, per="example",
-                                tasks=candidates, score=args.score,
-                                calibrated=args.calibrated)
-        except ValueError as error:
-            raise UsageError(f"--task auto: {error}") from None
-        y = np.concatenate([np.asarray(batch[1]) for batch in data])
+        data = _task_batches(args, model, info, spec, label, base_dir, out)
+        scores, classes, ys = [], [], []
+        for x, y in data:  # one pass; the traced function is kept
+            try:
+                result = infer_task(model, x, per="example",
+                                    tasks=candidates, score=args.score,
+                                    calibrated=args.calibrated)
+            except ValueError as error:
+                raise UsageError(f"--task auto: {error}") from None
+            scores.append(result.task_scores)
+            # Every candidate's class per example: [batch, tasks].
+            classes.append(np.stack([
+                np.argmax(result.probabilities[name], axis=1)
+                for name in result.tasks], axis=1))
+            ys.append(np.asarray(y))
+        scores, classes = np.concatenate(scores), np.concatenate(classes)
+        y = np.concatenate(ys)
         pick, _, rejected = choose_tasks(
-            result.task_scores, per=args.per, group_size=args.batch_size,
+            scores, per=args.per, group_size=args.batch_size,
             reject_threshold=args.reject_threshold)
-        names = np.array(result.tasks, dtype=object)[pick]
+        names = np.array(candidates, dtype=object)[pick]
         names[rejected] = ""
-        answers = [result.probabilities[name] for name in result.tasks]
         true.append(np.full(len(y), info.name, dtype=object))
         chosen.append(names)
         labels.append(y)
-        predicted.append(np.array(
-            [-1 if r else int(np.argmax(answers[c][i]))
-             for i, (c, r) in enumerate(zip(pick, rejected))]))
-        oracle.append(np.argmax(result.probabilities[info.name], axis=1))
+        predicted.append(np.where(
+            rejected, -1, classes[np.arange(len(y)), pick]))
+        oracle.append(classes[:, candidates.index(info.name)])
     metrics = task_inference_metrics(
         np.concatenate(true), np.concatenate(chosen),
         np.concatenate(labels), np.concatenate(predicted),

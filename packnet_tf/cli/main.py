@@ -40,22 +40,19 @@ _EXIT_CODES = (
 )
 
 def _add_data_args(parser, split_default, per_task=False):
-    if per_task:
-        parser.add_argument(
-            "--data", action="append", help="tfds:NAME, an image folder or "
-            ".zip (<root>/<split>/<label>/*), or a .npz file; with --task "
-            "auto, TASK=SPEC once per task, or one folder holding an image "
-            "folder per task (<root>/<task>/<split>/<label>/*), or --config")
-    else:
-        parser.add_argument("--data", help="tfds:NAME, an image folder or "
-                            ".zip (<root>/<split>/<label>/*), or a .npz file")
-    if per_task:
-        parser.add_argument("--split", help=f"split to read (default: "
-                            f"{split_default}; with --config, each task's "
-                            "test split)")
-    else:
-        parser.add_argument("--split", default=split_default,
-                            help="split to read (default: %(default)s)")
+    data_help = ("tfds:NAME, an image folder or .zip "
+                 "(<root>/<split>/<label>/*), or a .npz file")
+    split_help = f"split to read (default: {split_default})"
+    if per_task:  # eval: --task auto takes each task's data
+        data_help += ("; with --task auto, TASK=SPEC once per task, or one "
+                      "folder holding an image folder per task "
+                      "(<root>/<task>/<split>/<label>/*), or --config")
+        split_help = (split_help[:-1]
+                      + "; with --config, each task's test split)")
+    parser.add_argument("--data", action="append" if per_task else "store",
+                        help=data_help)
+    parser.add_argument("--split", help=split_help,
+                        default=None if per_task else split_default)
     parser.add_argument("--data-dir", help="TFDS data_dir")
     parser.add_argument("--classes", help="comma-separated class subset, in "
                         "the order of the task's labels; default: the "

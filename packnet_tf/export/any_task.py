@@ -36,7 +36,7 @@ from packnet_tf.export.signatures import (
     images_to_inputs,
     pixels_to_inputs,
 )
-from packnet_tf.task_inference import task_scores
+from packnet_tf.task_inference import probabilities, task_scores
 
 #: Signature keys.
 ANY_TASK = "any_task"
@@ -56,15 +56,6 @@ def _padded(values, width, fill):
     if missing == 0:
         return values
     return tf.pad(values, [[0, 0], [0, missing]], constant_values=fill)
-
-
-def _probabilities(outputs, task):
-    """A head's outputs as class probabilities (as `head_outputs`)."""
-    outputs = tf.cast(outputs, tf.float32)
-    contract = task.input_contract
-    if contract is None or contract.from_logits:
-        return tf.nn.softmax(outputs, axis=-1)
-    return outputs
 
 
 def top_k(tasks):
@@ -87,15 +78,16 @@ def choose_numbers(outputs, tasks):
         tasks]`).
     """
     k = top_k(tasks)
-    ids, probabilities, scores = [], [], []
+    ids, top_probabilities, scores = [], [], []
     for out, task in zip(outputs, tasks):
-        p = _probabilities(out, task)
+        p = probabilities(out, task)
         scores.append(task_scores(p, SCORE))
         # Ranked by the head's own outputs, as every signature's top k.
         _, top = tf.math.top_k(tf.cast(out, tf.float32),
                                k=min(TOP_K, task.num_classes))
         ids.append(_padded(top, k, -1))
-        probabilities.append(_padded(tf.gather(p, top, batch_dims=1), k, 0.0))
+        top_probabilities.append(
+            _padded(tf.gather(p, top, batch_dims=1), k, 0.0))
     every = tf.stack(scores, axis=1)  # [batch, tasks]
     # The first of equal scores, as `infer_task` (numpy's argmax).
     chosen = tf.argmax(every, axis=1, output_type=tf.int32)
@@ -105,7 +97,7 @@ def choose_numbers(outputs, tasks):
                          batch_dims=1)
 
     return {TASK_INDEX: chosen, CLASS_IDS: pick(ids),
-            SCORES: pick(probabilities), TASK_SCORES: every}
+            SCORES: pick(top_probabilities), TASK_SCORES: every}
 
 
 def choose(outputs, tasks):
