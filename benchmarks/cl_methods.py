@@ -14,10 +14,12 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from common import cifar_cnn_layers, to_unit, training_batches, untuned
 
 import packnet_tf as pn
-from common import cifar_cnn_layers, to_unit, training_batches, untuned
-from packnet_tf import augmentation, baselines, ownership
+from packnet_tf.data import augmentation
+from packnet_tf.evaluation import baselines
+from packnet_tf.layers import ownership
 
 EPOCHS, FINETUNE_EPOCHS, BASELINE_EPOCHS = 4, 2, 6
 LEARNING_RATE, FINETUNE_LEARNING_RATE = 1e-3, 1e-4

@@ -28,10 +28,10 @@ the network, the schedule. Methods:
 - `classifier_only`: a frozen trunk and a new head per task; the trunk is
   the pretrained network, or (without one) the network trained on task 1
   as PackNet trains it, less the pruning;
-- `lwf`: Learning without Forgetting (`packnet_tf.baselines.LwFModel`,
+- `lwf`: Learning without Forgetting (`packnet_tf.evaluation.baselines.LwFModel`,
   temperature 2, weight 1);
 - `joint`: one multi-head network trained on every task's data at once
-  (`packnet_tf.baselines.joint_model`), the same epochs over all of it.
+  (`packnet_tf.evaluation.baselines.joint_model`), the same epochs over all of it.
 
 Each (method, seed) is written as it finishes, to
 `results/<workload>/<method>_seed<S>.json`, and skipped by a later run
@@ -348,7 +348,7 @@ def run_sequence(workload, seed, method):
     """individual, finetune or classifier_only."""
     import keras
 
-    from packnet_tf import baselines
+    from packnet_tf.evaluation import baselines
 
     keras.utils.set_random_seed(seed)
     tasks, timer = workload.tasks, EpochTimer()
@@ -399,7 +399,7 @@ def run_sequence(workload, seed, method):
 def run_lwf(workload, seed):
     import keras
 
-    from packnet_tf import baselines
+    from packnet_tf.evaluation import baselines
 
     keras.utils.set_random_seed(seed)
     tasks, timer = workload.tasks, EpochTimer()
@@ -429,7 +429,7 @@ def run_joint(workload, seed):
     import keras
     import tensorflow as tf
 
-    from packnet_tf import baselines
+    from packnet_tf.evaluation import baselines
 
     keras.utils.set_random_seed(seed)
     tasks, timer = workload.tasks, EpochTimer()
@@ -499,7 +499,7 @@ def load_runs(folder):
 
 def aggregate(runs, names):
     """Mean ± sd over seeds per method, metrics and paired differences."""
-    from packnet_tf.evaluation import continual_metrics
+    from packnet_tf.evaluation.metrics import continual_metrics
 
     methods = {}
     for method in METHOD_NAMES:
@@ -582,7 +582,7 @@ def plot_final(summary, names, path, title):
 
 
 def write_aggregate(workload, folder, quick, variant=None):
-    from packnet_tf.evaluation import plot_accuracy_across_tasks
+    from packnet_tf.evaluation.metrics import plot_accuracy_across_tasks
 
     runs = load_runs(folder)
     name = stem(workload, quick)

@@ -23,7 +23,7 @@ machine:
 - equal: `prune_fraction="equal"` (every task ends with a fifth of each
   layer; the last task is not pruned or fine-tuned);
 - augment: random horizontal flips and shifts of up to 10% on training
-  batches (`packnet_tf.augmentation`);
+  batches (`packnet_tf.data.augmentation`);
 - jpeg_accurate: the JPEGs decoded with the accurate integer DCT, as PIL
   (Avalanche's torchvision pipeline) decodes them, not TensorFlow's default
   fast one (benchmarks/jpeg_decoders.py: they differ in 64% of values);
@@ -56,7 +56,6 @@ import json
 import time
 
 import numpy as np
-
 from cl_methods import PRUNE_FRACTION, run_packnet
 from common import (CIFAR10_ZIP, RESULTS, command, machine, parse_seeds,
                     write_json)

@@ -42,8 +42,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (  # noqa: E402
-    command, machine, parse_seeds, write_json)
+from benchmarks.common import (command, machine, parse_seeds,  # noqa: E402
+                               write_json)
 
 DATA = ROOT.parent / "shared" / "data"
 FLOWERS = DATA / "flowers102_jpg.zip"
@@ -109,7 +109,7 @@ def run_keras(source, seed, limit):
 
 def _prune(model, recipe, pruning):
     """Prunes as `pruning` says (see `run_packnet`)."""
-    from packnet_tf import phases
+    from packnet_tf.training import phases
 
     if pruning == "all":
         # Every kernel, depthwise ones too (the library's default before
@@ -134,8 +134,9 @@ def run_packnet(source, seed, limit, pruning="all"):
     import tensorflow as tf
 
     import packnet_tf as pn
-    from packnet_tf import phases
-    from packnet_tf.recalibration import batch_norm_layers, batch_statistics
+    from packnet_tf.core.recalibration import (batch_norm_layers,
+                                               batch_statistics)
+    from packnet_tf.training import phases
 
     keras.utils.set_random_seed(seed)
     model = pn.convert(_base(), max_tasks=2)

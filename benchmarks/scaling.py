@@ -1,7 +1,7 @@
 """How PackNet's costs grow with the network: step time, pruning, memory.
 
 For the split-cifar10-5 network at width x1, x2, x4 and for MobileNetV2
-(96x96x3, alpha 1.0, `weights=None`, converted with `packnet_tf.convert`),
+(96x96x3, alpha 1.0, `weights=None`, converted with `packnet_tf.convert.converter`),
 side by side in one process:
 
 - seconds per training step (batch 64) of a `PackNetModel` training its
@@ -17,7 +17,7 @@ side by side in one process:
   the variables that exist once both have stepped: weights (PackNet's
   include owners, every task's slots and heads, and free_init's released
   copy) and optimizer slots; plus what PackNet's step holds on top,
-  counted from its design (`packnet_tf.masked_training`), not measured:
+  counted from its design (`packnet_tf.core.masked_training`), not measured:
   one bool mask and one copy per masked variable. The peak is the state
   plus the step's temporaries.
 
@@ -34,12 +34,12 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-
-import packnet_tf as pn
 from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, as_arrays, batch_stepper,
                     cifar_cnn_layers, command, decoded_split,
                     interleaved_step_seconds, machine, summary, write_json)
-from packnet_tf.convert import convert
+
+import packnet_tf as pn
+from packnet_tf.convert.converter import convert
 
 MAX_TASKS = 5
 PRUNE_FRACTION = 0.5

@@ -23,7 +23,7 @@ same CNN for every method (benchmarks/cl_methods.py):
   6 epochs over all of it (needs all data up front: the reference point).
 
 Per method and seed: the accuracy matrix R[i][j] (task j after task i), the
-metrics of packnet_tf.evaluation (average accuracy, BWT, FWT against the
+metrics of packnet_tf.evaluation.metrics (average accuracy, BWT, FWT against the
 same seed's individual networks, forgetting mean and max), train wall
 time, seconds per epoch and inference images/s (batch 256, methods
 alternated). PackNet's earlier tasks' logits are asserted bit-identical
@@ -53,14 +53,13 @@ import pathlib
 import time
 
 import numpy as np
-
 from cl_methods import (BASELINE_EPOCHS, BATCH, INFERENCE_BATCH, METHODS,
                         PRUNE_FRACTION, predict)
-from common import (CIFAR10_ZIP, RESULTS, SPLIT_CIFAR10_5, as_arrays,
-                    command, decoded_split, machine, parse_seeds,
-                    write_json)
-from packnet_tf.evaluation import continual_metrics
-from packnet_tf.evaluation import plot_accuracy_across_tasks
+from common import (CIFAR10_ZIP, RESULTS, SPLIT_CIFAR10_5, as_arrays, command,
+                    decoded_split, machine, parse_seeds, write_json)
+
+from packnet_tf.evaluation.metrics import (continual_metrics,
+                                           plot_accuracy_across_tasks)
 
 #: The library's default start of a new task's free weights.
 DEFAULT_FREE_INIT = "previous"

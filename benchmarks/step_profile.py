@@ -2,7 +2,7 @@
 
 PackNet's training step adds work to plain Keras: the gradients are masked to
 the weights the task owns, and after the optimizer step every frozen entry is
-written back from a copy taken just before (`packnet_tf.masked_training`).
+written back from a copy taken just before (`packnet_tf.core.masked_training`).
 As shipped, mask, copy, optimizer step and write-back run as one XLA
 function (`PackNetModel(fused_update=True)`), the forward and backward
 passes uncompiled. The forward pass uses the raw kernels (free weights hold
@@ -49,14 +49,14 @@ import types
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
-
-import packnet_tf as pn
 from common import (CIFAR10_ZIP, SPLIT_CIFAR10_5, STEP_NETWORKS, as_arrays,
                     batch_stepper, bench_layers, command, decoded_split,
                     interleaved_step_seconds, machine, summary, write_json)
-from packnet_tf import ownership
-from packnet_tf.trunk import packed_layers
+from keras import ops
+
+import packnet_tf as pn
+from packnet_tf.core.trunk import packed_layers
+from packnet_tf.layers import ownership
 
 VARIANTS = ("keras", "packnet", "uncompiled", "snapshot", "xla-restore",
             "forward-masks", "int32-masks", "no-restore", "keras-xla",

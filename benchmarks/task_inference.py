@@ -72,9 +72,9 @@ def model_path(workload, seed):
 
 def trained_model(workload, seed):
     """The workload's PackNet model for `seed`, trained first if missing."""
-    from packnet_tf import checkpoint
     from packnet_tf.cli.config import parse_config
     from packnet_tf.cli.runner import train
+    from packnet_tf.io import checkpoint
 
     path = model_path(workload, seed)
     if not path.exists():
@@ -124,7 +124,7 @@ def calibration(model, workload, seed):
     them when a task ends (`task_inference.calibrate`, on the first 2,048
     of its training examples in a seeded order; never the test split).
     The models here may predate the recording: it is redone in memory."""
-    from packnet_tf.task_inference import calibrate
+    from packnet_tf.inference.task_inference import calibrate
 
     for task in workload.tasks:
         calibrate(model, task["name"], workload.batches(
@@ -142,9 +142,9 @@ def inference_table(model, workload, seed, reference=None):
         every example's `[N, T]` scores by rule, and its true task.
     """
     import packnet_tf as pn
-    from packnet_tf.evaluation import task_inference_metrics
-    from packnet_tf.task_inference import (
-        calibrated_scores, choose_tasks, task_scores)
+    from packnet_tf.evaluation.metrics import task_inference_metrics
+    from packnet_tf.inference.task_inference import (calibrated_scores,
+                                                     choose_tasks, task_scores)
 
     names = [t["name"] for t in workload.tasks]
     rng = np.random.default_rng(seed)
@@ -288,7 +288,7 @@ def main_seed(workload, seed):
     outside = pn.infer_task(model, flowers, batch_size=256)
     rejection = {}
     for rule in RULES:
-        from packnet_tf.task_inference import task_scores
+        from packnet_tf.inference.task_inference import task_scores
 
         inside_best = scores[rule].max(axis=1)
         outside_best = np.max(np.stack([

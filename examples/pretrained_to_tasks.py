@@ -7,7 +7,7 @@ packed into the freed half), on a small scale that runs on a laptop CPU:
    32x32 inputs, `weights=None`: nothing is downloaded here) trained as
    plain Keras on digits 0-4 (scikit-learn's 8x8 digits, upscaled). Its
    classifier is a 1x1 convolution, a reshape and a softmax.
-2. `packnet_tf.convert(..., first_task=...)`: the same network as task 1,
+2. `packnet_tf.convert.converter(..., first_task=...)`: the same network as task 1,
    with identical outputs; task 1 owns every weight.
 3. Prune task 1 by half, evaluate (the cost of pruning without data), re-
    train it briefly on its own data (`--retrain-epochs 0` skips that), and

@@ -23,30 +23,30 @@ __version__ = "0.1.0"
 #: Each public name and the module it comes from.
 _PUBLIC = {
     "CapacityError": "packnet_tf.errors",
-    "CapacityReport": "packnet_tf.capacity",
+    "CapacityReport": "packnet_tf.core.capacity",
     "FusedUpdateError": "packnet_tf.errors",
-    "GradualPruning": "packnet_tf.gradual",
-    "InputContract": "packnet_tf.contract",
-    "PackNetModel": "packnet_tf.model",
-    "TaskInference": "packnet_tf.task_inference",
-    "TaskInfo": "packnet_tf.task",
+    "GradualPruning": "packnet_tf.training.gradual",
+    "InputContract": "packnet_tf.core.contract",
+    "PackNetModel": "packnet_tf.core.model",
+    "TaskInference": "packnet_tf.inference.task_inference",
+    "TaskInfo": "packnet_tf.core.task",
     "TaskStateError": "packnet_tf.errors",
     "UnsupportedLayerError": "packnet_tf.errors",
     "convert": "packnet_tf.convert",
     "export": "packnet_tf.export",
-    "infer_task": "packnet_tf.task_inference",
+    "infer_task": "packnet_tf.inference.task_inference",
     "layers": "packnet_tf.layers",
-    "prune_fraction_for": "packnet_tf.planning",
-    "train_task": "packnet_tf.training",
+    "prune_fraction_for": "packnet_tf.core.planning",
+    "train_task": "packnet_tf.training.driver",
 }
 
 #: The modules whose import registers the library's Keras classes
 #: (`keras.saving.register_keras_serializable(package="packnet_tf")`).
 _SERIALIZABLE = (
     "packnet_tf.layers",
-    "packnet_tf.model",
-    "packnet_tf.gradual",
-    "packnet_tf.baselines",
+    "packnet_tf.core.model",
+    "packnet_tf.training.gradual",
+    "packnet_tf.evaluation.baselines",
 )
 
 #: The `packnet-tf` command's launcher (see the module docstring).
@@ -108,7 +108,7 @@ def __dir__():
 class _Package(types.ModuleType):
     """This package's module type: `packnet_tf.convert` stays the function.
 
-    Importing the submodule `packnet_tf.convert` makes Python bind it as
+    Importing the subpackage `packnet_tf.convert` makes Python bind it as
     the package's attribute `convert`, which would hide the public function
     of that name (an eager `from packnet_tf.convert import convert` here
     used to rebind it). This keeps the function in its place.

@@ -88,7 +88,7 @@ def run_subprocess(*argv, timeout=600):
 
 def fingerprints(model_path):
     """`{task: fingerprint}` of a saved model."""
-    from packnet_tf import checkpoint
+    from packnet_tf.io import checkpoint
 
     model = checkpoint.load_model(model_path)
     return {t.name: t.fingerprint for t in model.tasks}

@@ -19,7 +19,7 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.trunk import packed_layers
+from packnet_tf.core.trunk import packed_layers
 
 
 def conv_bn_trunk(max_tasks=None):

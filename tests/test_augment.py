@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
-from packnet_tf import checkpoint
-from packnet_tf.augmentation import check_augment
+
 from packnet_tf.data import ArraySource, batches
+from packnet_tf.data.augmentation import check_augment
+from packnet_tf.io import checkpoint
 
 SPEC = {"flip": "horizontal", "translate": 0.25}
 

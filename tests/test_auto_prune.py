@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import packnet_tf as pn
-from packnet_tf import auto_prune, phases
+from packnet_tf.training import auto_prune, phases
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -120,7 +120,8 @@ def test_the_run_config_prunes_by_held_out_accuracy(tmp_path):
 
     from cli_support import (fingerprints, make_npz_tasks, run_subprocess,
                              tiny_config, write_config)
-    from packnet_tf import checkpoint
+
+    from packnet_tf.io import checkpoint
 
     make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))
     config = tiny_config(tmp_path, tasks=(("a", 2), ("b", 3)))

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from packnet_tf.baselines import LwFModel, distillation_loss
-from packnet_tf.baselines import head_only_model, joint_model
+from packnet_tf.evaluation.baselines import (LwFModel, distillation_loss,
+                                             head_only_model, joint_model)
 
 
 def _trunk(seed=0):
@@ -133,7 +133,7 @@ def test_joint_model_answers_with_each_images_own_head():
 def test_joint_model_heads_of_different_widths():
     """A 2-class and a 4-class task: the narrow head's image gets its own
     logits and MISSING_CLASS_LOGIT for classes 2 and 3 (probability 0)."""
-    from packnet_tf.baselines import MISSING_CLASS_LOGIT
+    from packnet_tf.evaluation.baselines import MISSING_CLASS_LOGIT
 
     model = joint_model(_trunk(), [2, 4])
     x, _ = _data(4, n=4)

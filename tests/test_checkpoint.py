@@ -11,8 +11,8 @@ import pytest
 from conftest import conv_bn_trunk
 
 import packnet_tf as pn
-from packnet_tf import atomic, checkpoint
-from packnet_tf.checkpoint import CheckpointError
+from packnet_tf.io import atomic, checkpoint
+from packnet_tf.io.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from cli_support import make_npz_tasks, run_cli
 
 import packnet_tf as pn
-from cli_support import make_npz_tasks, run_cli
-from packnet_tf import checkpoint
 from packnet_tf.cli import networks
-from packnet_tf.task_inference import calibrate
+from packnet_tf.inference.task_inference import calibrate
+from packnet_tf.io import checkpoint
 
 NETWORK = {"type": "cnn", "input_shape": [8, 8, 1], "conv": [4, "pool"],
            "dense": [8]}

@@ -6,12 +6,12 @@ import json
 import keras
 import numpy as np
 import pytest
-
-from cli_support import fingerprints, make_npz_tasks, run_cli, tiny_config
-from cli_support import write_config
-from packnet_tf import checkpoint
-from packnet_tf.cli import progress
+from cli_support import (fingerprints, make_npz_tasks, run_cli, tiny_config,
+                         write_config)
 from test_data_checks import write_bad_folder, zip_folder
+
+from packnet_tf.cli import progress
+from packnet_tf.io import checkpoint
 
 MODEL = ("out", "model.keras")
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
 from cli_support import make_npz_tasks, run_cli
-from packnet_tf import checkpoint
+
 from packnet_tf.cli import networks
+from packnet_tf.io import checkpoint
 
 NETWORK = {"type": "cnn", "input_shape": [8, 8, 1], "conv": [4, "pool"],
            "dense": [8]}

@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
-from packnet_tf import checkpoint
+
 from packnet_tf.cli import networks
+from packnet_tf.io import checkpoint
 
 
 @pytest.fixture(scope="module")

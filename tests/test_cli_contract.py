@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from cli_support import run_cli, write_config
 
-from packnet_tf import checkpoint
+from packnet_tf.io import checkpoint
 
 CLASSES = ("left", "middle", "right")
 #: The task learns a subset, in this label order.

@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 import yaml
-
 from cli_support import ROOT, run_cli, run_subprocess, write_config
-from packnet_tf import checkpoint
+
+from packnet_tf.io import checkpoint
 
 TASKS = ["digits_0_1", "digits_2_3", "digits_4_5", "digits_6_7",
          "digits_8_9"]

@@ -14,10 +14,10 @@ import subprocess
 import time
 
 import pytest
+from cli_support import (cli_command, cli_env, fingerprints, make_npz_tasks,
+                         run_subprocess, tiny_config, write_config)
 
-from cli_support import cli_command, cli_env, fingerprints, make_npz_tasks
-from cli_support import run_subprocess, tiny_config, write_config
-from packnet_tf import checkpoint
+from packnet_tf.io import checkpoint
 
 #: The run has 10 phases (3 tasks: 4 + 4 + 2); kill after these many.
 KILL_AFTER = (1, 3, 5, 8)

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import yaml
-
 from cli_support import ROOT, run_cli, write_config
-from packnet_tf import checkpoint
+
+from packnet_tf.io import checkpoint
 
 PAPER = ROOT / "examples" / "paper_vgg16.yaml"
 EXAMPLES = 4

@@ -115,7 +115,7 @@ def test_the_command_imports_packnet_tf_without_tensorflow():
 
 
 def test_every_public_name_resolves_as_a_plain_import_would():
-    import packnet_tf.convert  # binds the submodule on the package
+    import packnet_tf.convert  # binds the subpackage on the package
 
     for name in packnet_tf.__all__:
         assert getattr(packnet_tf, name) is not None
@@ -123,8 +123,8 @@ def test_every_public_name_resolves_as_a_plain_import_would():
     assert packnet_tf.export is sys.modules["packnet_tf.export"]
     assert packnet_tf.layers is sys.modules["packnet_tf.layers"]
     from packnet_tf import PackNetModel, train_task
-    from packnet_tf.model import PackNetModel as model_class
-    from packnet_tf.training import train_task as train_function
+    from packnet_tf.core.model import PackNetModel as model_class
+    from packnet_tf.training.driver import train_task as train_function
 
     assert (PackNetModel, train_task) == (model_class, train_function)
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):

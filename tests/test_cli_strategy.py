@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from cli_support import (make_npz_tasks, run_cli, run_subprocess, tiny_config,
+                         write_config)
 
-from cli_support import make_npz_tasks, run_cli, run_subprocess, tiny_config
-from cli_support import write_config
-from packnet_tf import checkpoint
 from packnet_tf.cli import strategy
+from packnet_tf.io import checkpoint
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_support import (fingerprints, make_npz_tasks, run_cli, tiny_config,
+                         write_config)
 
-from cli_support import fingerprints, make_npz_tasks, run_cli, tiny_config
-from cli_support import write_config
-from packnet_tf import checkpoint
+from packnet_tf.io import checkpoint
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_a_record_matching_the_model_skips_the_finished_finetune(
     def end_task(self, recalibrate=True):
         raise Killed  # after the fine-tune phase was saved and recorded
 
-    from packnet_tf.model import PackNetModel
+    from packnet_tf.core.model import PackNetModel
 
     with monkeypatch.context() as patch:
         patch.setattr(PackNetModel, "end_task", end_task)
@@ -283,7 +283,7 @@ def test_a_saved_model_continues_as_the_network(workdir):
 #: has pruned a part of the way (steps 4 and 8), then runs the command.
 _KILLED_MID_FINETUNE = """
 import os, signal, sys
-from packnet_tf import gradual
+from packnet_tf.training import gradual
 original = gradual.GradualPruning.on_train_batch_begin
 def dying(self, batch, logs=None):
     original(self, batch, logs)
@@ -313,7 +313,8 @@ def test_gradual_from_the_config_resumes_after_a_kill_mid_finetune(workdir):
     import sys
 
     from cli_support import cli_env, run_subprocess
-    from packnet_tf.ownership import count_to_keep
+
+    from packnet_tf.layers.ownership import count_to_keep
 
     config = tiny_config(workdir)  # "equal": a prunes 2/3, b 1/2, c 0
     config["defaults"].update(epochs=1, finetune_epochs=3,

@@ -10,8 +10,9 @@ import tensorflow as tf
 from test_export_plain import FLOAT_TOLERANCE, model_outputs
 
 import packnet_tf as pn
-from packnet_tf import checkpoint, export, layers
-from packnet_tf.contract import InputContract, as_contract
+from packnet_tf import export, layers
+from packnet_tf.core.contract import InputContract, as_contract
+from packnet_tf.io import checkpoint
 
 
 def _trunk(channels=3):
@@ -162,9 +163,8 @@ def test_an_old_file_loads_and_exports_as_before(model, tmp_path):
 def test_training_prepares_pixels_with_the_contracts_function(mode):
     """One preprocessing: what the data pipeline trains on is what every
     export computes from the same pixels (both call the contract's)."""
-    from packnet_tf.contract import preprocess_function
-    from packnet_tf.data import batches
-    from packnet_tf.data import ArraySource
+    from packnet_tf.core.contract import preprocess_function
+    from packnet_tf.data import ArraySource, batches
 
     pixels = np.random.default_rng(0).integers(
         0, 256, (4, 6, 6, 3)).astype("uint8")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from packnet_tf import distribute
+from packnet_tf.compat import distribute
+from packnet_tf.layers import base
 
 WORKER = os.path.join(os.path.dirname(__file__), "distribute_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +137,7 @@ def test_multi_worker_matches_one_device_and_forgets_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_workarounds_are_still_needed(tmp_path):
-    """Fails when TF or Keras fix what packnet_tf.distribute works around.
+    """Fails when TF or Keras fix what packnet_tf.compat.distribute works around.
 
     Then drop the matching workaround (int32 owners under multi-worker, or
     `MultiWorkerFitMixin`) and this test.
@@ -148,6 +149,6 @@ def test_multi_worker_workarounds_are_still_needed(tmp_path):
 
 
 def test_owner_dtype_is_uint8_outside_multi_worker():
-    assert distribute.owner_dtype() == "uint8"
+    assert base.owner_dtype() == "uint8"
     with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
-        assert distribute.owner_dtype() == "uint8"
+        assert base.owner_dtype() == "uint8"

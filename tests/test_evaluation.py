@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from packnet_tf.evaluation import continual_metrics
-from packnet_tf.evaluation import plot_accuracy_across_tasks
+from packnet_tf.evaluation.metrics import (continual_metrics,
+                                           plot_accuracy_across_tasks)
 
 #: Three tasks; task 0 falls 0.9 -> 0.8 -> 0.6, task 1 0.7 -> 0.75.
 FORGETTING = [[0.9, None, None],
@@ -88,7 +88,7 @@ def test_plot_is_a_small_png(tmp_path):
 
 
 def test_task_inference_metrics_by_hand():
-    from packnet_tf.evaluation import task_inference_metrics
+    from packnet_tf.evaluation.metrics import task_inference_metrics
 
     metrics = task_inference_metrics(
         true_task=["a", "a", "a", "a", "b", "b"],
@@ -113,7 +113,7 @@ def test_task_inference_metrics_by_hand():
 
 
 def test_task_inference_metrics_errors():
-    from packnet_tf.evaluation import task_inference_metrics
+    from packnet_tf.evaluation.metrics import task_inference_metrics
 
     with pytest.raises(ValueError, match="one non-empty length"):
         task_inference_metrics(["a"], ["a", "a"], [0], [0], [0])

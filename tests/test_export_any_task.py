@@ -13,7 +13,7 @@ from conftest import model_outputs, packed_model, wide_trunk
 
 import packnet_tf as pn
 from packnet_tf import export
-from packnet_tf.task_inference import task_scores
+from packnet_tf.inference.task_inference import task_scores
 
 A_NAMES = ("cat", "dog", "emu")
 B_NAMES = tuple(f"class {i}" for i in range(7))

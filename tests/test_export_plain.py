@@ -8,20 +8,14 @@ import keras
 import numpy as np
 import pytest
 from conftest import (  # noqa: F401 - re-exported for the other export tests
-    FLOAT_TOLERANCE,
-    every_kind_trunk,
-    fake_train,
-    model_outputs,
-    packed_model,
-    probe_inputs,
-    wide_trunk,
-)
+    FLOAT_TOLERANCE, every_kind_trunk, fake_train, model_outputs, packed_model,
+    probe_inputs, wide_trunk)
 
 import packnet_tf as pn
+from packnet_tf.core.trunk import iter_layers
 from packnet_tf.export import plain_model
 from packnet_tf.export.plain import fold_plan
 from packnet_tf.layers import PackedLayer
-from packnet_tf.trunk import iter_layers
 
 #: (producer, batch norm) pairs `every_kind_trunk` folds.
 EVERY_KIND_FOLDS = {

@@ -11,18 +11,13 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 from test_checkpoint import record_syncs
-from test_export_plain import (
-    FLOAT_TOLERANCE,
-    every_kind_trunk,
-    model_outputs,
-    packed_model,
-    probe_inputs,
-)
+from test_export_plain import (FLOAT_TOLERANCE, every_kind_trunk,
+                               model_outputs, packed_model, probe_inputs)
 
 import packnet_tf as pn
 from packnet_tf import export
+from packnet_tf.core.trunk import packed_layers
 from packnet_tf.export import to_saved_model
-from packnet_tf.trunk import packed_layers
 
 TASKS = ("a", "b", "c")
 

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from cli_support import ROOT, run_cli, write_config
 
-from packnet_tf import checkpoint
 from packnet_tf.data import batches, from_spec
+from packnet_tf.io import checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import packnet_tf as pn
-from packnet_tf import checkpoint, layers
+from packnet_tf import layers
+from packnet_tf.io import checkpoint
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -135,8 +136,9 @@ def test_a_bad_free_init_says_what_is_allowed(trunk):
 
 def test_the_run_config_builds_with_free_init(tmp_path):
     from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
+
     from packnet_tf.cli import schema
-    from packnet_tf.free_init import FREE_INITS
+    from packnet_tf.core.free_init import FREE_INITS
 
     assert schema.FREE_INITS == FREE_INITS
     make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))

@@ -11,13 +11,10 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.gradual import (
-    LEGACY_KERAS_ENV,
-    GradualPruning,
-    polynomial_decay,
-    schedule_from_config,
-)
-from packnet_tf.ownership import count_to_keep
+from packnet_tf.layers.ownership import count_to_keep
+from packnet_tf.training.gradual import (LEGACY_KERAS_ENV, GradualPruning,
+                                         polynomial_decay,
+                                         schedule_from_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -266,9 +263,10 @@ def test_environment_is_unchanged_after_a_gradual_run(value):
 
 
 def test_the_config_knows_the_same_timing_keys():
-    from packnet_tf.cli import schema
-    from packnet_tf.gradual import TIMING_KEYS, polynomial_decay
     import inspect
+
+    from packnet_tf.cli import schema
+    from packnet_tf.training.gradual import TIMING_KEYS, polynomial_decay
 
     assert tuple(schema.GRADUAL_KEYS) == TIMING_KEYS
     assert TIMING_KEYS == tuple(

@@ -1,7 +1,7 @@
-"""Pins every private Keras API in `packnet_tf._keras_compat`.
+"""Pins every private Keras API in `packnet_tf.compat.keras_internals`.
 
 Each test fails when a Keras release removes or changes what the package
-relies on; fix `_keras_compat` (and its callers) then, not the test alone.
+relies on; fix `keras_internals` (and its callers) then, not the test alone.
 """
 
 import inspect
@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from packnet_tf import PackNetModel, layers
-from packnet_tf import _keras_compat as compat
+from packnet_tf.compat import keras_internals as compat
 
 LOCKED = "You cannot add new elements of state"
 

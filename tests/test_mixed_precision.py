@@ -22,7 +22,7 @@ from conftest import FLOAT_TOLERANCE, conv_bn_trunk
 
 import packnet_tf as pn
 from packnet_tf import export
-from packnet_tf.trunk import iter_layers, packed_layers
+from packnet_tf.core.trunk import iter_layers, packed_layers
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CLASSES = (2, 3, 4, 3)

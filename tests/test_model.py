@@ -6,8 +6,8 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.model import FINGERPRINT_BATCH
-from packnet_tf.trunk import packed_layers
+from packnet_tf.core.model import FINGERPRINT_BATCH
+from packnet_tf.core.trunk import packed_layers
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from packnet_tf import ownership
+from packnet_tf.layers import ownership
 
 OWNER = np.array([[0, 1, 2], [3, 1, 0]], dtype=np.uint8)
 

@@ -3,10 +3,10 @@ the same task keeps the traced train step (`phases.restart_optimizer`)."""
 
 import keras
 import numpy as np
+from conftest import conv_bn_trunk
 
 import packnet_tf as pn
-from packnet_tf import phases
-from conftest import conv_bn_trunk
+from packnet_tf.training import phases
 
 
 def _weights(model):

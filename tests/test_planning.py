@@ -6,8 +6,9 @@ import pytest
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.ownership import count_to_free
-from packnet_tf.planning import check_fraction, prune_fraction_for, validate_spec
+from packnet_tf.core.planning import (check_fraction, prune_fraction_for,
+                                      validate_spec)
+from packnet_tf.layers.ownership import count_to_free
 
 
 def plan(spec, num_tasks):

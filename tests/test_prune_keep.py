@@ -9,7 +9,9 @@ from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
 from conftest import conv_bn_trunk
 
 import packnet_tf as pn
-from packnet_tf import layers, phases, planning
+from packnet_tf import layers
+from packnet_tf.core import planning
+from packnet_tf.training import phases
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -12,13 +12,10 @@ import pytest
 import tensorflow as tf
 
 import packnet_tf as pn
-from packnet_tf import phases
-from packnet_tf.recalibration import (
-    SHUFFLE_SEED,
-    batch_norm_layers,
-    batch_statistics,
-    population_statistics,
-)
+from packnet_tf.core.recalibration import (SHUFFLE_SEED, batch_norm_layers,
+                                           batch_statistics,
+                                           population_statistics)
+from packnet_tf.training import phases
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 #: Max |stored - population| of a statistic (float32 storage).

@@ -7,7 +7,8 @@ import keras
 import pytest
 
 import packnet_tf as pn
-from packnet_tf import layers, twins
+from packnet_tf import layers
+from packnet_tf.convert import twins
 from packnet_tf.layers import PackedLayerSpec, registry
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"

@@ -8,21 +8,15 @@ defined here and registered for that test only.
 import keras
 import numpy as np
 import pytest
-from conftest import (
-    FLOAT_TOLERANCE,
-    model_outputs,
-    packed_model,
-    probe_inputs,
-    registry_model,
-    registry_task_data,
-)
+from conftest import (FLOAT_TOLERANCE, model_outputs, packed_model,
+                      probe_inputs, registry_model, registry_task_data)
 
 import packnet_tf as pn
+from packnet_tf.core.trunk import iter_layers, packed_layers
 from packnet_tf.export import plain_model
 from packnet_tf.export.folding import fold_plan
 from packnet_tf.layers import PackedLayer, PackedLayerSpec, registry
 from packnet_tf.layers.conv import PackedConv
-from packnet_tf.trunk import iter_layers, packed_layers
 
 #: Converted outputs must match the original's within this (float32).
 CONVERT_ATOL = 1e-6
@@ -156,13 +150,8 @@ def test_every_entry_exports_a_plain_model_per_task(spec):
 class PackedConv3D(PackedConv):
     """A layer the library lacks: all it needs is its rank and an entry."""
 
-    def __init__(self, filters, kernel_size, strides=(1, 1, 1),
-                 padding="valid", data_format=None, dilation_rate=(1, 1, 1),
-                 groups=1, **kwargs):
-        super().__init__(
-            rank=3, filters=filters, kernel_size=kernel_size,
-            strides=strides, padding=padding, data_format=data_format,
-            dilation_rate=dilation_rate, groups=groups, **kwargs)
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(3, filters, kernel_size, **kwargs)
 
 
 CONV3D = PackedLayerSpec(

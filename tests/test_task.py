@@ -1,10 +1,10 @@
-"""The task lifecycle table and its guards (`packnet_tf.task`)."""
+"""The task lifecycle table and its guards (`packnet_tf.core.task`)."""
 
 import pytest
 
 import packnet_tf as pn
-from packnet_tf import task as lifecycle
-from packnet_tf.task import FROZEN, PRUNED, TRAINING, TaskInfo
+from packnet_tf.core import task as lifecycle
+from packnet_tf.core.task import FROZEN, PRUNED, TRAINING, TaskInfo
 
 STATES = (TRAINING, PRUNED, FROZEN)
 

@@ -4,12 +4,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import conv_bn_trunk, packed_model, probe_inputs
 
 import packnet_tf as pn
 from packnet_tf import layers
-from packnet_tf.task_inference import choose_tasks, task_scores
-
-from conftest import conv_bn_trunk, packed_model, probe_inputs
+from packnet_tf.inference.task_inference import choose_tasks, task_scores
 
 
 def _separable_model():
@@ -271,7 +270,7 @@ def test_repeated_calls_trace_once():
     model = _separable_model()
     x = _inputs("a", 8)
     first = pn.infer_task(model, x)
-    from packnet_tf import task_inference
+    from packnet_tf.inference import task_inference
 
     (traced,) = task_inference._TRACED[model].values()
     before = traced._function.experimental_get_tracing_count()
@@ -284,7 +283,7 @@ def test_repeated_calls_trace_once():
 
 
 def test_calibrate_records_the_quantiles_of_the_tasks_own_scores():
-    from packnet_tf.task_inference import QUANTILES, calibrate
+    from packnet_tf.inference.task_inference import QUANTILES, calibrate
 
     model = _separable_model()
     x = _inputs("b", 40)
@@ -303,7 +302,7 @@ def test_calibrate_records_the_quantiles_of_the_tasks_own_scores():
 
 
 def test_calibrated_scores_are_percentiles_of_each_tasks_own():
-    from packnet_tf.task_inference import calibrated_scores
+    from packnet_tf.inference.task_inference import calibrated_scores
 
     # Task 0 is confident on everything (its own scores 0.98-1.0), task 1
     # modestly (0.2-0.7): 0.99 is task 0's median, 0.6 high for task 1.
@@ -316,7 +315,8 @@ def test_calibrated_scores_are_percentiles_of_each_tasks_own():
 
 
 def test_infer_task_calibrated_reads_the_stored_quantiles():
-    from packnet_tf.task_inference import calibrate, calibrated_scores
+    from packnet_tf.inference.task_inference import (calibrate,
+                                                     calibrated_scores)
 
     model = _separable_model()
     x = np.concatenate([_inputs("a", 16), _inputs("b", 16, seed=1)])
@@ -341,7 +341,7 @@ def test_infer_task_calibrated_reads_the_stored_quantiles():
 def test_a_task_ended_with_its_data_is_calibrated(tmp_path):
     """train_task (and the CLI, through phases.end) record the quantiles,
     and they survive saving."""
-    from packnet_tf import checkpoint
+    from packnet_tf.io import checkpoint
 
     keras.utils.set_random_seed(0)
     model = pn.PackNetModel(keras.Sequential([

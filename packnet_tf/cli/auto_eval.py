@@ -94,8 +94,8 @@ def _specs_from_config(args, model):
 
 def _task_batches(args, model, info, spec, label, base_dir, out):
     """The task's examples as `(x, y)` batches, read as its contract says."""
-    from packnet_tf.data import (
-        DataError, batches, check_source, fit_plan, from_spec)
+    from packnet_tf.data import (DataError, batches, check_source, fit_plan,
+                                 from_spec)
 
     try:
         options = contracts.data_options(info, args.preprocess, None)
@@ -161,8 +161,8 @@ def evaluate_auto(args, out):
     Raises:
         UsageError: on bad flags or data, naming the flag.
     """
-    from packnet_tf.evaluation import task_inference_metrics
-    from packnet_tf.task_inference import choose_tasks, infer_task
+    from packnet_tf.evaluation.metrics import task_inference_metrics
+    from packnet_tf.inference.task_inference import choose_tasks, infer_task
 
     _check_args(args)
     model = load(args.model)

@@ -6,9 +6,9 @@ Each returns the process exit code; bad input raises `UsageError` (exit 2).
 import json
 import pathlib
 
-from packnet_tf import checkpoint
 from packnet_tf.cli import contracts
 from packnet_tf.cli.networks import input_shape
+from packnet_tf.io import checkpoint
 
 
 class UsageError(ValueError):

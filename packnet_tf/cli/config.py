@@ -37,18 +37,11 @@ import dataclasses
 import json
 import pathlib
 
-from packnet_tf.cli.schema import (
-    TASK_DEFAULTS,
-    TASK_ONLY_KEYS,
-    TOP_KEYS,
-    ConfigError,
-    check_int,
-    check_network,
-    check_task_options,
-    check_unknown,
-)
-from packnet_tf.paths import resolve_path
-from packnet_tf.task import validate_task_name
+from packnet_tf.cli.schema import (TASK_DEFAULTS, TASK_ONLY_KEYS, TOP_KEYS,
+                                   ConfigError, check_int, check_network,
+                                   check_task_options, check_unknown)
+from packnet_tf.core.task import validate_task_name
+from packnet_tf.io.paths import resolve_path
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ their data the way the contract says, so `--preprocess` and `--classes`
 are only overrides.
 """
 
-from packnet_tf.contract import InputContract
+from packnet_tf.core.contract import InputContract
 
 #: The resize method `packnet_tf.data.batches` applies.
 PIPELINE_RESIZE = "bilinear"

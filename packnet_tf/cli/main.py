@@ -36,7 +36,7 @@ _EXIT_CODES = (
     ("packnet_tf.cli.commands", "UsageError", BAD_INPUT),
     ("packnet_tf.cli.strategy", "StrategyError", BAD_INPUT),
     ("packnet_tf.cli.progress", "PhaseFailed", STOPPED),
-    ("packnet_tf.checkpoint", "RunBusyError", STOPPED),
+    ("packnet_tf.io.checkpoint", "RunBusyError", STOPPED),
 )
 
 def _add_data_args(parser, split_default, per_task=False):

@@ -5,7 +5,7 @@
   pool), then flatten (or global average pooling) and ReLU dense layers.
 - `mlp`: dense layers on flattened inputs.
 - `application`: a `keras.applications` model (`name: VGG16`) converted by
-  `packnet_tf.convert`; with `first_task` its classifier (as logits) becomes
+  `packnet_tf.convert.converter`; with `first_task` its classifier (as logits) becomes
   that task's head. `weights: imagenet` downloads the weights once.
 - `file`: a saved `.keras` file: a `PackNetModel` to continue, or a plain
   Keras model to convert.
@@ -14,7 +14,7 @@
 import keras
 
 from packnet_tf import layers
-from packnet_tf.model import PackNetModel
+from packnet_tf.core.model import PackNetModel
 
 
 def _cnn_trunk(spec):
@@ -87,7 +87,7 @@ def build_network(spec, max_tasks, load=None):
 
     Raises:
         ValueError: for an unknown application, or arguments Keras or
-            `packnet_tf.convert` reject (with their message).
+            `packnet_tf.convert.converter` reject (with their message).
     """
     kind = spec["type"]
     free_init = spec.get("free_init", "previous")  # the library's default
@@ -97,7 +97,7 @@ def build_network(spec, max_tasks, load=None):
     if kind == "mlp":
         return PackNetModel(_mlp_trunk(spec), max_tasks=max_tasks,
                             free_init=free_init, name="packnet")
-    from packnet_tf.convert import convert
+    from packnet_tf.convert.converter import convert
 
     if kind == "application":
         return convert(_application(spec), max_tasks,

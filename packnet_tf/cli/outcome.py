@@ -6,10 +6,10 @@ reporter.
 
 import traceback
 
-from packnet_tf import checkpoint
 from packnet_tf.cli.prepare import sidecar_path
 from packnet_tf.cli.progress import PhaseFailed
 from packnet_tf.errors import FusedUpdateError
+from packnet_tf.io import checkpoint
 
 
 def error_log(model_path):
@@ -70,7 +70,7 @@ def report_matrix(run):
     Args:
         run: the finished `Run`.
     """
-    from packnet_tf.evaluation import continual_metrics
+    from packnet_tf.evaluation.metrics import continual_metrics
 
     rows = run.record.get("accuracy_matrix", {})
     names = [t.name for t in run.plan.tasks if t.source is not None]

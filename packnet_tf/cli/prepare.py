@@ -13,19 +13,13 @@ import json
 import keras
 import tensorflow as tf
 
-from packnet_tf import checkpoint
 from packnet_tf.cli import networks
 from packnet_tf.cli.config import ConfigError
-from packnet_tf.contract import InputContract
-from packnet_tf.data import (
-    CheckCache,
-    DataError,
-    DataSource,
-    check_source,
-    fit_plan,
-    from_spec,
-)
+from packnet_tf.core.contract import InputContract
+from packnet_tf.data import (CheckCache, DataError, DataSource, check_source,
+                             fit_plan, from_spec)
 from packnet_tf.data.pipeline import preprocess_function
+from packnet_tf.io import checkpoint
 
 
 @dataclasses.dataclass
@@ -40,7 +34,7 @@ class TaskPlan:
             "auto": chosen after training by held-out accuracy).
         check: the `CheckReport` of its data (files left out with
             `on_bad_files: skip`).
-        recipe: how it trains (`packnet_tf.phases.Recipe`).
+        recipe: how it trains (`packnet_tf.training.phases.Recipe`).
     """
 
     config: object
@@ -174,11 +168,11 @@ def _source(config, task):
 
 
 def _prune_fraction(config, task, model):
-    from packnet_tf.planning import prune_fraction_for
+    from packnet_tf.core.planning import prune_fraction_for
 
     value = task.options["prune_fraction"]
     if value == "auto":
-        return value  # chosen after training (packnet_tf.auto_prune)
+        return value  # chosen after training (packnet_tf.training.auto_prune)
     if not isinstance(value, (str, list, tuple)):
         return float(value)
     try:
@@ -189,7 +183,7 @@ def _prune_fraction(config, task, model):
 
 def _recipe(config, task, fraction):
     """The task's `phases.Recipe`, or a `ConfigError` naming the key."""
-    from packnet_tf import phases
+    from packnet_tf.training import phases
 
     where = f"tasks[{task.index}]"
     options = task.options
@@ -219,7 +213,7 @@ def _recipe(config, task, fraction):
 
 def _check_keep(config, task, model):
     """Every `prune_keep` pattern names a kernel of the network."""
-    from packnet_tf.pruning import kept_kernels
+    from packnet_tf.core.pruning import kept_kernels
 
     try:
         kept_kernels(task.options["prune_keep"], model.kernel_keys())

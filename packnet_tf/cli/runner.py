@@ -1,10 +1,10 @@
 """A resumable run: the config's tasks, phase by phase, saved after each.
 
-Each task goes through the phases of `packnet_tf.phases` - train ->
+Each task goes through the phases of `packnet_tf.training.phases` - train ->
 prune -> fine-tune -> end - under its `Recipe` (a task with prune fraction
 0 skips prune and fine-tune; a task with `gradual` timings has no prune
 phase and is pruned along its schedule while it fine-tunes). After every phase
-the model file is replaced atomically (`packnet_tf.checkpoint`), so a kill
+the model file is replaced atomically (`packnet_tf.io.checkpoint`), so a kill
 at any moment leaves the state at the end of the last finished phase. The
 run's position is read back from the model itself: a task's `state` says
 "training" (its train phase is done), "pruned" or "frozen". Only "pruned"
@@ -25,22 +25,18 @@ import time
 
 import keras
 
-from packnet_tf import checkpoint, phases
 from packnet_tf.cli import outcome
 from packnet_tf.cli.contracts import contract_for
 from packnet_tf.cli.metrics import task_metrics
 from packnet_tf.cli.networks import input_shape
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
-from packnet_tf.cli.progress import (
-    NanGuard,
-    PhaseFailed,
-    Reporter,
-    accuracy_table,
-    history_summary,
-)
+from packnet_tf.cli.progress import (NanGuard, PhaseFailed, Reporter,
+                                     accuracy_table, history_summary)
+from packnet_tf.core.task import FROZEN, PRUNED, TRAINING
 from packnet_tf.data import batches
-from packnet_tf.phases import PHASES
-from packnet_tf.task import FROZEN, PRUNED, TRAINING
+from packnet_tf.io import checkpoint
+from packnet_tf.training import phases
+from packnet_tf.training.phases import PHASES
 
 
 class Run:

@@ -1,14 +1,10 @@
 """The config's keys and the checks of their values (no TensorFlow)."""
 
-from packnet_tf import auto_prune
-from packnet_tf.augmentation import check_augment
-from packnet_tf.planning import (
-    KEEP_EXPECTED,
-    check_fraction,
-    check_keep_patterns,
-    validate_spec,
-)
-from packnet_tf.task import validate_task_name
+from packnet_tf.core.planning import (KEEP_EXPECTED, check_fraction,
+                                      check_keep_patterns, validate_spec)
+from packnet_tf.core.task import validate_task_name
+from packnet_tf.data.augmentation import check_augment
+from packnet_tf.training import auto_prune
 
 #: Top-level keys.
 TOP_KEYS = ("model", "max_tasks", "seed", "network", "defaults", "tasks",
@@ -28,16 +24,16 @@ TASK_DEFAULTS = {
     "num_classes": None,
     "validation": False,
     "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
-    "gradual": None,  # or PolynomialDecay timings (packnet_tf.gradual)
+    "gradual": None,  # or PolynomialDecay timings (packnet_tf.training.gradual)
     "augment": None,  # or {flip: horizontal, translate: 0.1}
     "autotune": False,  # tf.data autotuning (packnet_tf.data.batches)
     # Batch-norm statistics recomputed over the training data before a
-    # task is frozen (packnet_tf.recalibration); null steps: one pass.
+    # task is frozen (packnet_tf.core.recalibration); null steps: one pass.
     "recalibrate": True,
     "recalibrate_steps": None,
     # Kernels a one-shot prune leaves whole: ["*/depthwise_kernel"].
     "prune_keep": None,
-    # With prune_fraction: auto (packnet_tf.auto_prune): the accuracy a
+    # With prune_fraction: auto (packnet_tf.training.auto_prune): the accuracy a
     # task may lose, the fractions tried, and every k-th training example
     # held out to measure it.
     "auto_tolerance": 0.005,
@@ -47,7 +43,7 @@ TASK_DEFAULTS = {
 #: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
 #: here too so that config checks need no TensorFlow).
 ON_BAD_FILES = ("error", "skip")
-#: Keys of `gradual` (`packnet_tf.gradual.TIMING_KEYS`, kept here too so
+#: Keys of `gradual` (`packnet_tf.training.gradual.TIMING_KEYS`, kept here too so
 #: that config checks need no TensorFlow; a test pins them equal), with the
 #: least value of each int key.
 GRADUAL_KEYS = {"end_step": 0, "begin_step": 0, "frequency": 1,
@@ -64,7 +60,7 @@ NETWORK_KEYS = {
                     "args", "free_init"),
     "file": ("path", "first_task", "free_init"),
 }
-#: Values of `network.free_init` (`packnet_tf.free_init.FREE_INITS`, kept
+#: Values of `network.free_init` (`packnet_tf.core.free_init.FREE_INITS`, kept
 #: here too so that config checks need no TensorFlow; a test pins them).
 FREE_INITS = ("zero", "previous", "initializer")
 

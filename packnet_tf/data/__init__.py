@@ -14,39 +14,39 @@ Example:
 >>> source = data.from_spec({"folder": "cifar10_jpg.zip",
 ...                          "classes": ["airplane", "automobile"]})
 >>> train = data.batches(source, "train", (32, 32, 3), batch_size=64)
+
+`augmentation` (the training-time augmentation options) imports no
+TensorFlow; the names above are imported on first use.
+
+Layer 5: may import `io`, `core`, `layers`, `compat` and `errors`.
 """
 
-from packnet_tf.data.arrays import ArraySource, DatasetSource, npz_source
-from packnet_tf.data.checks import BadFilesError, CheckCache, CheckReport
-from packnet_tf.data.checks import check_source
-from packnet_tf.data.digits import digit_sources, digit_tasks
-from packnet_tf.data.digits import write_digit_folder
-from packnet_tf.data.folder import ImageFolderSource
-from packnet_tf.data.image_limits import ImageLimits
-from packnet_tf.data.pipeline import FitPlan, batches, fit_plan
-from packnet_tf.data.source import DataError, DataSource
-from packnet_tf.data.spec import from_spec, normalize_spec
-from packnet_tf.data.tfds_source import TFDSSource
+from packnet_tf._lazy import lazy_exports
 
-__all__ = [
-    "ArraySource",
-    "BadFilesError",
-    "CheckCache",
-    "CheckReport",
-    "DataError",
-    "DataSource",
-    "DatasetSource",
-    "FitPlan",
-    "ImageFolderSource",
-    "ImageLimits",
-    "TFDSSource",
-    "batches",
-    "check_source",
-    "digit_sources",
-    "digit_tasks",
-    "fit_plan",
-    "from_spec",
-    "normalize_spec",
-    "npz_source",
-    "write_digit_folder",
-]
+#: Each public name and the module it comes from.
+_EXPORTS = {
+    "ArraySource": "packnet_tf.data.arrays",
+    "BadFilesError": "packnet_tf.data.checks",
+    "CheckCache": "packnet_tf.data.checks",
+    "CheckReport": "packnet_tf.data.checks",
+    "DataError": "packnet_tf.data.source",
+    "DataSource": "packnet_tf.data.source",
+    "DatasetSource": "packnet_tf.data.arrays",
+    "FitPlan": "packnet_tf.data.pipeline",
+    "ImageFolderSource": "packnet_tf.data.folder",
+    "ImageLimits": "packnet_tf.data.image_limits",
+    "TFDSSource": "packnet_tf.data.tfds_source",
+    "batches": "packnet_tf.data.pipeline",
+    "check_source": "packnet_tf.data.checks",
+    "digit_sources": "packnet_tf.data.digits",
+    "digit_tasks": "packnet_tf.data.digits",
+    "fit_plan": "packnet_tf.data.pipeline",
+    "from_spec": "packnet_tf.data.spec",
+    "normalize_spec": "packnet_tf.data.spec",
+    "npz_source": "packnet_tf.data.arrays",
+    "write_digit_folder": "packnet_tf.data.digits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

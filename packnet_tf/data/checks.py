@@ -21,8 +21,8 @@ import re
 
 import tensorflow as tf
 
-from packnet_tf.atomic import write_json
 from packnet_tf.data.source import DataError
+from packnet_tf.io.atomic import write_json
 
 #: What `on_bad_files` accepts.
 ON_BAD_FILES = ("error", "skip")

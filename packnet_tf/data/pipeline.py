@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf import augmentation, contract
+from packnet_tf.core import contract
+from packnet_tf.data import augmentation
 from packnet_tf.data.source import DataError
 
 #: Batches prefetched when tf.data autotuning is off (`batches`).
@@ -129,7 +130,7 @@ def preprocess_function(mode, dtype):
     """The per-image preprocessing for `mode`: the input contract's own.
 
     Training, evaluation and every export prepare pixels with
-    `packnet_tf.contract.preprocess_function`; this resolves `"auto"` by the
+    `packnet_tf.core.contract.preprocess_function`; this resolves `"auto"` by the
     source's dtype first, so no second implementation can drift from it.
 
     Args:
@@ -196,7 +197,7 @@ def batches(source, split, input_shape, batch_size=32, shuffle=None,
         repeat: repeat forever (for step-based training).
         augment: None (default), or an augmentation spec such as
             `{"flip": "horizontal", "translate": 0.1}` (see
-            `packnet_tf.augmentation`), applied to each training batch
+            `packnet_tf.data.augmentation`), applied to each training batch
             after preprocessing, seeded by `seed` (the same per seed,
             different every epoch). Only for the train split of an image
             network.

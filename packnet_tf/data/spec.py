@@ -24,7 +24,7 @@ from packnet_tf.data.arrays import npz_source
 from packnet_tf.data.folder import ImageFolderSource
 from packnet_tf.data.source import DataError, check_color_mode
 from packnet_tf.data.tfds_source import TFDSSource
-from packnet_tf.paths import resolve_path
+from packnet_tf.io.paths import resolve_path
 
 #: Keys every kind accepts.
 COMMON_KEYS = ("train_split", "test_split", "classes", "train_examples",

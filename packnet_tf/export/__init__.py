@@ -26,6 +26,9 @@ same task.
 The functions live in modules named apart from them (`to_saved_model`,
 `to_tflite`, `plain`, `serving`), so that `packnet_tf.export.tflite` is
 the function and `import packnet_tf.export.to_tflite` the module.
+
+Layer 9: may import `evaluation`, `training`, `convert`, `inference`,
+`data`, `io`, `core`, `layers`, `compat` and `errors`.
 """
 
 from packnet_tf.data.image_limits import ImageLimits

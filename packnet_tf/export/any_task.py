@@ -25,18 +25,11 @@ comes from one task sums `task_scores` over the batch (`infer_task`'s
 import tensorflow as tf
 
 from packnet_tf.data import image_limits
-from packnet_tf.export.signatures import (
-    CLASS_IDS,
-    CLASS_NAMES,
-    IMAGES_NAME,
-    PIXELS_NAME,
-    SCORES,
-    TOP_K,
-    image_shape,
-    images_to_inputs,
-    pixels_to_inputs,
-)
-from packnet_tf.task_inference import probabilities, task_scores
+from packnet_tf.export.signatures import (CLASS_IDS, CLASS_NAMES, IMAGES_NAME,
+                                          PIXELS_NAME, SCORES, TOP_K,
+                                          image_shape, images_to_inputs,
+                                          pixels_to_inputs)
+from packnet_tf.inference.task_inference import probabilities, task_scores
 
 #: Signature keys.
 ANY_TASK = "any_task"

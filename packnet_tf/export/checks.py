@@ -6,9 +6,9 @@ a half-written export behind.
 
 import os
 
-from packnet_tf.atomic import is_temporary
+from packnet_tf.core.task import NAME_PATTERN
 from packnet_tf.errors import TaskStateError
-from packnet_tf.task import NAME_PATTERN
+from packnet_tf.io.atomic import is_temporary
 
 #: Prefix of the staging folder a SavedModel export writes first.
 STAGING_PREFIX = ".packnet-staging-"
@@ -42,8 +42,8 @@ def select_tasks(model, tasks):
         TaskStateError: for a task that has not finished (`end_task()`),
             or a headless task.
     """
-    from packnet_tf.model import PackNetModel
-    from packnet_tf.task import require_head
+    from packnet_tf.core.model import PackNetModel
+    from packnet_tf.core.task import require_head
 
     if not isinstance(model, PackNetModel):
         raise TypeError(

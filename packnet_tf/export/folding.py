@@ -12,7 +12,7 @@ import itertools
 import keras
 import numpy as np
 
-from packnet_tf import _keras_compat
+from packnet_tf.compat import keras_internals
 from packnet_tf.layers import TaskBatchNormalization, registry
 
 
@@ -58,13 +58,13 @@ def _functional_pairs(model):
              for entry in config["layers"]}
     readers = {}
     for name, inbound in nodes.items():
-        for history in _keras_compat.config_keras_histories(inbound):
+        for history in keras_internals.config_keras_histories(inbound):
             readers[history[0]] = readers.get(history[0], 0) + 1
-    for history in _keras_compat.config_output_histories(config):
+    for history in keras_internals.config_output_histories(config):
         readers[history[0]] = readers.get(history[0], 0) + 1
     pairs = []
     for name, inbound in nodes.items():
-        sources = _keras_compat.config_keras_histories(inbound)
+        sources = keras_internals.config_keras_histories(inbound)
         if len(inbound) != 1 or len(sources) != 1:
             continue
         producer = sources[0][0]

@@ -22,19 +22,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf import ownership
-from packnet_tf.export.checks import signature_name
-from packnet_tf.export.plain import (
-    call_head_copy,
-    expand_groups,
-    groups_of,
-    plain_model,
-    plain_trunk,
-    twin_variable_name,
-)
 from packnet_tf.data import image_limits
 from packnet_tf.export.any_task import any_task_functions
+from packnet_tf.export.checks import signature_name
+from packnet_tf.export.plain import (call_head_copy, expand_groups, groups_of,
+                                     plain_model, plain_trunk,
+                                     twin_variable_name)
 from packnet_tf.export.signatures import INPUT_NAME, task_functions
+from packnet_tf.layers import ownership
 
 
 def input_spec(model):

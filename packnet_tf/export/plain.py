@@ -18,20 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf import ownership
 from packnet_tf.export.checks import select_tasks
-from packnet_tf.export.folding import (
-    batch_norm_affine,
-    fold_into,
-    fold_plan,
-    task_row,
-)
-from packnet_tf.export.precision import (
-    float32_config,
-    float32_layer,
-    float32_policy,
-)
-from packnet_tf.layers import PackedLayer, registry
+from packnet_tf.export.folding import (batch_norm_affine, fold_into, fold_plan,
+                                       task_row)
+from packnet_tf.export.precision import (float32_config, float32_layer,
+                                         float32_policy)
+from packnet_tf.layers import PackedLayer, ownership, registry
 
 
 def twin_spec(layer):

@@ -2,8 +2,8 @@
 
 import os
 
-from packnet_tf import atomic
 from packnet_tf.export.checks import MODELS_CONFIG, model_dirs
+from packnet_tf.io import atomic
 
 
 def _quote(text):
@@ -39,7 +39,7 @@ def models_config_text(base_dir, names, base_path=None):
 def write_models_config(base_dir, base_path=None):
     """Writes `<base_dir>/models.config` listing every exported model.
 
-    The file is written atomically (`packnet_tf.atomic`: a temporary file
+    The file is written atomically (`packnet_tf.io.atomic`: a temporary file
     beside it, fsynced and renamed), so a server never reads half of it.
 
     Args:

@@ -6,11 +6,11 @@ import tempfile
 
 import tensorflow as tf
 
-from packnet_tf import atomic
-from packnet_tf.export import checks
 from packnet_tf.data.image_limits import check_limits, record_limits
+from packnet_tf.export import checks
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.serving import write_models_config
+from packnet_tf.io import atomic
 
 #: `layout` values: one SavedModel per task, or one for all.
 LAYOUTS = ("per_task", "multi")
@@ -104,7 +104,7 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
 def _write(modules, targets, base_dir):
     """Saves every module to a staging folder, then renames them into place.
 
-    Everything is fsynced before it is renamed (`packnet_tf.atomic`); on
+    Everything is fsynced before it is renamed (`packnet_tf.io.atomic`); on
     any error the folders this call created or moved are removed again.
     """
     created_base = not os.path.exists(base_dir)

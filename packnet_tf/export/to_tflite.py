@@ -15,17 +15,11 @@ than depend on it.
 
 import os
 
-from packnet_tf import atomic
 from packnet_tf.export import checks
-from packnet_tf.export.tflite_convert import (
-    INPUTS,
-    LAYOUTS,
-    QUANTIZE_MODES,
-    any_task_key,
-    check_pixel_inputs,
-    convert,
-    default_layout,
-)
+from packnet_tf.export.tflite_convert import (INPUTS, LAYOUTS, QUANTIZE_MODES,
+                                              any_task_key, check_pixel_inputs,
+                                              convert, default_layout)
+from packnet_tf.io import atomic
 
 __all__ = ["INPUTS", "LAYOUTS", "QUANTIZE_MODES", "convert",
            "default_layout", "labels_path", "tasks_path", "tflite"]
@@ -119,7 +113,7 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     (resizing stays with the app). Every signature returns
     `{"outputs": ...}`: the head's outputs (int8 logits in an int8 pixel
     file; see `packnet_tf.export.tflite_convert`). The file is written
-    atomically (`packnet_tf.atomic`: beside `path`, fsynced, renamed);
+    atomically (`packnet_tf.io.atomic`: beside `path`, fsynced, renamed);
     each task's class names go beside it, `<task>.labels.txt`.
 
     Args:

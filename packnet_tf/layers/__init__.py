@@ -1,6 +1,9 @@
 """Keras layers whose weights are shared between tasks by owner masks.
 
-`registry` is the one table of them (see `PackedLayerSpec`).
+`registry` is the one table of them (see `PackedLayerSpec`); `ownership`
+holds the pure owner math they use.
+
+Layer 2: may import `compat` and `errors`.
 """
 
 from packnet_tf.layers import registry

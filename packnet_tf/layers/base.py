@@ -2,7 +2,7 @@
 
 A packed layer holds
 - zero or more *packed kernels*, each with a uint8 owner variable of its
-  shape (see `packnet_tf.ownership`);
+  shape (see `packnet_tf.layers.ownership`);
 - zero or more *per-task variables* whose first axis has one slot per task
   (biases, batch-norm parameters and statistics);
 - an int32 scalar `active_task`: the task the layer computes for.
@@ -18,7 +18,22 @@ import numpy as np
 import tensorflow as tf
 from keras import activations, constraints, initializers, ops, regularizers
 
-from packnet_tf import distribute, ownership
+from packnet_tf.compat import distribute
+from packnet_tf.layers import ownership
+
+
+def owner_dtype():
+    """The dtype of new owner variables under the current strategy.
+
+    `ownership.OWNER_DTYPE`, except int32 under
+    `MultiWorkerMirroredStrategy`, whose variable broadcast has no 8-bit
+    kernel (see `packnet_tf.compat.distribute`); owner ids fit in 8 bits
+    either way.
+
+    Returns:
+        "uint8" or "int32".
+    """
+    return "int32" if distribute.is_multi_worker() else ownership.OWNER_DTYPE
 
 
 def validate_max_tasks(max_tasks, allow_none=True):
@@ -93,60 +108,6 @@ class PackedLayer(keras.layers.Layer):
         """Slots on the first axis of every per-task variable."""
         return self.max_tasks or 1
 
-    # -- the Keras arguments every weighted packed layer takes ------------
-
-    def _set_arguments(self, activation, use_bias, **weights):
-        """Reads `activation`, `use_bias` and each weight's arguments.
-
-        Args:
-            activation: a Keras activation (name, callable or None).
-            use_bias: whether the layer has a per-task bias.
-            **weights: `<prefix>_initializer`, `<prefix>_regularizer` and
-                `<prefix>_constraint` arguments, read by Keras' getters
-                and stored under their names.
-        """
-        self.activation = activations.get(activation)
-        self.use_bias = use_bias
-        self._weight_arguments = tuple(weights)
-        for key, value in weights.items():
-            read, _ = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
-            setattr(self, key, read(value))
-
-    def _arguments_config(self):
-        """What `_set_arguments` read, serialized, with the activity
-        regularizer."""
-        config = {
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "activity_regularizer": regularizers.serialize(
-                self.activity_regularizer),
-        }
-        for key in self._weight_arguments:
-            _, write = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
-            config[key] = write(getattr(self, key))
-        return config
-
-    def _add_kernel(self, name, shape):
-        """A packed kernel from its arguments: `kernel` reads
-        `kernel_initializer`, ...; `depthwise_kernel` `depthwise_*`."""
-        prefix = "kernel" if name == "kernel" else name[:-len("_kernel")]
-        return self._add_packed_kernel(
-            name, shape, getattr(self, f"{prefix}_initializer"),
-            getattr(self, f"{prefix}_regularizer"),
-            getattr(self, f"{prefix}_constraint"))
-
-    def _add_bias(self, size):
-        """The per-task bias of `size` units, when `use_bias`."""
-        if self.use_bias:
-            self._add_per_task("bias", (size,), self.bias_initializer,
-                               self.bias_regularizer, self.bias_constraint)
-
-    def _bias_and_activation(self, x, add_bias=ops.add):
-        """`activation(x + the active task's bias)`."""
-        if self.use_bias:
-            x = add_bias(x, self.task_row("bias"))
-        return self.activation(x) if self.activation is not None else x
-
     # -- building ---------------------------------------------------------
 
     def _add_active_task(self):
@@ -173,7 +134,7 @@ class PackedLayer(keras.layers.Layer):
         owner = self.add_weight(
             shape=shape,
             name=f"{name}_owner",
-            dtype=distribute.owner_dtype(),
+            dtype=owner_dtype(),
             initializer="zeros",
             trainable=False,
             aggregation="only_first_replica",
@@ -309,6 +270,91 @@ class PackedLayer(keras.layers.Layer):
         config["max_tasks"] = self.max_tasks
         return config
 
+
+class PackedKernelLayer(PackedLayer):
+    """Base of the packed layers with kernels, a per-task bias and an
+    activation (dense and every convolution).
+
+    It takes the arguments those Keras layers share, so that each layer
+    module holds only what differs: `activation`, `use_bias`, and for each
+    kernel prefix in `KERNELS` (`"kernel"`; `"depthwise"`, `"pointwise"`)
+    and for `"bias"`, `<prefix>_initializer`, `<prefix>_regularizer` and
+    `<prefix>_constraint`, with Keras' defaults (`"glorot_uniform"` kernels,
+    `"zeros"` biases). Each is read by Keras' getters, kept under its own
+    name and written back by `get_config`.
+
+    Args:
+        activation: a Keras activation (name or callable); None is linear.
+        use_bias: whether the layer has a per-task bias.
+        max_tasks: task slots for the biases (see `PackedLayer`).
+        **kwargs: the weight arguments above, `activity_regularizer`, and
+            base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: on a bad `max_tasks`, or from Keras' getters on an
+            unknown initializer, regularizer or constraint.
+    """
+
+    #: The prefixes of this layer's kernels' weight arguments.
+    KERNELS = ("kernel",)
+
+    @classmethod
+    def weight_arguments(cls):
+        """`{argument: default}` of the weight arguments `__init__` reads
+        from `**kwargs` (`convert` checks a Keras layer's config against
+        them)."""
+        return {
+            f"{prefix}_{kind}": (
+                ("zeros" if prefix == "bias" else "glorot_uniform")
+                if kind == "initializer" else None)
+            for prefix in (*cls.KERNELS, "bias")
+            for kind in _WEIGHT_ARGUMENTS
+        }
+
+    def __init__(self, activation=None, use_bias=True, max_tasks=None,
+                 **kwargs):
+        weights = {key: kwargs.pop(key, default)
+                   for key, default in self.weight_arguments().items()}
+        super().__init__(max_tasks=max_tasks, **kwargs)
+        self.activation = activations.get(activation)
+        self.use_bias = use_bias
+        self._weight_arguments = tuple(weights)
+        for key, value in weights.items():
+            read, _ = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
+            setattr(self, key, read(value))
+
+    def _add_kernel(self, name, shape):
+        """A packed kernel from its arguments: `kernel` reads
+        `kernel_initializer`, ...; `depthwise_kernel` `depthwise_*`."""
+        prefix = "kernel" if name == "kernel" else name[:-len("_kernel")]
+        return self._add_packed_kernel(
+            name, shape, getattr(self, f"{prefix}_initializer"),
+            getattr(self, f"{prefix}_regularizer"),
+            getattr(self, f"{prefix}_constraint"))
+
+    def _add_bias(self, size):
+        """The per-task bias of `size` units, when `use_bias`."""
+        if self.use_bias:
+            self._add_per_task("bias", (size,), self.bias_initializer,
+                               self.bias_regularizer, self.bias_constraint)
+
+    def _bias_and_activation(self, x, add_bias=ops.add):
+        """`activation(x + the active task's bias)`."""
+        if self.use_bias:
+            x = add_bias(x, self.task_row("bias"))
+        return self.activation(x) if self.activation is not None else x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            activation=activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            activity_regularizer=regularizers.serialize(
+                self.activity_regularizer))
+        for key in self._weight_arguments:
+            _, write = _WEIGHT_ARGUMENTS[key.rsplit("_", 1)[1]]
+            config[key] = write(getattr(self, key))
+        return config
 
 @contextlib.contextmanager
 def unmasked_forward(layers):

@@ -82,7 +82,7 @@ class TaskBatchNormalization(PackedLayer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.supports_masking = True
-        # Set by `packnet_tf.recalibration.batch_statistics`: normalize with
+        # Set by `packnet_tf.core.recalibration.batch_statistics`: normalize with
         # the batch's own statistics, record them here, update nothing.
         self._collecting = False
         self.collected = None
@@ -164,7 +164,7 @@ class TaskBatchNormalization(PackedLayer):
         compute_dtype = inputs.dtype
         x = ops.cast(inputs, "float32")
         if self._collecting:
-            # A population-statistics pass (`packnet_tf.recalibration`):
+            # A population-statistics pass (`packnet_tf.core.recalibration`):
             # batch statistics, whatever `training` says, and no update.
             mean, variance = ops.moments(x, axes=self._reduction_axes)
             count = ops.size(x) // ops.shape(x)[self.axis]

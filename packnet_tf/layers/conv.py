@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from packnet_tf.layers.base import PackedLayer, positive_int
+from packnet_tf.layers.base import PackedKernelLayer, positive_int
 
 
 def normalize_tuple(value, rank, name):
@@ -66,68 +66,93 @@ def add_channel_bias(x, bias, data_format):
     return ops.add(x, ops.reshape(bias, shape))
 
 
-def set_window(layer, rank, kernel_size, strides, padding, data_format,
-               dilation_rate, paddings=("valid", "same")):
-    """Checks and sets a convolution's window arguments on `layer`.
-
-    Raises:
-        ValueError: naming the argument outside its domain.
-    """
-    layer.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
-    layer.strides = normalize_tuple(strides, rank, "strides")
-    layer.dilation_rate = normalize_tuple(dilation_rate, rank,
-                                          "dilation_rate")
-    layer.padding = normalize_padding(padding, paddings)
-    layer.data_format = normalize_data_format(data_format)
-
-
-def window_config(layer):
-    """`set_window`'s arguments, as a layer config holds them."""
-    return {"kernel_size": layer.kernel_size, "strides": layer.strides,
-            "padding": layer.padding, "data_format": layer.data_format,
-            "dilation_rate": layer.dilation_rate}
-
-
 def channel_bias_adder(data_format):
     """`add_bias(x, bias)` on the channel axis of `data_format`."""
     return lambda x, bias: add_channel_bias(x, bias, data_format)
 
 
-class PackedConv(PackedLayer):
+class PackedWindowLayer(PackedKernelLayer):
+    """Base of the packed convolutions: their window arguments.
+
+    Args:
+        rank: the convolution's spatial rank (set by each layer).
+        kernel_size: an int or a tuple of `rank` ints.
+        strides: an int or a tuple of `rank` ints.
+        padding: "valid" or "same" ("causal" too when `rank` is 1).
+        data_format: "channels_last", "channels_first", or None for
+            Keras' configured image data format.
+        dilation_rate: an int or a tuple of `rank` ints.
+        **kwargs: `PackedKernelLayer`'s arguments.
+
+    Raises:
+        ValueError: naming the argument outside its domain.
+    """
+
+    def __init__(self, rank, kernel_size, strides=1, padding="valid",
+                 data_format=None, dilation_rate=1, **kwargs):
+        super().__init__(**kwargs)
+        self.rank = rank
+        self.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
+        self.strides = normalize_tuple(strides, rank, "strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, rank,
+                                             "dilation_rate")
+        self.padding = normalize_padding(
+            padding, ("valid", "same", "causal") if rank == 1
+            else ("valid", "same"))
+        self.data_format = normalize_data_format(data_format)
+        self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
+
+    def _input_channels(self, input_shape):
+        """The input's channel count, fixed in `input_spec` from now on."""
+        axis = channel_axis(self.data_format)
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=self.rank + 2, axes={axis: input_shape[axis]})
+        return input_shape[axis]
+
+    def _window(self, padding=None):
+        """The window arguments of Keras' convolution ops."""
+        return {"strides": self.strides,
+                "padding": padding or self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate}
+
+    def _add_channel_bias_and_activation(self, x):
+        """`activation(x + the active task's bias)`, on the channel axis."""
+        return self._bias_and_activation(
+            x, channel_bias_adder(self.data_format))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, strides=self.strides,
+                      padding=self.padding, data_format=self.data_format,
+                      dilation_rate=self.dilation_rate)
+        return config
+
+
+class PackedConv(PackedWindowLayer):
     """N-D convolution packed for tasks; base of `PackedConv1D/2D`.
 
     Arguments are those of `keras.layers.Conv1D`/`Conv2D`, plus `rank`
     (set by the subclasses) and `max_tasks`.
+
+    Args:
+        rank: the spatial rank.
+        filters: number of output channels.
+        kernel_size: an int or a tuple of `rank` ints.
+        groups: the number of channel groups; `filters` and the input
+            channels must be divisible by it.
+        **kwargs: `PackedWindowLayer`'s and `PackedKernelLayer`'s
+            arguments: `strides`, `padding`, `data_format`,
+            `dilation_rate`, `activation`, `use_bias`, the kernel and bias
+            initializers, regularizers and constraints,
+            `activity_regularizer`, `max_tasks`, and base layer arguments.
+
+    Raises:
+        ValueError: on an argument outside its domain.
     """
 
-    def __init__(
-        self,
-        rank,
-        filters,
-        kernel_size,
-        strides=1,
-        padding="valid",
-        data_format=None,
-        dilation_rate=1,
-        groups=1,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        max_tasks=None,
-        **kwargs,
-    ):
-        super().__init__(
-            max_tasks=max_tasks,
-            activity_regularizer=activity_regularizer,
-            **kwargs,
-        )
-        self.rank = rank
+    def __init__(self, rank, filters, kernel_size, groups=1, **kwargs):
+        super().__init__(rank, kernel_size, **kwargs)
         self.filters = positive_int(filters, "filters")
         self.groups = groups
         if filters % groups:
@@ -135,17 +160,6 @@ class PackedConv(PackedLayer):
                 "Expected `filters` to be divisible by `groups`. "
                 f"Received: filters={filters}, groups={groups}"
             )
-        set_window(self, rank, kernel_size, strides, padding, data_format,
-                   dilation_rate, ("valid", "same", "causal") if rank == 1
-                   else ("valid", "same"))
-        self._set_arguments(
-            activation, use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint)
-        self.input_spec = keras.layers.InputSpec(min_ndim=rank + 2)
 
     def build(self, input_shape):
         in_channels = input_shape[channel_axis(self.data_format)]
@@ -160,10 +174,7 @@ class PackedConv(PackedLayer):
             self.kernel_size + (in_channels // self.groups, self.filters))
         self._add_bias(self.filters)
         self._add_active_task()
-        self.input_spec = keras.layers.InputSpec(
-            min_ndim=self.rank + 2,
-            axes={channel_axis(self.data_format): in_channels},
-        )
+        self._input_channels(input_shape)
 
     def call(self, inputs):
         padding = self.padding
@@ -174,21 +185,12 @@ class PackedConv(PackedLayer):
                 pad = [[0, 0], [0, 0], [left, 0]]
             inputs = ops.pad(inputs, pad)
             padding = "valid"
-        x = ops.conv(
-            inputs,
-            self.visible("kernel"),
-            strides=self.strides,
-            padding=padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-        return self._bias_and_activation(
-            x, channel_bias_adder(self.data_format))
+        return self._add_channel_bias_and_activation(ops.conv(
+            inputs, self.visible("kernel"), **self._window(padding)))
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, groups=self.groups,
-                      **window_config(self), **self._arguments_config())
+        config.update(filters=self.filters, groups=self.groups)
         return config
 
 
@@ -199,23 +201,18 @@ class PackedConv1D(PackedConv):
     Args:
         filters: number of output channels.
         kernel_size: int or tuple of 1 int.
-        strides, padding ("valid", "same" or "causal"), data_format,
-        dilation_rate, groups, activation, use_bias, the initializers,
-        regularizers and constraints: as in `keras.layers.Conv1D`.
-        max_tasks: task slots for the biases (see `PackedLayer`).
-        **kwargs: base layer arguments.
+        **kwargs: `strides`, `padding` ("valid", "same" or "causal"),
+            `data_format`, `dilation_rate`, `groups`, `activation`,
+            `use_bias`, the initializers, regularizers and constraints (as
+            in `keras.layers.Conv1D`), `max_tasks` (task slots for the
+            biases; see `PackedLayer`) and base layer arguments.
 
     Raises:
         ValueError: on an argument outside its domain.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid",
-                 data_format=None, dilation_rate=1, groups=1, **kwargs):
-        super().__init__(
-            rank=1, filters=filters, kernel_size=kernel_size,
-            strides=strides, padding=padding, data_format=data_format,
-            dilation_rate=dilation_rate, groups=groups, **kwargs,
-        )
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(1, filters, kernel_size, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="packnet_tf")
@@ -228,11 +225,11 @@ class PackedConv2D(PackedConv):
     Args:
         filters: number of output channels.
         kernel_size: int or tuple of 2 ints.
-        strides, padding ("valid" or "same"), data_format, dilation_rate,
-        groups, activation, use_bias, the initializers, regularizers and
-        constraints: as in `keras.layers.Conv2D`.
-        max_tasks: task slots for the biases (see `PackedLayer`).
-        **kwargs: base layer arguments.
+        **kwargs: `strides`, `padding` ("valid" or "same"), `data_format`,
+            `dilation_rate`, `groups`, `activation`, `use_bias`, the
+            initializers, regularizers and constraints (as in
+            `keras.layers.Conv2D`), `max_tasks` (task slots for the biases;
+            see `PackedLayer`) and base layer arguments.
 
     Raises:
         ValueError: on an argument outside its domain.
@@ -242,10 +239,5 @@ class PackedConv2D(PackedConv):
     >>> conv = PackedConv2D(8, 3, padding="same", activation="relu")
     """
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
-                 data_format=None, dilation_rate=(1, 1), groups=1, **kwargs):
-        super().__init__(
-            rank=2, filters=filters, kernel_size=kernel_size,
-            strides=strides, padding=padding, data_format=data_format,
-            dilation_rate=dilation_rate, groups=groups, **kwargs,
-        )
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(2, filters, kernel_size, **kwargs)

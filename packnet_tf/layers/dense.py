@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from packnet_tf.layers.base import PackedLayer, positive_int
+from packnet_tf.layers.base import PackedKernelLayer, positive_int
 
 
 @keras.saving.register_keras_serializable(package="packnet_tf")
-class PackedDense(PackedLayer):
+class PackedDense(PackedKernelLayer):
     """Densely-connected layer packed for several tasks.
 
     Same arguments as `keras.layers.Dense` (without LoRA and quantization
@@ -17,17 +17,12 @@ class PackedDense(PackedLayer):
 
     Args:
         units: positive int, dimensionality of the output space.
-        activation: activation function (name or callable); None is linear.
-        use_bias: whether the layer has a (per-task) bias.
-        kernel_initializer: initializer of the kernel.
-        bias_initializer: initializer of the biases.
-        kernel_regularizer: regularizer of the kernel.
-        bias_regularizer: regularizer of the biases.
-        activity_regularizer: regularizer of the output.
-        kernel_constraint: constraint of the kernel.
-        bias_constraint: constraint of the biases.
-        max_tasks: task slots for the biases (see `PackedLayer`).
-        **kwargs: base layer arguments (`name`, `dtype`, ...).
+        **kwargs: `activation`, `use_bias`, `kernel_initializer`,
+            `bias_initializer`, `kernel_regularizer`, `bias_regularizer`,
+            `activity_regularizer`, `kernel_constraint`, `bias_constraint`
+            (as in `keras.layers.Dense`; see `PackedKernelLayer`),
+            `max_tasks` (task slots for the biases; see `PackedLayer`) and
+            base layer arguments (`name`, `dtype`, ...).
 
     Raises:
         ValueError: if `units` is not a positive int.
@@ -37,34 +32,9 @@ class PackedDense(PackedLayer):
     >>> layer = PackedDense(4, activation="relu", max_tasks=3)
     """
 
-    def __init__(
-        self,
-        units,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        max_tasks=None,
-        **kwargs,
-    ):
-        super().__init__(
-            max_tasks=max_tasks,
-            activity_regularizer=activity_regularizer,
-            **kwargs,
-        )
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
         self.units = positive_int(units, "units")
-        self._set_arguments(
-            activation, use_bias, kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
         self.supports_masking = True
 
@@ -86,5 +56,5 @@ class PackedDense(PackedLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, **self._arguments_config())
+        config.update(units=self.units)
         return config

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf.trunk import packed_layers
+from packnet_tf.core.trunk import packed_layers
 
 #: The scoring rules.
 SCORES = ("entropy", "confidence")
@@ -441,7 +441,7 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
                 f"calibrated=True reads each task's own score quantiles; "
                 f"tasks {missing} have none (trained before they were "
                 "recorded). Record them from each task's training inputs: "
-                "packnet_tf.task_inference.calibrate(model, task, x).")
+                "packnet_tf.inference.task_inference.calibrate(model, task, x).")
     run = _all_tasks(model, candidates)
     parts = [run(batch) for batch in _batches(x, int(batch_size))]
     if not parts:

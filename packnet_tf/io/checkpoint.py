@@ -3,7 +3,7 @@
 A training run writes its model after every phase. If the process dies
 (SIGKILL, power loss, a full disk) while writing, the previous file must
 still be there, complete: every file is written beside its target, fsynced
-and renamed over it (`packnet_tf.atomic`). (Keras' public `save_model`
+and renamed over it (`packnet_tf.io.atomic`). (Keras' public `save_model`
 insists on the `.keras` suffix, hence the suffix after the pid.)
 
 Loading checks the archive before Keras reads it, so that a truncated or
@@ -17,7 +17,7 @@ import zipfile
 
 import keras
 
-from packnet_tf.atomic import atomic_path, write_json, write_text
+from packnet_tf.io.atomic import atomic_path, write_json, write_text
 
 __all__ = ["CheckpointError", "RunBusyError", "RunLock", "atomic_path",
            "check_archive", "file_digest", "load_model", "save_model",
@@ -147,7 +147,7 @@ def load_model(path, packnet_only=True):
         CheckpointError: if the file is missing, truncated, corrupt, not a
             Keras model or (with `packnet_only`) not a `PackNetModel`.
     """
-    from packnet_tf.model import PackNetModel
+    from packnet_tf.core.model import PackNetModel
 
     check_archive(path)
     try:
@@ -162,7 +162,7 @@ def load_model(path, packnet_only=True):
     if packnet_only and not isinstance(model, PackNetModel):
         raise CheckpointError(
             f"{str(path)!r} holds a {type(model).__name__}, not a "
-            "packnet_tf PackNetModel. Convert it with `packnet_tf.convert` "
+            "packnet_tf PackNetModel. Convert it with `packnet_tf.convert.converter` "
             "first."
         )
     return model

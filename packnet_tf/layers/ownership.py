@@ -19,6 +19,7 @@ MAX_TASKS_LIMIT = 255
 OWNER_DTYPE = "uint8"
 
 
+
 def visible_mask(owner, task_id):
     """Weights that task `task_id` computes with: owned by tasks 1..task_id.
 
@@ -39,12 +40,15 @@ def visible_mask(owner, task_id):
 def trainable_mask(owner, task_id):
     """Weights that task `task_id` owns and may change.
 
+    The masked train step zeroes every other weight's gradient, so a
+    step of task `task_id` moves these weights and no others.
+
     Args:
         owner: integer tensor of owner ids.
-        task_id: the task (scalar int, Python or tensor).
+        task_id: the task being trained (scalar int, Python or tensor).
 
     Returns:
-        A boolean tensor of `owner`'s shape.
+        A boolean tensor of `owner`'s shape: True where `owner == task_id`.
     """
     owner = tf.convert_to_tensor(owner)
     return tf.equal(owner, tf.cast(task_id, owner.dtype))

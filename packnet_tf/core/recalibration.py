@@ -30,8 +30,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from packnet_tf.core.trunk import packed_layers
 from packnet_tf.layers.batch_norm import TaskBatchNormalization
-from packnet_tf.trunk import packed_layers
 
 #: The seed of the order arrays are read in (`population_statistics`).
 SHUFFLE_SEED = 0

@@ -5,14 +5,15 @@ Two things here work around TensorFlow 2.21 / Keras 3.15 behaviour:
 1. `MultiWorkerMirroredStrategy` broadcasts every new variable's initial
    value with a collective op that has no 8-bit kernel ("Value for attr 'T'
    of uint8 is not in the list of allowed values"). Owner variables are
-   therefore int32 while such a strategy is in scope; values and saved files
+   therefore int32 while such a strategy is in scope
+   (`packnet_tf.layers.base.owner_dtype`); values and saved files
    are the same (owner ids fit in 8 bits either way).
 2. Keras 3.15 `fit` fails under `MultiWorkerMirroredStrategy`
    (keras-team/keras#20585): its symbolic build feeds a `PerReplica` batch to
    the model, and it reduces scalar step results along an axis they do not
    have. `MultiWorkerFitMixin` overrides Keras' private
    `_maybe_symbolic_build` hook (reading it through
-   `packnet_tf._keras_compat`) and reshapes the step results.
+   `packnet_tf.compat.keras_internals`) and reshapes the step results.
    `tests/test_distribute.py` pins both failures on plain Keras, and
    `tests/test_keras_compat.py` the hook itself, so a Keras release that
    fixes or changes them shows up as a failing test.
@@ -20,18 +21,13 @@ Two things here work around TensorFlow 2.21 / Keras 3.15 behaviour:
 
 import tensorflow as tf
 
-from packnet_tf import _keras_compat, ownership
+from packnet_tf.compat import keras_internals
 
 
 def is_multi_worker(strategy=None):
     """Whether `strategy` (default: the current one) is multi-worker."""
     strategy = strategy or tf.distribute.get_strategy()
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
-def owner_dtype():
-    """dtype for new owner variables under the current strategy."""
-    return "int32" if is_multi_worker() else ownership.OWNER_DTYPE
 
 
 class MultiWorkerFitMixin:
@@ -42,10 +38,10 @@ class MultiWorkerFitMixin:
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = _keras_compat.model_strategy(self)
+        strategy = keras_internals.model_strategy(self)
         if iterator is not None and strategy is not None and is_multi_worker(
                 strategy):
-            batch = _keras_compat.first_batch(iterator)
+            batch = keras_internals.first_batch(iterator)
             if batch is not None:
                 # Build from this worker's first replica's share of the batch.
                 data_batch = tf.nest.map_structure(

@@ -25,7 +25,7 @@ bit-exact. The functions here are pure tensor math; the model applies them.
 
 import tensorflow as tf
 
-from packnet_tf.ownership import FREE
+from packnet_tf.layers.ownership import FREE
 
 #: The starts `PackNetModel(free_init=...)` accepts.
 FREE_INITS = ("zero", "previous", "initializer")

@@ -23,23 +23,17 @@ import math
 
 import keras
 
-from packnet_tf import _keras_compat
+from packnet_tf.compat import keras_internals
+from packnet_tf.convert.twins import (check_convertible, copy_weights,
+                                      describe, frozen_normalization,
+                                      is_frozen_statistics, is_graph_model,
+                                      twin_config, twin_spec)
+from packnet_tf.core.free_init import check_free_init
+from packnet_tf.core.model import PackNetModel
+from packnet_tf.core.task import validate_task_name
+from packnet_tf.core.trunk import iter_layers
 from packnet_tf.errors import UnsupportedLayerError
-from packnet_tf.free_init import check_free_init
 from packnet_tf.layers.base import validate_max_tasks
-from packnet_tf.model import PackNetModel
-from packnet_tf.task import validate_task_name
-from packnet_tf.trunk import iter_layers
-from packnet_tf.twins import (
-    check_convertible,
-    copy_weights,
-    describe,
-    frozen_normalization,
-    is_frozen_statistics,
-    is_graph_model,
-    twin_config,
-    twin_spec,
-)
 
 
 def _call_layer(layer, *args, **kwargs):
@@ -93,10 +87,10 @@ def find_classifier(model):
     tensor = model.outputs[0]
     chain = []
     while True:
-        operation, node_index, _ = _keras_compat.keras_history(tensor)
+        operation, node_index, _ = keras_internals.keras_history(tensor)
         if operation is None or isinstance(operation, keras.layers.InputLayer):
             return None, None, [], operation
-        node = _keras_compat.inbound_node(operation, node_index)
+        node = keras_internals.inbound_node(operation, node_index)
         if _is_classifier(operation) and len(node.input_tensors) == 1:
             return operation, node, chain[::-1], None
         if (

@@ -1,6 +1,6 @@
 """`train_task`: the whole PackNet cycle for one task in one call.
 
-The phases and their rules live in `packnet_tf.phases`; this module adds
+The phases and their rules live in `packnet_tf.training.phases`; this module adds
 the task, resolves the prune plan, and fits on arrays or a dataset.
 """
 
@@ -10,10 +10,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf import auto_prune, phases
-from packnet_tf.phases import fresh_optimizer
-from packnet_tf.planning import check_fraction, prune_fraction_for
-from packnet_tf.recalibration import array_batches
+from packnet_tf.core.planning import check_fraction, prune_fraction_for
+from packnet_tf.core.recalibration import array_batches
+from packnet_tf.training import auto_prune, phases
+from packnet_tf.training.phases import fresh_optimizer
 
 __all__ = ["TaskResult", "fresh_optimizer", "train_task"]
 
@@ -165,11 +165,11 @@ def train_task(
         epochs: training epochs before pruning.
         prune_fraction: share of the task's weights to free: a number in
             [0, 1), a list with one per planned task, `"equal"` (every
-            planned task gets the same share; see `packnet_tf.planning`),
+            planned task gets the same share; see `packnet_tf.core.planning`),
             or `"auto"`: the largest of `auto_candidates` whose accuracy on
             `validation_data`, after `auto_recovery_epochs` of recovery,
             stays within `auto_tolerance` of the unpruned accuracy (see
-            `packnet_tf.auto_prune`; `TaskResult.auto` says what was
+            `packnet_tf.training.auto_prune`; `TaskResult.auto` says what was
             tried).
             A list or `"equal"` picks this task's entry by its position
             (`len(model.tasks)`) among `num_tasks` planned tasks.

@@ -14,10 +14,10 @@ import inspect
 
 import keras
 
-from packnet_tf import _keras_compat
+from packnet_tf.compat import keras_internals
+from packnet_tf.core.trunk import iter_layers
 from packnet_tf.errors import UnsupportedLayerError
 from packnet_tf.layers import registry
-from packnet_tf.trunk import iter_layers
 
 #: Keras arguments the twins lack, with the value that means "not used":
 #: any other value is an error, never silently dropped.
@@ -47,8 +47,9 @@ def supported_message():
 
 
 def accepted_arguments(cls):
-    """Names every `__init__` along `cls`'s MRO takes."""
-    names = set()
+    """Names every `__init__` along `cls`'s MRO takes (with the weight
+    arguments a `PackedKernelLayer` reads from its `**kwargs`)."""
+    names = set(getattr(cls, "weight_arguments", dict)())
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
@@ -67,7 +68,7 @@ def describe(layer):
 
 def is_graph_model(obj):
     """Whether `obj` is a Functional or Sequential model (a known graph)."""
-    return _keras_compat.is_functional(obj) or isinstance(
+    return keras_internals.is_functional(obj) or isinstance(
         obj, keras.Sequential)
 
 

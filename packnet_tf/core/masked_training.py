@@ -19,11 +19,11 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from packnet_tf._keras_compat import loss_tracker
+from packnet_tf.compat.keras_internals import loss_tracker
+from packnet_tf.core.labels import check_labels
+from packnet_tf.core.task import require_head
 from packnet_tf.errors import FusedUpdateError
-from packnet_tf.labels import check_labels
 from packnet_tf.layers.base import unmasked_forward
-from packnet_tf.task import require_head
 
 
 class MaskedTrainingMixin:
@@ -31,7 +31,7 @@ class MaskedTrainingMixin:
 
     Mixed into `PackNetModel`, which provides `_packed()`, `heads`, `trunk`,
     `_active_id()`, `_task_for(action)` (the active task's record, guarded
-    by `packnet_tf.task.require`), `_step_results()` and
+    by `packnet_tf.core.task.require`), `_step_results()` and
     `_statistics_changed(task)` (training moves batch-norm statistics).
     """
 

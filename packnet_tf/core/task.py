@@ -9,7 +9,7 @@ guards, used by `PackNetModel`, its mixins and `GradualPruning`.
 import dataclasses
 import re
 
-from packnet_tf.contract import as_contract
+from packnet_tf.core.contract import as_contract
 from packnet_tf.errors import TaskStateError
 
 #: The task owns all free weights and trains.
@@ -60,7 +60,7 @@ class TaskInfo:
             evaluated or exported (`PackNetModel.add_task(headless=True)`).
         score_reference: `{rule: 101 quantiles}` of the task's own
             task-inference scores on its training examples, recorded when
-            it ended (`packnet_tf.task_inference.calibrate`), for
+            it ended (`packnet_tf.inference.task_inference.calibrate`), for
             `infer_task(calibrated=True)`; None where never recorded.
     """
 

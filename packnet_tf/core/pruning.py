@@ -1,18 +1,19 @@
 """Pruning and capacity: the `PackNetModel` methods that move ownership.
 
 Kept apart from the model's task registry; every method works on the packed
-kernels of `self.trunk` and the active task (see `packnet_tf.model`).
+kernels of `self.trunk` and the active task (see `packnet_tf.core.model`).
 """
 
 import fnmatch
 
 import numpy as np
 
-from packnet_tf import free_init, ownership
-from packnet_tf.capacity import CapacityReport
+from packnet_tf.core import free_init
+from packnet_tf.core.capacity import CapacityReport
+from packnet_tf.core.planning import check_fraction, check_keep_patterns
+from packnet_tf.core.task import advance
 from packnet_tf.errors import TaskStateError
-from packnet_tf.planning import check_fraction, check_keep_patterns
-from packnet_tf.task import advance
+from packnet_tf.layers import ownership
 
 
 def validate_fraction(fraction):
@@ -60,7 +61,7 @@ class PruningMixin:
 
     Mixed into `PackNetModel`, which provides `_packed()` (its packed
     layers), `tasks`, `_active_id()`, `_task_for(action)` (the active
-    task's record, guarded by `packnet_tf.task.require`) and `_released`
+    task's record, guarded by `packnet_tf.core.task.require`) and `_released`
     (the kept values of pruned weights, one per packed kernel in
     `_kernels()` order, or empty) and `_statistics_changed(task)` (pruning
     makes batch-norm statistics stale).
@@ -70,7 +71,7 @@ class PruningMixin:
         """Assigns new owners and zeroes the weights they free.
 
         With `free_init="previous"` the freed weights' values are kept
-        first (`packnet_tf.free_init.remember_pruned`).
+        first (`packnet_tf.core.free_init.remember_pruned`).
         """
         for kernel, owner, new_owner, released in changes:
             if released is not None:

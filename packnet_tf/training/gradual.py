@@ -24,8 +24,8 @@ import warnings
 import keras
 import tensorflow as tf
 
-from packnet_tf.ownership import count_to_keep
-from packnet_tf.task import require
+from packnet_tf.core.task import require
+from packnet_tf.layers.ownership import count_to_keep
 
 #: The variable importing tfmot sets.
 LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"

@@ -15,7 +15,7 @@ schedule. The phase functions apply it to the active task of a
   along the schedule while it fine-tunes;
 - before a task is frozen, its batch-norm statistics are recomputed over
   its training data as population statistics of the final network
-  (`recalibrate`; `packnet_tf.recalibration`), and before each accuracy
+  (`recalibrate`; `packnet_tf.core.recalibration`), and before each accuracy
   trial of `prune_fraction="auto"`, which measures in inference mode.
 
 `packnet_tf.train_task` runs them in one call; the `packnet-tf` runner runs
@@ -31,12 +31,13 @@ import weakref
 
 import keras
 
-from packnet_tf import auto_prune, task_inference
-from packnet_tf._keras_compat import compile_state
-from packnet_tf import gradual as gradual_pruning
-from packnet_tf.planning import (check_fraction, check_keep_patterns,
-                                 default_keep)
-from packnet_tf.recalibration import batch_norm_layers, check_steps
+from packnet_tf.compat.keras_internals import compile_state
+from packnet_tf.core.planning import (check_fraction, check_keep_patterns,
+                                      default_keep)
+from packnet_tf.core.recalibration import batch_norm_layers, check_steps
+from packnet_tf.inference import task_inference
+from packnet_tf.training import auto_prune
+from packnet_tf.training import gradual as gradual_pruning
 
 #: The phases of a task, in order. "end" recalibrates batch-norm
 #: statistics (`recalibrate`), then freezes the task.
@@ -94,8 +95,8 @@ class Recipe:
             [0, 1), None (not pruned; with a schedule: the schedule
             decides), or "auto" (the largest fraction whose validation
             accuracy stays within `auto_tolerance`; see `choose` and
-            `packnet_tf.auto_prune`). Plans (lists, "equal") are resolved
-            by the caller (`packnet_tf.planning.prune_fraction_for`).
+            `packnet_tf.training.auto_prune`). Plans (lists, "equal") are resolved
+            by the caller (`packnet_tf.core.planning.prune_fraction_for`).
         finetune_epochs: epochs after pruning.
         optimizer: a name, config dict or Keras optimizer (copied per
             phase by `fresh_optimizer`).
@@ -105,7 +106,7 @@ class Recipe:
         loss: the loss (None: sparse categorical cross-entropy on logits).
         metrics: compiled metrics.
         gradual: None for one-shot pruning, or what
-            `packnet_tf.gradual.schedule_for` takes (a dict of timings, a
+            `packnet_tf.training.gradual.schedule_for` takes (a dict of timings, a
             tfmot schedule or its config).
         auto_tolerance: with "auto": the validation accuracy the task may
             lose.

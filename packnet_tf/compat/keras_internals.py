@@ -26,7 +26,7 @@ class OpenStateMixin:
     model cannot gain a sub-layer or variable (a new task head) any more.
     Keras' own `Functional` overrides the private `Layer._lock_state` hook
     with a no-op for the same reason; this mixin does the same. Mix it in
-    before `keras.Model`. Used by `packnet_tf.model.PackNetModel`.
+    before `keras.Model`. Used by `packnet_tf.core.model.PackNetModel`.
     """
 
     def _lock_state(self):
@@ -37,7 +37,7 @@ def is_functional(obj):
     """Whether `obj` is a Keras functional model (`keras.Model(inputs, outputs)`).
 
     Keras exports no public alias of its `Functional` class. Used by
-    `packnet_tf.twins` (with `keras.Sequential`: a model whose graph is
+    `packnet_tf.convert.twins` (with `keras.Sequential`: a model whose graph is
     known).
 
     Args:
@@ -52,7 +52,7 @@ def is_functional(obj):
 def keras_history(tensor):
     """Where a symbolic Keras tensor comes from.
 
-    Used by `packnet_tf.convert` to walk a model back from its output.
+    Used by `packnet_tf.convert.converter` to walk a model back from its output.
 
     Args:
         tensor: a `keras.KerasTensor` of a functional or Sequential graph.
@@ -69,7 +69,7 @@ def inbound_node(operation, index):
     """Call number `index` of a layer in a graph (a Keras `Node`).
 
     The node's `input_tensors` are that call's inputs. Used by
-    `packnet_tf.convert` with the `node_index` of `keras_history`.
+    `packnet_tf.convert.converter` with the `node_index` of `keras_history`.
 
     Args:
         operation: a layer or op of a functional or Sequential graph.
@@ -131,7 +131,7 @@ def compile_state(model):
 
     Traced functions (`predict_function` ...) belong to one compile; a
     cached one is reusable while this object is the same (compare with
-    `is` or `id`). Used by `packnet_tf.model` to keep one traced predict
+    `is` or `id`). Used by `packnet_tf.core.model` to keep one traced predict
     function per task.
 
     Args:
@@ -149,7 +149,7 @@ def loss_tracker(model):
     Keras' own train and test steps update it with the (unscaled) loss,
     weighted by the batch size; a model that overrides those steps must do
     the same for the reported loss to be right. Used by
-    `packnet_tf.masked_training`.
+    `packnet_tf.core.masked_training`.
 
     Args:
         model: a `keras.Model`.
@@ -165,7 +165,7 @@ def model_strategy(model):
 
     Unlike the public `model.distribute_strategy`, this is None for a model
     made outside any strategy scope; Keras' `_maybe_symbolic_build` builds
-    nothing then. Used by `packnet_tf.distribute.MultiWorkerFitMixin`.
+    nothing then. Used by `packnet_tf.compat.distribute.MultiWorkerFitMixin`.
 
     Args:
         model: a `keras.Model`.
@@ -183,7 +183,7 @@ def first_batch(epoch_iterator):
     `Model._maybe_symbolic_build(iterator=..., data_batch=None)` from `fit`
     and `evaluate`; its iterator yields `(begin_step, end_step, iterator)`
     triples. Takes the first batch, as Keras does. Used by
-    `packnet_tf.distribute.MultiWorkerFitMixin`, which overrides that hook.
+    `packnet_tf.compat.distribute.MultiWorkerFitMixin`, which overrides that hook.
 
     Args:
         epoch_iterator: the `iterator` `_maybe_symbolic_build` received.

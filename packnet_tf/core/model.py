@@ -14,27 +14,21 @@ import dataclasses
 import keras
 import numpy as np
 
-from packnet_tf._keras_compat import OpenStateMixin, compile_state
-from packnet_tf.contract import as_contract
-from packnet_tf.distribute import MultiWorkerFitMixin
+from packnet_tf.compat.distribute import MultiWorkerFitMixin
+from packnet_tf.compat.keras_internals import OpenStateMixin, compile_state
+from packnet_tf.core.contract import as_contract
+from packnet_tf.core.free_init import DEFAULT as DEFAULT_FREE_INIT
+from packnet_tf.core.free_init import LEGACY as LEGACY_FREE_INIT
+from packnet_tf.core.free_init import check_free_init, claim_for_task
+from packnet_tf.core.masked_training import MaskedTrainingMixin
+from packnet_tf.core.pruning import PruningMixin, validate_fraction
+from packnet_tf.core.recalibration import batch_norm_layers, recalibrate
+from packnet_tf.core.task import (TRAINING, TaskInfo, advance, require,
+                                  require_can_add, require_head,
+                                  validate_task_name)
+from packnet_tf.core.trunk import check_trunk, packed_layers, sized_trunk
 from packnet_tf.errors import CapacityError, TaskStateError
-from packnet_tf.free_init import DEFAULT as DEFAULT_FREE_INIT
-from packnet_tf.free_init import LEGACY as LEGACY_FREE_INIT
-from packnet_tf.free_init import check_free_init, claim_for_task
 from packnet_tf.layers.base import validate_max_tasks
-from packnet_tf.masked_training import MaskedTrainingMixin
-from packnet_tf.pruning import PruningMixin, validate_fraction
-from packnet_tf.recalibration import batch_norm_layers, recalibrate
-from packnet_tf.task import (
-    TRAINING,
-    TaskInfo,
-    advance,
-    require,
-    require_head,
-    require_can_add,
-    validate_task_name,
-)
-from packnet_tf.trunk import check_trunk, packed_layers, sized_trunk
 
 __all__ = ["PackNetModel", "validate_fraction"]
 
@@ -64,7 +58,7 @@ class PackNetModel(
             take: `"previous"` (default: their values when they were
             pruned; keeps one copy of the packed kernels, saved with the
             model), `"zero"` or `"initializer"` (fresh draws from the
-            layer's initializer). See `packnet_tf.free_init`.
+            layer's initializer). See `packnet_tf.core.free_init`.
         fused_update: compile each training step's masked update (gradient
             mask, optimizer step, write-back of frozen entries) as one XLA
             function (default True; the forward and backward passes are
@@ -176,7 +170,7 @@ class PackNetModel(
         """The active task's live record, if its state allows `action`.
 
         Args:
-            action: a lifecycle action of `packnet_tf.task.TRANSITIONS`.
+            action: a lifecycle action of `packnet_tf.core.task.TRANSITIONS`.
 
         Returns:
             The active `TaskInfo` itself (not a copy).
@@ -193,7 +187,7 @@ class PackNetModel(
     def _undoable(self):
         """Puts every weight and the active task's record back on exit.
 
-        For trials that must leave no trace (`packnet_tf.auto_prune`):
+        For trials that must leave no trace (`packnet_tf.training.auto_prune`):
         weights, owners, per-task values and the task's state are restored
         exactly, whatever happened inside.
         """
@@ -379,7 +373,7 @@ class PackNetModel(
     def set_score_reference(self, name, reference):
         """Records task `name`'s own task-inference score quantiles.
 
-        What `packnet_tf.task_inference.calibrate` measures: for each
+        What `packnet_tf.inference.task_inference.calibrate` measures: for each
         scoring rule, the task's scores on its own training examples at
         101 evenly spaced quantiles. It describes outputs the frozen
         weights give, so it may be set on a finished task.
@@ -446,7 +440,7 @@ class PackNetModel(
         behind the weights) the moving mean and variance of every
         `TaskBatchNormalization` describe another network. This sets the
         active task's to population statistics of the network as it is
-        now, over `data` (see `packnet_tf.recalibration`): one pass in
+        now, over `data` (see `packnet_tf.core.recalibration`): one pass in
         inference mode except that batch norm normalizes with each batch's
         statistics, pooled exactly over every example read. Call it after
         the last prune or fine-tune of a task, on its training data
