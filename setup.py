@@ -47,6 +47,14 @@ setup(
             # LiteRT runner's image decoding.
             "tensorflow-serving-api>=2.21",
             "pillow",
+            # The documentation site (mkdocs.yml; tests/test_docs.py builds
+            # it with --strict).
+            "mkdocs>=1.6,<2",
+            "mkdocs-material>=9.5",
+            "mkdocstrings[python]>=1.0",
+            "mkdocstrings-python>=2.0",
+            "mkdocs-gen-files>=0.6",
+            "mkdocs-literate-nav>=0.6",
         ],
     },
     classifiers=[
