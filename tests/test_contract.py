@@ -174,3 +174,50 @@ def test_training_prepares_pixels_with_the_contracts_function(mode):
                              shuffle=False, preprocess=mode)))
     exported = preprocess_function(mode)(tf.constant(pixels, tf.float32))
     np.testing.assert_array_equal(x.numpy(), exported.numpy())
+
+
+@pytest.mark.parametrize("mode", ["unit", "mobilenet_v2"])
+def test_training_and_every_export_read_the_same_image_alike(mode, tmp_path):
+    """One preprocessing, end to end: the same PNG image gives the same
+    logits through the training pipeline (`packnet_tf.data.batches`), the
+    SavedModel's `_pixels` and `_images` signatures and the pixel TFLite
+    file (within FLOAT_TOLERANCE: the graphs round differently)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from packnet_tf.data import ArraySource, batches
+
+    keras.utils.set_random_seed(0)
+    trunk = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.PackedConv2D(4, 3, activation="relu"),
+        keras.layers.Flatten(),
+        layers.PackedDense(6, activation="relu"),
+    ])
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    model.add_task("t", num_classes=3, input_contract=InputContract(mode))
+    model.end_task()
+    pixels = np.random.default_rng(1).integers(
+        0, 256, (1, 8, 8, 3)).astype("uint8")
+    source = ArraySource({"train": (pixels, np.zeros(1, int))},
+                         test_split=None)
+    x, _ = next(iter(batches(source, "train", (8, 8, 3), batch_size=1,
+                             shuffle=False, preprocess=mode)))
+    trained = model(x, training=False).numpy()
+
+    export.saved_model(model, tmp_path / "serving")
+    signatures = tf.saved_model.load(
+        str(tmp_path / "serving" / "t" / "1")).signatures
+    png = tf.io.encode_png(pixels[0])
+    served = {
+        "pixels": signatures["task_t_pixels"](pixels=tf.constant(pixels)),
+        "images": signatures["task_t_images"](image_bytes=tf.stack([png])),
+    }
+    for kind, outputs in served.items():
+        np.testing.assert_allclose(outputs["logits"].numpy(), trained,
+                                   atol=FLOAT_TOLERANCE, err_msg=kind)
+    path = export.tflite(model, tmp_path / "t.tflite", task="t",
+                         inputs="pixels")
+    runner = Interpreter(model_path=str(path)).get_signature_runner(
+        "task_t_pixels")
+    np.testing.assert_allclose(runner(pixels=pixels)["outputs"], trained,
+                               atol=FLOAT_TOLERANCE, err_msg="tflite")

@@ -323,7 +323,7 @@ def _representative(args, model, tasks, out):
             _check_files(args, source, shape, out)
             # Shuffled (seeded): the first files of a folder are all of
             # one class, and calibration should see every class.
-            batched = batches(source, args.split, shape, batch_size=32,
+            batched = batches(source, args.split, shape,
                               shuffle=True, seed=0,
                               preprocess=options["preprocess"],
                               resize=options["resize"])

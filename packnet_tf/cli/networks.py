@@ -15,6 +15,7 @@ import keras
 
 from packnet_tf import layers
 from packnet_tf.core.model import PackNetModel
+from packnet_tf.core.planning import DEFAULT_FREE_INIT
 
 
 def _cnn_trunk(spec):
@@ -90,7 +91,7 @@ def build_network(spec, max_tasks, load=None):
             `packnet_tf.convert.converter` reject (with their message).
     """
     kind = spec["type"]
-    free_init = spec.get("free_init", "previous")  # the library's default
+    free_init = spec.get("free_init", DEFAULT_FREE_INIT)
     if kind == "cnn":
         return PackNetModel(_cnn_trunk(spec), max_tasks=max_tasks,
                             free_init=free_init, name="packnet")

@@ -32,10 +32,11 @@ from packnet_tf.cli.networks import input_shape
 from packnet_tf.cli.prepare import network_record, prepare, sidecar_path
 from packnet_tf.cli.progress import (NanGuard, PhaseFailed, Reporter,
                                      accuracy_table, history_summary)
-from packnet_tf.core.task import FROZEN, PRUNED, TRAINING
+from packnet_tf.core.task import FROZEN, TRAINING
 from packnet_tf.data import batches
 from packnet_tf.io import checkpoint
 from packnet_tf.training import phases
+from packnet_tf.training.driver import TaskHooks, run_phases
 from packnet_tf.training.phases import PHASES
 
 
@@ -200,25 +201,38 @@ class Run:
                 return info.state
         return None
 
+    def _end(self, task):
+        """Records the frozen task's accuracy, saves, and reports it."""
+        name = task.name
+        accuracy = self.evaluate(task)
+        self.record["accuracy"][name] = accuracy
+        # A row of the accuracy matrix: every task so far, after this one.
+        earlier = self.plan.tasks[:self.plan.tasks.index(task)]
+        self.record.setdefault("accuracy_matrix", {})[name] = {
+            **{t.name: self.evaluate(t) for t in earlier}, name: accuracy}
+        self._save(task, "end")
+        if accuracy is not None:
+            self.reporter.scalars(task.config.index,
+                                  {f"accuracy/{name}": accuracy})
+        self.reporter.phase(
+            task.config.index, name, "end",
+            ("" if accuracy is None else f"test accuracy {accuracy:.4f}; ")
+            + f"frozen and saved to {self.config.model}")
+
     def run_task(self, task):
         """Runs the phases of `task` that are not done yet."""
         index, name = task.config.index, task.name
-        say = lambda phase, text: self.reporter.phase(
-            index, name, phase, text)
         state = self._state(task)
         if state == FROZEN:
-            say("done", "finished in an earlier run")
+            self.reporter.phase(index, name, "done",
+                                "finished in an earlier run")
             return
-        options = task.options
-        recipe = task.recipe
-        prune = recipe.prune_fraction
-        gradual = recipe.schedule is not None
         # A task in a file loaded to resume has finished its train phase
         # (files are written only at phase ends); a task in a new model
         # (a converted network's own task) has not.
         train_pending = state is None or not self.plan.resumed
         contract = (None if task.source is None
-                    else contract_for(task.source, options))
+                    else contract_for(task.source, task.options))
         if state is None:
             keras.utils.set_random_seed(self._seed(task, "train"))
             with self._scope():
@@ -233,74 +247,16 @@ class Run:
                 # contracts: the config says how its inputs are prepared.
                 self.model.set_input_contract(name, contract)
             if self.plan.resumed:
-                say("resume", f"from state {state!r} in {self.config.model}")
+                self.reporter.phase(index, name, "resume", f"from state "
+                                    f"{state!r} in {self.config.model}")
         if train_pending and task.source is None:
-            say("train", "no data: the weights stay as the network holds "
-                "them")
-        elif train_pending:
-            self._where = (name, "train")
-            history = phases.train(self.model, recipe,
-                                   self._fitter(task, "train"),
-                                   self._compiler(task, "train"))
-            self._save(task, "train")
-            say("train", self._summary if history else "0 epochs")
-        finetuned = self.last == {"task": name, "phase": "finetune"}
-        if not gradual and prune and state == TRAINING:
-            self._where = (name, "prune")
-            # Recalibration before each trial reads a shuffled order: the
-            # same whether the run resumes here or not.
-            keras.utils.set_random_seed(self._seed(task, "prune"))
-            recipe, auto = phases.choose(
-                self.model, recipe, self._fitter(task, "prune"),
-                # (A task without data is never "auto": nothing to measure.)
-                None if task.source is None
-                else self._held_out_accuracy(task),
-                self._compiler(task, "prune"),
-                data=self._statistics_data(task))
-            if auto is not None:
-                self._report_auto(task, auto)
-            prune = recipe.prune_fraction
-        if not gradual and prune and state == TRAINING:
-            owned = sum(self.model.owned_counts().values())
-            freed = sum(phases.prune(self.model, recipe).values())
-            self._save(task, "prune")
-            free = self.model.capacity().free_fraction()
-            say("prune", f"freed {freed:,} of its {owned:,} weights "
-                f"({prune:.1%}); the network is {free:.1%} free")
-            state, finetuned = PRUNED, False
-        # Gradual: the file says "pruned" only after its fine-tune phase.
-        if recipe.prunes and not finetuned and (
-                state == (TRAINING if gradual else PRUNED)):
-            owned = sum(self.model.owned_counts().values())
-            history, freed = phases.finetune(
-                self.model, recipe, self._fitter(task, "finetune"),
-                self._compiler(task, "finetune"))
-            if history is not None:
-                self._save(task, "finetune")
-                if gradual:
-                    free = self.model.capacity().free_fraction()
-                    self._summary += (
-                        f"; pruned gradually: freed "
-                        f"{sum(freed.values()):,} of its {owned:,} weights "
-                        f"({prune:.1%}); the network is {free:.1%} free")
-                say("finetune", self._summary)
-        self._where = (name, "end")
-        # The recalibration's shuffled order: the same whether the run
-        # resumes here or not.
-        keras.utils.set_random_seed(self._seed(task, "end"))
-        phases.end(self.model, recipe, self._statistics_data(task))
-        accuracy = self.evaluate(task)
-        self.record["accuracy"][name] = accuracy
-        # A row of the accuracy matrix: every task so far, after this one.
-        earlier = self.plan.tasks[:self.plan.tasks.index(task)]
-        self.record.setdefault("accuracy_matrix", {})[name] = {
-            **{t.name: self.evaluate(t) for t in earlier}, name: accuracy}
-        self._save(task, "end")
-        if accuracy is not None:
-            self.reporter.scalars(index, {f"accuracy/{name}": accuracy})
-        say("end", ("" if accuracy is None else
-                    f"test accuracy {accuracy:.4f}; ") +
-            f"frozen and saved to {self.config.model}")
+            self.reporter.phase(index, name, "train", "no data: the weights "
+                                "stay as the network holds them")
+        run_phases(self.model, task.recipe, _RunHooks(self, task),
+                   state=state,
+                   train=train_pending and task.source is not None,
+                   finetuned=self.last == {"task": name,
+                                           "phase": "finetune"})
 
     def run(self):
         """Runs every task, then prints the accuracy and capacity tables.
@@ -332,6 +288,74 @@ class Run:
         outcome.report_matrix(self)
         self.reporter.line(f"\nWho owns the network:\n{self.model.capacity()}")
         return now
+
+
+class _RunHooks(TaskHooks):
+    """The runner's part of a task's phases: seeds, saves and reports."""
+
+    def __init__(self, run, task):
+        super().__init__(
+            statistics_data=(None if task.source is None
+                             else run._statistics_data(task)))
+        self.run, self.task = run, task
+        self._owned = 0
+
+    def accuracy(self):
+        # Built on first use: only `prune_fraction: auto` measures.
+        if self._accuracy is None:
+            self._accuracy = self.run._held_out_accuracy(self.task)
+        return self._accuracy()
+
+    def fit(self, phase):
+        return self.run._fitter(self.task, phase)
+
+    def compile(self, phase):
+        return self.run._compiler(self.task, phase)
+
+    def _say(self, phase, text):
+        self.run.reporter.phase(self.task.config.index, self.task.name,
+                                phase, text)
+
+    def before(self, phase):
+        run, task = self.run, self.task
+        run._where = (task.name, phase)
+        if phase in ("prune", "end"):
+            # A recalibration's shuffled order (before each "auto" trial,
+            # and at the end): the same whether the run resumes here or
+            # not.
+            keras.utils.set_random_seed(run._seed(task, phase))
+        if phase == "finetune":
+            self._owned = sum(run.model.owned_counts().values())
+
+    def after(self, phase, **details):
+        run, task, model = self.run, self.task, self.run.model
+        if phase == "train":
+            run._save(task, "train")
+            self._say("train", run._summary if details["history"]
+                      else "0 epochs")
+        elif phase == "choose" and details["auto"] is not None:
+            run._report_auto(task, details["auto"])
+        elif phase == "prune":
+            freed = sum(details["freed"].values())
+            owned = freed + sum(model.owned_counts().values())
+            run._save(task, "prune")
+            free = model.capacity().free_fraction()
+            self._say("prune", f"freed {freed:,} of its {owned:,} weights "
+                      f"({details['fraction']:.1%}); the network is "
+                      f"{free:.1%} free")
+        elif phase == "finetune" and details["history"] is not None:
+            run._save(task, "finetune")
+            if details["freed"]:
+                free = model.capacity().free_fraction()
+                run._summary += (
+                    f"; pruned gradually: freed "
+                    f"{sum(details['freed'].values()):,} of its "
+                    f"{self._owned:,} weights "
+                    f"({task.recipe.prune_fraction:.1%}); the network is "
+                    f"{free:.1%} free")
+            self._say("finetune", run._summary)
+        elif phase == "end":
+            run._end(task)
 
 
 def _fraction_text(task):

@@ -1,53 +1,44 @@
 """The config's keys and the checks of their values (no TensorFlow)."""
 
-from packnet_tf.core.planning import (KEEP_EXPECTED, check_fraction,
-                                      check_keep_patterns, validate_spec)
+from packnet_tf.core.contract import InputContract
+from packnet_tf.core.planning import (FREE_INITS, KEEP_EXPECTED,
+                                      check_fraction, check_keep_patterns,
+                                      validate_spec)
 from packnet_tf.core.task import validate_task_name
 from packnet_tf.data.augmentation import check_augment
-from packnet_tf.training import auto_prune
+from packnet_tf.data.options import DEFAULT_BATCH_SIZE, ON_BAD_FILES
+from packnet_tf.training import auto_prune, recipe
 
 #: Top-level keys.
 TOP_KEYS = ("model", "max_tasks", "seed", "network", "defaults", "tasks",
             "log_dir", "fused_update")
-#: Keys a task (or `defaults`) may set, with their defaults.
+#: The task options of a run config that are `train_task`'s (their
+#: defaults are `packnet_tf.training.recipe.DEFAULTS`).
+RECIPE_KEYS = ("epochs", "finetune_epochs", "learning_rate",
+               "finetune_learning_rate", "prune_fraction", "optimizer",
+               "gradual", "recalibrate", "recalibrate_steps", "prune_keep",
+               "auto_tolerance", "auto_candidates")
+#: Keys a task (or `defaults`) may set, with their defaults: the recipe's,
+#: and the data's and the command's own.
 TASK_DEFAULTS = {
-    "epochs": 1,
-    "finetune_epochs": 1,
-    "learning_rate": 1e-3,
-    "finetune_learning_rate": None,  # a tenth of learning_rate
-    "prune_fraction": 0.5,
-    "batch_size": 32,
-    "optimizer": "adam",
+    **{key: recipe.DEFAULTS[key] for key in RECIPE_KEYS},
+    # YAML's form of the fractions tried by `prune_fraction: auto`.
+    "auto_candidates": list(recipe.DEFAULTS["auto_candidates"]),
+    "batch_size": DEFAULT_BATCH_SIZE,
     "preprocess": "auto",
     "resize": True,
-    "from_logits": True,
+    "from_logits": InputContract.from_logits,
     "num_classes": None,
     "validation": False,
-    "on_bad_files": "error",  # or "skip" (packnet_tf.data.check_source)
-    "gradual": None,  # or PolynomialDecay timings (packnet_tf.training.gradual)
+    "on_bad_files": ON_BAD_FILES[0],  # packnet_tf.data.check_source
     "augment": None,  # or {flip: horizontal, translate: 0.1}
     "autotune": False,  # tf.data autotuning (packnet_tf.data.batches)
-    # Batch-norm statistics recomputed over the training data before a
-    # task is frozen (packnet_tf.core.recalibration); null steps: one pass.
-    "recalibrate": True,
-    "recalibrate_steps": None,
-    # Kernels a one-shot prune leaves whole: ["*/depthwise_kernel"].
-    "prune_keep": None,
-    # With prune_fraction: auto (packnet_tf.training.auto_prune): the accuracy a
-    # task may lose, the fractions tried, and every k-th training example
-    # held out to measure it.
-    "auto_tolerance": 0.005,
-    "auto_candidates": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+    # With prune_fraction: auto, every k-th training example is held out to
+    # measure the accuracy a fraction keeps.
     "auto_holdout": 10,
 }
-#: Values of `on_bad_files` (`packnet_tf.data.checks.ON_BAD_FILES`; kept
-#: here too so that config checks need no TensorFlow).
-ON_BAD_FILES = ("error", "skip")
-#: Keys of `gradual` (`packnet_tf.training.gradual.TIMING_KEYS`, kept here too so
-#: that config checks need no TensorFlow; a test pins them equal), with the
-#: least value of each int key.
-GRADUAL_KEYS = {"end_step": 0, "begin_step": 0, "frequency": 1,
-                "power": None, "initial_sparsity": None}
+#: Keys of `gradual`, with the least value of each int key.
+GRADUAL_KEYS = recipe.GRADUAL_TIMINGS
 #: Keys only a task has.
 TASK_ONLY_KEYS = ("name", "data")
 #: Network types and the keys each accepts (besides `type`).
@@ -60,9 +51,6 @@ NETWORK_KEYS = {
                     "args", "free_init"),
     "file": ("path", "first_task", "free_init"),
 }
-#: Values of `network.free_init` (`packnet_tf.core.free_init.FREE_INITS`, kept
-#: here too so that config checks need no TensorFlow; a test pins them).
-FREE_INITS = ("zero", "previous", "initializer")
 
 
 class ConfigError(ValueError):

@@ -28,8 +28,8 @@ from packnet_tf.convert.twins import (check_convertible, copy_weights,
                                       describe, frozen_normalization,
                                       is_frozen_statistics, is_graph_model,
                                       twin_config, twin_spec)
-from packnet_tf.core.free_init import check_free_init
 from packnet_tf.core.model import PackNetModel
+from packnet_tf.core.planning import DEFAULT_FREE_INIT, check_free_init
 from packnet_tf.core.task import validate_task_name
 from packnet_tf.core.trunk import iter_layers
 from packnet_tf.errors import UnsupportedLayerError
@@ -156,7 +156,7 @@ def _check_model(model):
         )
 
 
-def convert(model, max_tasks, first_task=None, free_init="previous"):
+def convert(model, max_tasks, first_task=None, free_init=DEFAULT_FREE_INIT):
     """Turns a Keras Functional or Sequential model into a `PackNetModel`.
 
     The trunk is the model's graph from its input to the input of its final

@@ -25,37 +25,14 @@ bit-exact. The functions here are pure tensor math; the model applies them.
 
 import tensorflow as tf
 
+from packnet_tf.core.planning import (DEFAULT_FREE_INIT, FREE_INITS,
+                                      LEGACY_FREE_INIT, check_free_init)
 from packnet_tf.layers.ownership import FREE
 
-#: The starts `PackNetModel(free_init=...)` accepts.
-FREE_INITS = ("zero", "previous", "initializer")
-#: The default start.
-DEFAULT = "previous"
+#: The default start (`packnet_tf.core.planning.DEFAULT_FREE_INIT`).
+DEFAULT = DEFAULT_FREE_INIT
 #: The start of model files written before `free_init` existed.
-LEGACY = "zero"
-
-
-def check_free_init(value):
-    """Checks a `free_init` value.
-
-    Args:
-        value: one of `FREE_INITS`.
-
-    Returns:
-        `value`.
-
-    Raises:
-        ValueError: for anything else.
-    """
-    if value not in FREE_INITS:
-        raise ValueError(
-            f"Expected `free_init` to be one of {list(FREE_INITS)}: where a "
-            "new task's free weights start (0, their values when pruned, or "
-            f"fresh draws from the layer's initializer). Received: "
-            f"free_init={value!r}"
-        )
-    return value
-
+LEGACY = LEGACY_FREE_INIT
 
 def remember_pruned(kernel, old_owner, new_owner, released):
     """`released` with the values of the weights this prune frees.

@@ -13,7 +13,9 @@ rest for the tasks after it. A plan (`spec`) is one of
   within one weight (exact counts round per kernel).
 
 These are pure functions of the plan; `train_task` and the command-line
-tool call `prune_fraction_for`.
+tool call `prune_fraction_for`. Where the freed weights start for the next
+task is planned here too (`FREE_INITS`; `packnet_tf.core.free_init` does
+it). The module imports no TensorFlow: the command's config checks read it.
 """
 
 import fnmatch
@@ -213,3 +215,33 @@ def check_keep_patterns(keep, name="keep", error=TypeError):
         raise error(f"Expected `{name}` to be {KEEP_EXPECTED}. "
                     f"Received: {keep!r}")
     return tuple(keep)
+
+
+#: The starts `PackNetModel(free_init=...)` accepts.
+FREE_INITS = ("zero", "previous", "initializer")
+#: The default start (`packnet_tf.core.free_init` says what each means).
+DEFAULT_FREE_INIT = "previous"
+#: The start of model files written before `free_init` existed.
+LEGACY_FREE_INIT = "zero"
+
+
+def check_free_init(value):
+    """Checks a `free_init` value.
+
+    Args:
+        value: one of `FREE_INITS`.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if value not in FREE_INITS:
+        raise ValueError(
+            f"Expected `free_init` to be one of {list(FREE_INITS)}: where a "
+            "new task's free weights start (0, their values when pruned, or "
+            f"fresh draws from the layer's initializer). Received: "
+            f"free_init={value!r}"
+        )
+    return value

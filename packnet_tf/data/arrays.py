@@ -3,9 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf.data.source import DataError, DataSource
-from packnet_tf.data.source import class_positions, labelled
-from packnet_tf.data.source import subset_positions
+from packnet_tf.data.source import (DataError, DataSource, class_positions,
+                                    labelled, subset_positions)
 
 
 class ArraySource(DataSource):

@@ -21,11 +21,10 @@ import re
 
 import tensorflow as tf
 
+from packnet_tf.data.options import ON_BAD_FILES
 from packnet_tf.data.source import DataError
 from packnet_tf.io.atomic import write_json
 
-#: What `on_bad_files` accepts.
-ON_BAD_FILES = ("error", "skip")
 #: Bad files named in a message.
 SHOWN = 10
 #: Format of the cache file.

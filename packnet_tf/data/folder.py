@@ -20,8 +20,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from packnet_tf.data.source import DataError, DataSource, class_positions
-from packnet_tf.data.source import subset_positions
+from packnet_tf.data.source import (DataError, DataSource, class_positions,
+                                    subset_positions)
 
 #: File types `tf.io.decode_image` reads.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from packnet_tf.core import contract
 from packnet_tf.data import augmentation
+from packnet_tf.data.options import DEFAULT_BATCH_SIZE
 from packnet_tf.data.source import DataError
 
 #: Batches prefetched when tf.data autotuning is off (`batches`).
@@ -180,7 +181,7 @@ def _held_out(source, split, every, held_out, shuffle, seed):
     return dataset
 
 
-def batches(source, split, input_shape, batch_size=32, shuffle=None,
+def batches(source, split, input_shape, batch_size=DEFAULT_BATCH_SIZE, shuffle=None,
             seed=0, preprocess="auto", resize=True, repeat=False,
             augment=None, holdout=None, held_out=False, autotune=False):
     """A batched, prefetched `tf.data.Dataset` of `(x, y)` for a network.

@@ -6,8 +6,8 @@ is an error that says how to prepare it. Images are read encoded and decoded
 after shuffling, so the shuffle buffer holds compressed bytes, not pixels.
 """
 
-from packnet_tf.data.source import DataError, DataSource
-from packnet_tf.data.source import class_positions, labelled
+from packnet_tf.data.source import (DataError, DataSource, class_positions,
+                                    labelled)
 
 
 def _how_to_prepare(name, data_dir, builder):

@@ -12,10 +12,13 @@ import tensorflow as tf
 
 from packnet_tf.core.planning import check_fraction, prune_fraction_for
 from packnet_tf.core.recalibration import array_batches
+from packnet_tf.core.task import PRUNED, TRAINING
+from packnet_tf.data.options import DEFAULT_BATCH_SIZE
 from packnet_tf.training import auto_prune, phases
-from packnet_tf.training.phases import fresh_optimizer
+from packnet_tf.training.recipe import DEFAULTS, fresh_optimizer
 
-__all__ = ["TaskResult", "fresh_optimizer", "train_task"]
+__all__ = ["TaskHooks", "TaskResult", "fresh_optimizer", "run_phases",
+           "train_task"]
 
 
 @dataclasses.dataclass
@@ -39,6 +42,114 @@ class TaskResult:
     freed: dict = dataclasses.field(default_factory=dict)
     auto: object = None
 
+
+class TaskHooks:
+    """What a caller adds around the phases of `run_phases`.
+
+    The base class adds nothing: each phase fits with `fit`, starts its
+    optimizer the library's way, and nothing is saved or reported.
+    `train_task` uses it as it is; the `packnet-tf` runner overrides the
+    hooks to seed, save and report each phase.
+
+    Args:
+        fit: `fit(epochs, callbacks)` -> a Keras `History`, for every phase.
+        accuracy: `accuracy()` -> the active task's held-out accuracy, for
+            `prune_fraction="auto"`; None where nothing is held out.
+        statistics_data: `data()` -> the task's training batches, for
+            batch-norm recalibration and score calibration; None: neither.
+    """
+
+    def __init__(self, fit=None, accuracy=None, statistics_data=None):
+        self._fit = fit
+        self._accuracy = accuracy
+        self.statistics_data = statistics_data
+
+    def accuracy(self):
+        """The active task's held-out accuracy (`prune_fraction="auto"`)."""
+        return self._accuracy()
+
+    def fit(self, phase):
+        """The `fit(epochs, callbacks)` of `phase` ("train", "prune" for
+        the auto trials' recovery, "finetune")."""
+        return self._fit
+
+    def compile(self, phase):
+        """`compile(learning_rate)` that starts `phase`'s optimizer, or None
+        for `phases.restart_optimizer`."""
+        return None
+
+    def before(self, phase):
+        """Called before `phase` ("train", "prune", "finetune", "end")."""
+
+    def after(self, phase, **details):
+        """Called after `phase` with what it did.
+
+        Args:
+            phase: "train" (`history`), "choose" (`auto`: the
+                `AutoPruneResult`, or None when the fraction was given),
+                "prune" (`freed`, `fraction`), "finetune" (`history`,
+                `freed` by a gradual schedule), "end" (`info`).
+            **details: as listed.
+        """
+
+
+def run_phases(model, recipe, hooks, *, state=TRAINING, train=True,
+               finetuned=False, end=True):
+    """Runs the phases of the active task in order: the one task cycle.
+
+    Train, choose the fraction ("auto"), prune, fine-tune, end; each only
+    where the recipe and `state` call for it, so that a run resumed after
+    any phase goes on from there. `train_task` and the `packnet-tf` runner
+    both call it.
+
+    Args:
+        model: a `PackNetModel` whose active task is the one to run.
+        recipe: the task's `Recipe` (a planned fraction already resolved).
+        hooks: a `TaskHooks`.
+        state: the task's state now: "training" (not yet pruned), or
+            "pruned" (a resumed run: pruned, maybe fine-tuned).
+        train: whether the train phase is still to run.
+        finetuned: whether fine-tuning already ran (a resumed run).
+        end: whether to freeze the task at the end; False recalibrates its
+            statistics and leaves it training.
+
+    Returns:
+        A `TaskResult`.
+    """
+    result = TaskResult(task=None, train_history=None)
+    gradual = recipe.schedule is not None
+    if train:
+        hooks.before("train")
+        result.train_history = phases.train(
+            model, recipe, hooks.fit("train"), hooks.compile("train"))
+        hooks.after("train", history=result.train_history)
+    if not gradual and recipe.prune_fraction and state == TRAINING:
+        hooks.before("prune")
+        recipe, result.auto = phases.choose(
+            model, recipe, hooks.fit("prune"), hooks.accuracy,
+            hooks.compile("prune"), data=hooks.statistics_data)
+        hooks.after("choose", auto=result.auto)
+        if recipe.prune_fraction:
+            result.freed = phases.prune(model, recipe)
+            hooks.after("prune", freed=result.freed,
+                        fraction=recipe.prune_fraction)
+            state, finetuned = PRUNED, False
+    if recipe.prunes and not finetuned and (
+            state == (TRAINING if gradual else PRUNED)):
+        hooks.before("finetune")
+        result.finetune_history, freed = phases.finetune(
+            model, recipe, hooks.fit("finetune"), hooks.compile("finetune"))
+        result.freed = result.freed or freed
+        hooks.after("finetune", history=result.finetune_history,
+                    freed=freed)
+    hooks.before("end")
+    if end:
+        info = phases.end(model, recipe, hooks.statistics_data)
+        hooks.after("end", info=info)
+    else:
+        phases.recalibrate(model, recipe, hooks.statistics_data)
+    result.task = model.active_task
+    return result
 
 def _planned_fraction(model, prune_fraction, num_tasks):
     """The task's prune fraction under plan `prune_fraction`, or None."""
@@ -65,7 +176,7 @@ def _steps_per_epoch(data, batch_size):
     """Training steps in one epoch over `data`, or None when unknown."""
     if isinstance(data, tuple):
         # Keras' default batch size for arrays.
-        return math.ceil(len(data[0]) / (batch_size or 32))
+        return math.ceil(len(data[0]) / (batch_size or DEFAULT_BATCH_SIZE))
     if isinstance(data, tf.data.Dataset):
         cardinality = int(data.cardinality())
         return cardinality if cardinality >= 0 else None
@@ -124,28 +235,28 @@ def train_task(
     *,
     num_classes=None,
     head=None,
-    epochs=1,
-    prune_fraction=0.5,
-    finetune_epochs=1,
-    optimizer="adam",
-    learning_rate=1e-3,
-    finetune_learning_rate=None,
-    loss=None,
-    metrics=("accuracy",),
+    epochs=DEFAULTS["epochs"],
+    prune_fraction=DEFAULTS["prune_fraction"],
+    finetune_epochs=DEFAULTS["finetune_epochs"],
+    optimizer=DEFAULTS["optimizer"],
+    learning_rate=DEFAULTS["learning_rate"],
+    finetune_learning_rate=DEFAULTS["finetune_learning_rate"],
+    loss=DEFAULTS["loss"],
+    metrics=DEFAULTS["metrics"],
     batch_size=None,
     validation_data=None,
     callbacks=None,
     verbose="auto",
     end=True,
     num_tasks=None,
-    gradual=None,
+    gradual=DEFAULTS["gradual"],
     input_contract=None,
-    auto_tolerance=auto_prune.DEFAULT_TOLERANCE,
-    auto_candidates=auto_prune.DEFAULT_CANDIDATES,
-    auto_recovery_epochs=1,
-    recalibrate=True,
-    recalibrate_steps=None,
-    prune_keep=None,
+    auto_tolerance=DEFAULTS["auto_tolerance"],
+    auto_candidates=DEFAULTS["auto_candidates"],
+    auto_recovery_epochs=DEFAULTS["auto_recovery_epochs"],
+    recalibrate=DEFAULTS["recalibrate"],
+    recalibrate_steps=DEFAULTS["recalibrate_steps"],
+    prune_keep=DEFAULTS["prune_keep"],
 ):
     """Adds task `name`, trains it, prunes it, fine-tunes it, and freezes it.
 
@@ -264,19 +375,6 @@ def train_task(
     })
     model.add_task(name, num_classes=num_classes, head=head,
                    input_contract=input_contract)
-    result = TaskResult(task=None, train_history=phases.train(
-        model, recipe, fit))
-    statistics_data = _recalibration_data(train_data, batch_size)
-    recipe, result.auto = phases.choose(
-        model, recipe, fit, _accuracy_on(model, validation_data),
-        data=statistics_data)
-    result.freed = phases.prune(model, recipe)
-    result.finetune_history, gradually_freed = phases.finetune(
-        model, recipe, fit)
-    result.freed = result.freed or gradually_freed
-    if end:
-        phases.end(model, recipe, statistics_data)
-    else:
-        phases.recalibrate(model, recipe, statistics_data)
-    result.task = model.active_task
-    return result
+    hooks = TaskHooks(fit, _accuracy_on(model, validation_data),
+                      _recalibration_data(train_data, batch_size))
+    return run_phases(model, recipe, hooks, end=end)

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from packnet_tf.core.task import require
 from packnet_tf.layers.ownership import count_to_keep
+from packnet_tf.training.recipe import GRADUAL_TIMINGS
 
 #: The variable importing tfmot sets.
 LEGACY_KERAS_ENV = "TF_USE_LEGACY_KERAS"
@@ -171,8 +172,7 @@ def last_step(schedule):
 
 
 #: Keys a dict of timings may hold (`schedule_for`): `polynomial_decay`'s.
-TIMING_KEYS = ("end_step", "begin_step", "frequency", "power",
-               "initial_sparsity")
+TIMING_KEYS = tuple(GRADUAL_TIMINGS)
 
 
 def schedule_for(gradual, prune_fraction):
