@@ -92,6 +92,8 @@ CONTINUAL_LABELS = {
     "five_datasets_32": {
         "packnet": "PackNet (one network)",
         "equal": "PackNet, `prune_fraction: equal` (the recipe below)",
+        "lastfree": ("PackNet, the last task not pruned "
+                     "(`prune_fraction: [0.5, 0.5, 0.5, 0.5, 0]`)"),
         "individual": "individual (a network per task)",
         "finetune": "fine-tune (no protection)",
         "classifier_only": "classifier only (frozen trunk)",
@@ -111,10 +113,11 @@ CONTINUAL_LABELS = {
     },
 }
 
-#: The second PackNet row of each workload: (its aggregate file, row key).
-CONTINUAL_VARIANT = {
-    "five_datasets_32": ("five_datasets_32_equal.json", "equal"),
-    "pretrained_3": ("pretrained_3_prune_all.json", "prune_all"),
+#: The other PackNet rows of each workload: (aggregate file, row key).
+CONTINUAL_VARIANTS = {
+    "five_datasets_32": (("five_datasets_32_equal.json", "equal"),
+                         ("five_datasets_32_lastfree.json", "lastfree")),
+    "pretrained_3": (("pretrained_3_prune_all.json", "prune_all"),),
 }
 
 #: A mark after a row's training seconds, explained below the table.
@@ -141,12 +144,10 @@ def _continual_row(workload, key, method):
 def continual_methods(workload):
     """The method table of `five_datasets_32` or `pretrained_3`."""
     data = load(f"{workload}.json")
-    variant_file, variant_key = CONTINUAL_VARIANT[workload]
-    variant = load(variant_file)
     methods = data["methods"]
-    rows = [_continual_row(workload, "packnet", methods["packnet"]),
-            _continual_row(workload, variant_key,
-                           variant["methods"]["packnet"])]
+    rows = [_continual_row(workload, "packnet", methods["packnet"])]
+    rows += [_continual_row(workload, key, load(name)["methods"]["packnet"])
+             for name, key in CONTINUAL_VARIANTS[workload]]
     rows += [_continual_row(workload, m, methods[m]) for m in METHOD_ORDER]
     header = (["method", "seeds"] + data["tasks"]
               + ["mean final", "BWT", "forgetting", "train s"])
@@ -161,11 +162,10 @@ def _packnet_per_seed(folder):
 def continual_paired(workload):
     """Paired differences (same seed) of the two PackNet rows, in points."""
     data = load(f"{workload}.json")
-    variant_file, variant_key = CONTINUAL_VARIANT[workload]
-    variant = load(variant_file)
     labels = CONTINUAL_LABELS[workload]
     rows = []
-    for source, key in ((data, "packnet"), (variant, variant_key)):
+    for source, key in ((data, "packnet"), *(
+            (load(name), key) for name, key in CONTINUAL_VARIANTS[workload])):
         for other, name in (("individual", "individual"), ("lwf", "LwF")):
             paired = source["paired"][f"packnet_minus_{other}"]
             rows.append([f"{labels[key]} - {name}",
