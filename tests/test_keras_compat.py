@@ -211,6 +211,32 @@ def test_compile_state_changes_with_each_compile_and_only_then():
     assert model.predict_function is None
 
 
+# -- traced_predict_function, retrace (model.py, baselines.py) -------------
+
+def test_keras_keeps_traced_functions_and_retraces_what_retrace_drops():
+    model = _compiled(keras.Sequential([keras.Input((3,)),
+                                        keras.layers.Dense(2)]))
+    x, y = np.zeros((4, 3)), np.zeros((4, 2))
+    assert compat.traced_predict_function(model) is None
+    model.fit(x, y, verbose=0)
+    model.evaluate(x, y, verbose=0)
+    model.predict(x, verbose=0)
+    traced = (model.train_function, model.test_function,
+              compat.traced_predict_function(model))
+    assert all(f is not None for f in traced)
+    model.fit(x, y, verbose=0)  # kept while nothing drops them
+    assert model.train_function is traced[0]
+    compat.retrace(model, predict_function=traced[2])
+    assert model.train_function is None and model.test_function is None
+    model.predict(x, verbose=0)
+    assert compat.traced_predict_function(model) is traced[2]  # reused
+    model.fit(x, y, verbose=0)
+    assert model.train_function is not None
+    assert model.train_function is not traced[0]  # traced again
+    compat.retrace(model)
+    assert compat.traced_predict_function(model) is None
+
+
 # -- loss_tracker (masked_training.py) -------------------------------------
 
 def test_loss_tracker_is_the_reported_loss_metric():

@@ -196,3 +196,38 @@ def first_batch(epoch_iterator):
         return next(iterator)
     return None
 
+
+
+def traced_predict_function(model):
+    """The predict function Keras traced for `model`, or None.
+
+    Keras' trainer keeps its traced functions in the attributes
+    `train_function`, `test_function` and `predict_function` and traces one
+    anew when it is None. Used by `packnet_tf.core.model` to keep one traced
+    predict function per task (with `compile_state`).
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        The traced function, or None when none is traced.
+    """
+    return getattr(model, "predict_function", None)
+
+
+def retrace(model, predict_function=None):
+    """Makes Keras trace `model`'s train and test steps again on next use.
+
+    A model whose `call` branches in Python (PackNet's active task picks
+    the head) needs new traced functions when the branch changes. Used by
+    `packnet_tf.core.model` and `packnet_tf.evaluation.baselines`.
+
+    Args:
+        model: a `keras.Model`.
+        predict_function: the traced predict function to use from now on
+            (one kept from an earlier `traced_predict_function`), or None
+            to trace predict again too.
+    """
+    model.train_function = None
+    model.test_function = None
+    model.predict_function = predict_function

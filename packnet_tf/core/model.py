@@ -14,8 +14,9 @@ import dataclasses
 import keras
 import numpy as np
 
+from packnet_tf.compat import keras_internals
 from packnet_tf.compat.distribute import MultiWorkerFitMixin
-from packnet_tf.compat.keras_internals import OpenStateMixin, compile_state
+from packnet_tf.compat.keras_internals import OpenStateMixin
 from packnet_tf.core.contract import as_contract
 from packnet_tf.core.free_init import LEGACY as LEGACY_FREE_INIT
 from packnet_tf.core.free_init import check_free_init, claim_for_task
@@ -147,18 +148,17 @@ class PackNetModel(
     def _activate(self, index):
         # A traced predict function stays valid until the next compile(),
         # which makes a new compile config.
-        compiled_as = id(compile_state(self))
-        if self._active is not None and self.predict_function is not None:
-            self._predict_functions[self._active] = (
-                compiled_as, self.predict_function)
+        compiled_as = id(keras_internals.compile_state(self))
+        traced = keras_internals.traced_predict_function(self)
+        if self._active is not None and traced is not None:
+            self._predict_functions[self._active] = (compiled_as, traced)
         self._active = index
         for layer in self._packed():
             layer.set_active_task(index + 1)
         # The head is chosen in Python: traced functions must be rebuilt.
-        self.train_function = None
-        self.test_function = None
         cached_as, function = self._predict_functions.get(index, (None, None))
-        self.predict_function = function if cached_as == compiled_as else None
+        keras_internals.retrace(
+            self, function if cached_as == compiled_as else None)
 
     # -- what the mixins read (their declared interface) ------------------
 

@@ -16,6 +16,8 @@ individual networks (one per task) need nothing beyond plain Keras.
 import keras
 from keras import ops
 
+from packnet_tf.compat import keras_internals
+
 
 def distillation_loss(teacher_logits, student_logits, temperature=2.0):
     """LwF's distillation term: KL(teacher || student) at a temperature.
@@ -117,13 +119,12 @@ class LwFModel(keras.Model):
         for head, teacher in zip(self.heads, self.teacher_heads):
             teacher.set_weights(head.get_weights())
         self.active = int(index)
-        self.train_function = self.test_function = None
-        self.predict_function = None
+        keras_internals.retrace(self)
 
     def use_task(self, index):
         """Makes `call` (predict, evaluate) use head `index`."""
         self.active = int(index)
-        self.test_function = self.predict_function = None
+        keras_internals.retrace(self)
 
     def call(self, x, training=False):
         return self.heads[self.active](self.trunk(x, training=training))
