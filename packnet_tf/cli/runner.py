@@ -345,7 +345,7 @@ class _RunHooks(TaskHooks):
                       f"{free:.1%} free")
         elif phase == "finetune" and details["history"] is not None:
             run._save(task, "finetune")
-            if details["freed"]:
+            if task.recipe.schedule is not None:  # pruned gradually
                 free = model.capacity().free_fraction()
                 run._summary += (
                     f"; pruned gradually: freed "
