@@ -1,4 +1,4 @@
-"""The packed-layer registry: its entries, their checks, and README's list."""
+"""The packed-layer registry: its entries, their checks, and the docs' list."""
 
 import pathlib
 import re
@@ -11,7 +11,10 @@ from packnet_tf import layers
 from packnet_tf.convert import twins
 from packnet_tf.layers import PackedLayerSpec, registry
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+#: Where the packed layers are listed, and where adding one is explained.
+LAYERS_PAGE = DOCS / "concepts" / "packing.md"
+DESIGN_PAGE = DOCS / "design.md"
 
 BUILT_IN = [
     "PackedDense", "PackedConv1D", "PackedConv2D", "PackedDepthwiseConv2D",
@@ -153,22 +156,22 @@ def test_messages_name_the_registered_layers():
             pn.PackNetModel(trunk, max_tasks=2)
 
 
-def _readme_layers_item():
-    text = README.read_text()
-    match = re.search(r"^- \*\*Layers\*\* \(`packnet_tf\.layers`\):(.*?)^- ",
+def _docs_layers_item():
+    text = LAYERS_PAGE.read_text()
+    match = re.search(r"^\*\*Layers\*\* \(`packnet_tf\.layers`\):(.*?)^$",
                       text, flags=re.DOTALL | re.MULTILINE)
-    assert match, "README has no '- **Layers** (`packnet_tf.layers`):' item"
+    assert match, f"{LAYERS_PAGE} has no '**Layers** (`packnet_tf.layers`):'"
     return " ".join(match.group(1).split())
 
 
-def test_readme_lists_every_registered_layer_with_its_keras_class():
-    item = _readme_layers_item()
+def test_docs_list_every_registered_layer_with_its_keras_class():
+    item = _docs_layers_item()
     for spec in registry.specs():
         entry = f"`{spec.name}` ({spec.keras_class.__name__})"
-        assert entry in item, f"README's Layers item lacks {entry}"
+        assert entry in item, f"The docs' Layers paragraph lacks {entry}"
 
 
-def test_readme_layout_names_the_registry_as_the_place_to_add_a_layer():
-    layout = README.read_text().split("## Layout", 1)[1]
+def test_design_notes_name_the_registry_as_the_place_to_add_a_layer():
+    layout = DESIGN_PAGE.read_text().split("## Adding a packed layer", 1)[1]
     assert "registry.py" in layout
     assert "to add a layer" in " ".join(layout.split())
