@@ -18,6 +18,8 @@ import importlib
 import sys
 import types
 
+from packnet_tf._lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 #: Each public name and the module it comes from.
@@ -75,34 +77,8 @@ __all__ = [
 ]
 
 
-def _resolve(name):
-    module = importlib.import_module(_PUBLIC[name])
-    return module if name in _SUBPACKAGES else getattr(module, name)
-
-
-def __getattr__(name):
-    """Imports a public name on its first use (PEP 562).
-
-    Args:
-        name: the attribute asked for.
-
-    Returns:
-        The public class, function or subpackage of that name.
-
-    Raises:
-        AttributeError: if `name` is not one of `__all__`.
-    """
-    if name not in _PUBLIC:
-        raise AttributeError(
-            f"module {__name__!r} has no attribute {name!r}")
-    value = _resolve(name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    """The module's names, the not yet imported public ones included."""
-    return sorted(set(globals()) | set(__all__))
+# Each public name is imported on its first use (PEP 562).
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, modules=_SUBPACKAGES)
 
 
 class _Package(types.ModuleType):

@@ -138,7 +138,7 @@ def test_the_run_config_builds_with_free_init(tmp_path):
     from cli_support import make_npz_tasks, run_cli, tiny_config, write_config
 
     from packnet_tf.cli import schema
-    from packnet_tf.core.free_init import FREE_INITS
+    from packnet_tf.core.planning import FREE_INITS
 
     assert schema.FREE_INITS == FREE_INITS
     make_npz_tasks(tmp_path, tasks=(("a", 2), ("b", 3)))

@@ -25,14 +25,8 @@ bit-exact. The functions here are pure tensor math; the model applies them.
 
 import tensorflow as tf
 
-from packnet_tf.core.planning import (DEFAULT_FREE_INIT, FREE_INITS,
-                                      LEGACY_FREE_INIT, check_free_init)
 from packnet_tf.layers.ownership import FREE
 
-#: The default start (`packnet_tf.core.planning.DEFAULT_FREE_INIT`).
-DEFAULT = DEFAULT_FREE_INIT
-#: The start of model files written before `free_init` existed.
-LEGACY = LEGACY_FREE_INIT
 
 def remember_pruned(kernel, old_owner, new_owner, released):
     """`released` with the values of the weights this prune frees.
@@ -93,7 +87,7 @@ def claim_for_task(layer, task_id, free_init, released):
     Args:
         layer: a packed layer.
         task_id: the new task (per-task values start from the task before).
-        free_init: one of `FREE_INITS`.
+        free_init: one of `packnet_tf.core.planning.FREE_INITS`.
         released: per packed kernel of `layer`, the variable of its kept
             pruned values ("previous"), or None.
     """

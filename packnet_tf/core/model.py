@@ -18,10 +18,10 @@ from packnet_tf.compat import keras_internals
 from packnet_tf.compat.distribute import MultiWorkerFitMixin
 from packnet_tf.compat.keras_internals import OpenStateMixin
 from packnet_tf.core.contract import as_contract
-from packnet_tf.core.free_init import LEGACY as LEGACY_FREE_INIT
-from packnet_tf.core.free_init import check_free_init, claim_for_task
+from packnet_tf.core.free_init import claim_for_task
 from packnet_tf.core.masked_training import MaskedTrainingMixin
-from packnet_tf.core.planning import DEFAULT_FREE_INIT
+from packnet_tf.core.planning import (DEFAULT_FREE_INIT, LEGACY_FREE_INIT,
+                                      check_free_init)
 from packnet_tf.core.pruning import PruningMixin, validate_fraction
 from packnet_tf.core.recalibration import batch_norm_layers, recalibrate
 from packnet_tf.core.task import (TRAINING, TaskInfo, advance, require,
