@@ -10,8 +10,9 @@ PackNet model its run config trains with that seed (what `packnet-tf train`
 writes; trained here first when `runs/task_inference/<workload>_seed<S>.keras`
 is missing). Every finished task's whole test split goes once through
 `infer_task` (all tasks in one traced function), which gives every task's
-class probabilities for every example; then, for each scoring rule
-(normalized entropy, confidence):
+class probabilities for every example, and once more with
+`score="statistics"` for every task's density score; then, for each
+scoring rule (normalized entropy, confidence, statistics):
 
 - task-inference accuracy per example and per batch of 4, 16 and 64
   same-task examples (each task's test examples in a seeded random order,
@@ -55,7 +56,7 @@ import common  # noqa: E402
 import continual  # noqa: E402
 
 WORKLOADS = ("five-datasets-32", "split-cifar10-5")
-RULES = ("entropy", "confidence")
+RULES = ("entropy", "confidence", "statistics")
 GROUPS = (1, 4, 16, 64)
 ANSWERED = (0.99, 0.95, 0.90)
 HELD_OUT = {"folder": "../../shared/data/flowers102_jpg.zip",
@@ -148,13 +149,16 @@ def inference_table(model, workload, seed, reference=None):
 
     names = [t["name"] for t in workload.tasks]
     rng = np.random.default_rng(seed)
-    inputs, answers, labels, truth = [], [], [], []
+    inputs, answers, labels, truth, statistics = [], [], [], [], []
     for task in workload.tasks:
         order = rng.permutation(len(task["y_test"]))
         x = task["x_test"][order]
         result = pn.infer_task(model, x,
                                batch_size=continual.INFERENCE_BATCH)
         assert result.tasks == tuple(names), result.tasks
+        statistics.append(pn.infer_task(
+            model, x, score="statistics",
+            batch_size=continual.INFERENCE_BATCH).task_scores)
         # The class infer_task ranks first is predict's, exactly.
         model.use_task(task["name"])
         logits = model.predict(x[:256], verbose=0)
@@ -196,8 +200,9 @@ def inference_table(model, workload, seed, reference=None):
                 oracle, tasks=names).as_dict()
 
     for rule in RULES:
-        scores = np.stack([task_scores(p, rule).numpy()
-                           for p in probabilities], axis=1)
+        scores = (np.concatenate(statistics) if rule == "statistics"
+                  else np.stack([task_scores(p, rule).numpy()
+                                 for p in probabilities], axis=1))
         scores_by_rule[rule] = scores
         measure(rule, rule, scores, False)
         if reference is not None:
@@ -234,6 +239,9 @@ def time_inference(model, workload):
     def inferred():
         pn.infer_task(model, block, batch_size=batch)
 
+    def inferred_statistics():
+        pn.infer_task(model, block, batch_size=batch, score="statistics")
+
     with tempfile.TemporaryDirectory() as folder:
         # The multi-task SavedModel a server loads: any_task against one
         # task's signature, in the same rounds.
@@ -249,7 +257,9 @@ def time_inference(model, workload):
                         block[start:start + batch]))
             return run
 
-        runs = {"infer_task": inferred, "one_predict": one,
+        runs = {"infer_task": inferred,
+                "infer_task_statistics": inferred_statistics,
+                "one_predict": one,
                 "t_predicts": separate,
                 "saved_model_any_task": signature("any_task"),
                 "saved_model_one_task": signature("task")}
@@ -270,6 +280,8 @@ def time_inference(model, workload):
             "infer_task_over_one_predict": ratio("infer_task",
                                                  "one_predict"),
             "infer_task_over_t_predicts": ratio("infer_task", "t_predicts"),
+            "infer_task_statistics_over_one_predict": ratio(
+                "infer_task_statistics", "one_predict"),
             "any_task_over_one_task_signature": ratio(
                 "saved_model_any_task", "saved_model_one_task"),
             "tasks": len(names)}
@@ -286,14 +298,18 @@ def main_seed(workload, seed):
     names = [t["name"] for t in workload.tasks]
     flowers = held_out_images(workload, 512 if workload.quick else None)
     outside = pn.infer_task(model, flowers, batch_size=256)
+    outside_statistics = pn.infer_task(model, flowers, batch_size=256,
+                                       score="statistics").task_scores
     rejection = {}
     for rule in RULES:
         from packnet_tf.inference.task_inference import task_scores
 
         inside_best = scores[rule].max(axis=1)
-        outside_best = np.max(np.stack([
-            task_scores(outside.probabilities[n], rule).numpy()
-            for n in names], axis=1), axis=1)
+        outside_best = (outside_statistics if rule == "statistics"
+                        else np.stack([
+                            task_scores(outside.probabilities[n],
+                                        rule).numpy()
+                            for n in names], axis=1)).max(axis=1)
         curve = []
         for share in ANSWERED:
             threshold = float(np.quantile(inside_best, 1 - share))
@@ -361,6 +377,7 @@ def aggregate(quick=False):
                         runs[0]["rejection"][rule]["curve"])}}
         for key in ("infer_task_over_one_predict",
                     "infer_task_over_t_predicts",
+                    "infer_task_statistics_over_one_predict",
                     "any_task_over_one_task_signature"):
             entry["timing"][key] = mean_sd([r["timing"][key]["median"]
                                             for r in runs])

@@ -352,10 +352,15 @@ def test_a_task_ended_with_its_data_is_calibrated(tmp_path):
     pn.train_task(model, "a", (x, y), num_classes=2, epochs=1,
                   prune_fraction=0.5, finetune_epochs=0, verbose=0)
     reference = model.tasks[0].score_reference
-    assert set(reference) == {"entropy", "confidence"}
+    assert set(reference) == {"entropy", "confidence", "statistics"}
     assert all(len(v) == 101 for v in reference.values())
+    density = model.tasks[0].input_density
+    assert density["layers"] == [model.trunk.layers[0].name]
+    assert np.shape(density["precision"]) == (8, 8)
     path = checkpoint.save_model(model, tmp_path / "m.keras")
-    assert checkpoint.load_model(path).tasks[0].score_reference == reference
+    loaded = checkpoint.load_model(path).tasks[0]
+    assert loaded.score_reference == reference
+    assert loaded.input_density == density
 
 
 @pytest.mark.parametrize("reference,match", [

@@ -153,10 +153,12 @@ def build_parser():
                           default="example", help="--task auto: choose the "
                           "task per example or per batch (default: "
                           "%(default)s)")
-    evaluate.add_argument("--score", choices=("entropy", "confidence"),
+    evaluate.add_argument("--score",
+                          choices=("entropy", "confidence", "statistics"),
                           default="entropy", help="--task auto: normalized "
-                          "entropy or max probability (default: "
-                          "%(default)s)")
+                          "entropy, max probability, or how typical the "
+                          "input's activation statistics are of each task "
+                          "(default: %(default)s)")
     evaluate.add_argument("--calibrated", action="store_true",
                           help="--task auto: read each task's score as its "
                           "percentile among its own training scores "

@@ -410,6 +410,61 @@ class PackNetModel(
         task.score_reference = reference
         return dataclasses.replace(task)
 
+    def set_input_density(self, name, density):
+        """Records the density of task `name`'s own activation statistics.
+
+        What `packnet_tf.inference.task_inference.calibrate` fits
+        (`packnet_tf.inference.density`): the mean and precision matrix of
+        per-example statistics of the named trunk layers' outputs on the
+        task's training inputs. It describes outputs the frozen weights
+        give, so it may be set on a finished task.
+
+        Args:
+            name: a known task with a head.
+            density: `{"layers": [names of trunk layers], "mean": [D
+                floats], "precision": [D rows of D floats]}`, or None to
+                drop it.
+
+        Returns:
+            The task's `TaskInfo`.
+
+        Raises:
+            ValueError: for an unknown or headless task, a layer the trunk
+                does not have, or arrays of other shapes or non-finite.
+        """
+        task = self._tasks[self._find(name)]
+        if task.headless:
+            raise ValueError(f"Task {name!r} has no head: it answers no "
+                             "input and has no input density to record.")
+        if density is not None:
+            density = dict(density)
+            if set(density) != {"layers", "mean", "precision"}:
+                raise ValueError(
+                    "Expected the input density to have the keys "
+                    "['layers', 'mean', 'precision']. Received: "
+                    f"{sorted(density)}")
+            layers = [str(n) for n in density["layers"]]
+            known = {layer.name for layer in self.trunk.layers}
+            unknown = [n for n in layers if n not in known]
+            mean = np.asarray(density["mean"], np.float64)
+            precision = np.asarray(density["precision"], np.float64)
+            if not layers or unknown:
+                raise ValueError(
+                    "Expected the input density's `layers` to name layers "
+                    f"of the trunk. Received: {layers} ({unknown} unknown)")
+            if (mean.ndim != 1 or not mean.size
+                    or precision.shape != (mean.size, mean.size)
+                    or not np.all(np.isfinite(mean))
+                    or not np.all(np.isfinite(precision))):
+                raise ValueError(
+                    "Expected the input density's `mean` [D] and "
+                    "`precision` [D, D] to be finite. Received shapes "
+                    f"{mean.shape} and {precision.shape}.")
+            density = {"layers": layers, "mean": mean.tolist(),
+                       "precision": precision.tolist()}
+        task.input_density = density
+        return dataclasses.replace(task)
+
     def use_task(self, name):
         """Makes task `name` the one `predict`, `evaluate` and `call` use.
 

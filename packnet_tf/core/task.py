@@ -62,6 +62,11 @@ class TaskInfo:
             task-inference scores on its training examples, recorded when
             it ended (`packnet_tf.inference.task_inference.calibrate`), for
             `infer_task(calibrated=True)`; None where never recorded.
+        input_density: the Gaussian density of the task's own inputs'
+            activation statistics, recorded with `score_reference`, for
+            `infer_task(score="statistics")`: `{"layers": [layer names],
+            "mean": [D floats], "precision": [D rows of D floats]}`
+            (`packnet_tf.inference.density`); None where never recorded.
     """
 
     name: str
@@ -73,6 +78,7 @@ class TaskInfo:
     statistics_stale: bool = False
     headless: bool = False
     score_reference: dict = None
+    input_density: dict = None
 
     def __post_init__(self):
         # Read back from a config as a dict.

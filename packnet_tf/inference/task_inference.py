@@ -9,7 +9,12 @@ picks a mask):
 - `"entropy"`: `1 - H(p) / log(C)`, one minus the entropy of the task's
   class probabilities normalized by its maximum (heads differ in width): 1
   for a one-hot answer, 0 for a uniform one;
-- `"confidence"`: the largest class probability, `max p` (in [1/C, 1]).
+- `"confidence"`: the largest class probability, `max p` (in [1/C, 1]);
+- `"statistics"`: how typical the input's early activation statistics are
+  of the task's own training inputs (`packnet_tf.inference.density`: a
+  Gaussian per task over per-channel means and spreads, recorded by
+  `calibrate` when the task ends), in (0, 1]. It looks at the input, not
+  at the head's answer, and tells dissimilar data sets apart best.
 
 `per="batch"` treats the whole batch as one task's (a client that sends
 one task's images): the task with the largest sum of scores answers every
@@ -37,9 +42,12 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.core.trunk import packed_layers
+from packnet_tf.inference import density as density_lib
 
 #: The scoring rules.
-SCORES = ("entropy", "confidence")
+SCORES = ("entropy", "confidence", "statistics")
+#: The rules read from the heads' class probabilities.
+HEAD_SCORES = ("entropy", "confidence")
 
 #: What a choice is made for.
 PER = ("example", "batch")
@@ -142,7 +150,8 @@ def task_scores(probabilities, score):
 
     Args:
         probabilities: `[N, C]` class probabilities (C >= 2).
-        score: one of `SCORES`.
+        score: one of `HEAD_SCORES` (`"statistics"` reads the input
+            itself: `density.density_scores`).
 
     Returns:
         `[N]` float32 scores in [0, 1], larger for a more confident answer.
@@ -157,31 +166,44 @@ def task_scores(probabilities, score):
 
 
 class _AllTasks:
-    """One traced function from a batch to every candidate's head outputs."""
+    """One traced function from a batch to every candidate's head outputs
+    (and, with `statistics`, every candidate's density score)."""
 
-    def __init__(self, model, tasks):
+    def __init__(self, model, tasks, statistics=False):
         self._model = model
         self._tasks = tasks
         self._active = [layer.active_task
                         for layer in packed_layers(model.trunk)]
+        self._extract = None
+        if statistics:
+            self._extract = density_lib.statistics_model(
+                model.trunk, tasks[0].input_density["layers"])
         self._function = tf.function(self._outputs, reduce_retracing=True)
 
     def _outputs(self, x):
-        outputs = []
+        outputs, scores = [], []
         for task in self._tasks:
             # Every packed layer computes for this task inside the scope;
             # the layers' own variables are not touched.
             mapping = [(v, tf.constant(task.task_id, v.dtype))
                        for v in self._active]
             with keras.StatelessScope(state_mapping=mapping):
-                features = self._model.trunk(x, training=False)
+                if self._extract is None:
+                    features = self._model.trunk(x, training=False)
+                else:
+                    *layer_outputs, features = self._extract(
+                        x, training=False)
+                    scores.append(density_lib.density_scores(
+                        density_lib.example_statistics(layer_outputs),
+                        task.input_density))
                 out = self._model.heads[task.task_id - 1](
                     features, training=False)
             outputs.append(tf.cast(out, tf.float32))
-        return outputs
+        return outputs, scores
 
     def __call__(self, x):
-        return [o.numpy() for o in self._function(x)]
+        outputs, scores = self._function(x)
+        return ([o.numpy() for o in outputs], [s.numpy() for s in scores])
 
 
 def _first_examples(x, count):
@@ -208,15 +230,21 @@ def _first_examples(x, count):
     return np.concatenate(parts)[:count]
 
 
-def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
-    """Records how confident task `task` is on its own inputs.
+def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES,
+              density_layers=density_lib.DENSITY_LAYERS):
+    """Records how the task's own inputs look to it.
 
     A head trained on one data set can be confident on every input (an
     MNIST head on photos): comparing raw scores across tasks then favours
-    it. Calibration keeps, per rule, 101 quantiles of the task's scores on
-    its own (training) examples; `infer_task(calibrated=True)` reads a
-    score as its percentile among them. `train_task` and `packnet-tf
-    train` calibrate every task when it ends.
+    it. Calibration records, on the task's own (training) examples:
+
+    - the Gaussian of their early activation statistics
+      (`packnet_tf.inference.density`), for `score="statistics"`;
+    - per rule, 101 quantiles of the task's scores;
+      `infer_task(calibrated=True)` reads a score as its percentile among
+      them.
+
+    `train_task` and `packnet-tf train` calibrate every task when it ends.
 
     Args:
         model: a `PackNetModel`.
@@ -225,9 +253,12 @@ def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
             `(x, y)` batches); its first `examples` are read. Use training
             data: never the data you will measure on.
         examples: how many inputs to read at most.
+        density_layers: how many of the trunk's first packed kernel layers
+            give the statistics.
 
     Returns:
-        The task's `TaskInfo`, with `score_reference` set.
+        The task's `TaskInfo`, with `score_reference` and `input_density`
+        set.
 
     Raises:
         ValueError: for an unknown or headless task, or no inputs.
@@ -235,6 +266,9 @@ def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
     if isinstance(examples, bool) or not isinstance(
             examples, numbers.Integral) or examples < 2:
         _fail("examples", "an int >= 2", examples)
+    if isinstance(density_layers, bool) or not isinstance(
+            density_layers, numbers.Integral) or density_layers < 1:
+        _fail("density_layers", "an int >= 1", density_layers)
     info = next((t for t in model.tasks if t.name == task), None)
     if info is None or info.headless:
         raise ValueError(
@@ -242,18 +276,28 @@ def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES):
             f"({[t.name for t in model.tasks if not t.headless]}). "
             f"Received: task={task!r}")
     inputs = _first_examples(x, int(examples))
+    if len(inputs) < 2:
+        _fail("x", "at least 2 inputs", f"{len(inputs)} input")
+    layers = [layer.name for layer in density_lib.statistic_layers(
+        model.trunk, int(density_layers))]
     active = model.active_task.name if model.active_task else None
     model.use_task(task)
     try:
         outputs = model.predict(inputs, batch_size=DEFAULT_BATCH_SIZE,
                                 verbose=0)
+        statistics = density_lib.task_statistics(
+            model, layers, inputs, DEFAULT_BATCH_SIZE)
     finally:
         if active is not None:
             model.use_task(active)
+    density = density_lib.fit(statistics, layers)
     answers = probabilities(outputs, info)
-    reference = {rule: np.quantile(task_scores(answers, rule).numpy(),
-                                   QUANTILES).tolist()
-                 for rule in SCORES}
+    own = {rule: task_scores(answers, rule).numpy() for rule in HEAD_SCORES}
+    own["statistics"] = density_lib.density_scores(statistics,
+                                                   density).numpy()
+    reference = {rule: np.quantile(values, QUANTILES).tolist()
+                 for rule, values in own.items()}
+    model.set_input_density(task, density)
     return model.set_score_reference(task, reference)
 
 
@@ -279,11 +323,17 @@ def calibrated_scores(scores, references):
 _TRACED = weakref.WeakKeyDictionary()
 
 
-def _all_tasks(model, candidates):
-    key = tuple((t.name, t.task_id) for t in candidates)
+def _all_tasks(model, candidates, statistics=False):
+    key = (tuple((t.name, t.task_id) for t in candidates), statistics)
+    if statistics:
+        # The densities are constants of the trace: a recalibrated task
+        # traces anew.
+        key += (tuple(hash((tuple(t.input_density["mean"]),
+                            tuple(map(tuple, t.input_density["precision"]))))
+                      for t in candidates),)
     traced = _TRACED.setdefault(model, {})
     if key not in traced:
-        traced[key] = _AllTasks(model, candidates)
+        traced[key] = _AllTasks(model, candidates, statistics)
     return traced[key]
 
 
@@ -383,6 +433,25 @@ def choose_tasks(task_scores, per="example", group_size=None,
     return chosen, chosen_score, rejected
 
 
+def _check_densities(candidates):
+    """Raises unless every candidate has an input density over the same
+    layers (`score="statistics"`)."""
+    missing = [t.name for t in candidates if not t.input_density]
+    if missing:
+        raise ValueError(
+            f"score='statistics' reads each task's input density; tasks "
+            f"{missing} have none (trained before it was recorded). "
+            "Record it from each task's training inputs: "
+            "packnet_tf.inference.task_inference.calibrate(model, task, x).")
+    layers = {tuple(t.input_density["layers"]) for t in candidates}
+    if len(layers) > 1:
+        raise ValueError(
+            "score='statistics' compares tasks on the same layers' "
+            "statistics; the candidates' densities read different layers "
+            f"({ {t.name: t.input_density['layers'] for t in candidates} }). "
+            "Calibrate them with one `density_layers`.")
+
+
 def infer_task(model, x, per="example", tasks=None, score="entropy",
                reject_threshold=None, batch_size=None, calibrated=False):
     """Chooses, without a task id, which finished task answers `x`.
@@ -396,7 +465,9 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
             example of `x` from one task: the largest sum of scores wins).
         tasks: the candidate task names (finished, with a head), or None
             for every finished task. The first of equal scores wins.
-        score: `"entropy"` or `"confidence"` (see the module docstring).
+        score: `"entropy"`, `"confidence"` or `"statistics"` (see the
+            module docstring; `"statistics"` needs every candidate's
+            `input_density`, which `calibrate` records).
         reject_threshold: a score in [0, 1] under which no task answers
             (task "", class id -1), or None to always answer. Per batch,
             the chosen task's mean score is compared.
@@ -412,8 +483,8 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
     Raises:
         ValueError: naming the argument, if `per`, `score`, `tasks`,
             `reject_threshold`, `batch_size` or `x` is not what is
-            expected, or if the candidate tasks preprocess their inputs
-            differently.
+            expected, if the candidate tasks preprocess their inputs
+            differently, or if a score they need was never recorded.
     """
     if per not in PER:
         _fail("per", f"one of {PER}", per)
@@ -438,20 +509,28 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
                    if not (t.score_reference or {}).get(score)]
         if missing:
             raise ValueError(
-                f"calibrated=True reads each task's own score quantiles; "
-                f"tasks {missing} have none (trained before they were "
-                "recorded). Record them from each task's training inputs: "
+                f"calibrated=True reads each task's own score quantiles "
+                f"for score={score!r}; tasks {missing} have none (trained "
+                "before they were recorded). Record them from each task's "
+                "training inputs: "
                 "packnet_tf.inference.task_inference.calibrate(model, task, x).")
-    run = _all_tasks(model, candidates)
+    statistics = score == "statistics"
+    if statistics:
+        _check_densities(candidates)
+    run = _all_tasks(model, candidates, statistics)
     parts = [run(batch) for batch in _batches(x, int(batch_size))]
     if not parts:
         _fail("x", "a non-empty dataset", x)
-    outputs = [np.concatenate([p[t] for p in parts])
+    outputs = [np.concatenate([p[0][t] for p in parts])
                for t in range(len(candidates))]
     answers = [probabilities(o, t).numpy()
                for o, t in zip(outputs, candidates)]
-    scores = np.stack([task_scores(p, score).numpy() for p in answers],
-                      axis=1)
+    if statistics:
+        scores = np.stack([np.concatenate([p[1][t] for p in parts])
+                           for t in range(len(candidates))], axis=1)
+    else:
+        scores = np.stack([task_scores(p, score).numpy() for p in answers],
+                          axis=1)
     if calibrated:
         scores = calibrated_scores(
             scores, [t.score_reference[score] for t in candidates])
