@@ -91,7 +91,9 @@ def megabytes(n_bytes, digits=2):
 CONTINUAL_LABELS = {
     "five_datasets_32": {
         "packnet": "PackNet (one network)",
-        "equal": "PackNet, `prune_fraction: equal` (the recipe below)",
+        "equal": "PackNet, `prune_fraction: equal`",
+        "equal_ft3": ("PackNet, `prune_fraction: equal`, "
+                      "`finetune_learning_rate: 0.001` (the recipe below)"),
         "lastfree": ("PackNet, the last task not pruned "
                      "(`prune_fraction: [0.5, 0.5, 0.5, 0.5, 0]`)"),
         "individual": "individual (a network per task)",
@@ -116,6 +118,7 @@ CONTINUAL_LABELS = {
 #: The other PackNet rows of each workload: (aggregate file, row key).
 CONTINUAL_VARIANTS = {
     "five_datasets_32": (("five_datasets_32_equal.json", "equal"),
+                         ("five_datasets_32_equal_ft3.json", "equal_ft3"),
                          ("five_datasets_32_lastfree.json", "lastfree")),
     "pretrained_3": (("pretrained_3_prune_all.json", "prune_all"),),
 }
@@ -401,6 +404,8 @@ TASK_INFERENCE_RULES = (
     ("confidence", "confidence"),
     ("entropy, calibrated", "entropy, `calibrated=True`"),
     ("confidence, calibrated", "confidence, `calibrated=True`"),
+    ("statistics", "**statistics**"),
+    ("statistics, calibrated", "statistics, `calibrated=True`"),
 )
 
 
@@ -461,16 +466,21 @@ def task_inference_cost():
             workload,
             stat(timing["infer_task_over_t_predicts"], 1, 2) + "x",
             stat(timing["infer_task_over_one_predict"], 1, 1) + "x",
+            stat(timing["infer_task_statistics_over_one_predict"], 1, 1)
+            + "x",
             stat(timing["any_task_over_one_task_signature"], 1, 1) + "x",
             " / ".join(f"{us[k]['mean']:.0f}" for k in (
-                "infer_task", "one_predict", "t_predicts",
-                "saved_model_any_task", "saved_model_one_task")),
+                "infer_task", "infer_task_statistics", "one_predict",
+                "t_predicts", "saved_model_any_task",
+                "saved_model_one_task")),
         ])
     return table(["workload", "`infer_task` / T `predict`s",
                   "`infer_task` / one `predict`",
+                  "with `score=\"statistics\"` / one `predict`",
                   "`any_task` / one task's signature",
-                  "µs per example: infer_task / one predict / T predicts / "
-                  "SavedModel any_task / one task"], rows)
+                  "µs per example: infer_task / with statistics / one "
+                  "predict / T predicts / SavedModel any_task / one task"],
+                 rows)
 
 
 # Training speed -------------------------------------------------------------
@@ -727,6 +737,7 @@ def headline(pages="docs/results/"):
     split = load("split_cifar10_5.json")
     five = load("five_datasets_32.json")
     equal = load("five_datasets_32_equal.json")
+    recipe = load("five_datasets_32_equal_ft3.json")
     pre = load("pretrained_3.json")
 
     def row(label, data, packnet, paired):
@@ -749,6 +760,10 @@ def headline(pages="docs/results/"):
         row(f"[five-datasets-32]({pages}five-datasets-32.md), "
             "`prune_fraction: equal`", equal, equal["methods"]["packnet"],
             equal["paired"]["packnet_minus_individual"]),
+        row(f"[five-datasets-32]({pages}five-datasets-32.md), "
+            "`prune_fraction: equal`, `finetune_learning_rate: 0.001`",
+            recipe, recipe["methods"]["packnet"],
+            recipe["paired"]["packnet_minus_individual"]),
         row(f"[pretrained-3]({pages}pretrained-3.md)", pre,
             pre["methods"]["packnet"],
             pre["paired"]["packnet_minus_individual"]),
