@@ -99,6 +99,14 @@ def test_the_report_is_what_infer_task_answers(saved, per, group):
         assert all(n % 8 == 0 for row in rows for n in row)
 
 
+def test_score_statistics_is_infer_tasks_answer(saved):
+    report = _auto(saved, "--score", "statistics", "--per", "batch",
+                   "--batch-size", "8")
+    rows, right, _ = _expected(saved, "batch", 8, score="statistics")
+    assert report["confusion"] == rows
+    assert report["end_to_end"] == pytest.approx(right)
+
+
 def test_with_the_task_given_it_is_evals_own_accuracy(saved):
     report = _auto(saved)
     for name, _ in TASKS:

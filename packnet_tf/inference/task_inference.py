@@ -327,10 +327,9 @@ def _all_tasks(model, candidates, statistics=False):
     key = (tuple((t.name, t.task_id) for t in candidates), statistics)
     if statistics:
         # The densities are constants of the trace: a recalibrated task
-        # traces anew.
-        key += (tuple(hash((tuple(t.input_density["mean"]),
-                            tuple(map(tuple, t.input_density["precision"]))))
-                      for t in candidates),)
+        # (a new record, `set_input_density`) traces anew. The cached
+        # function holds the records, so their ids are not reused.
+        key += (tuple(id(t.input_density) for t in candidates),)
     traced = _TRACED.setdefault(model, {})
     if key not in traced:
         traced[key] = _AllTasks(model, candidates, statistics)
