@@ -175,3 +175,23 @@ def test_trunk_layers_give_the_statistics_in_graph_as_eagerly():
     traced = tf.function(
         lambda v: density.example_statistics(extract(v)[:-1]))(x)
     np.testing.assert_allclose(traced.numpy(), eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trunk_with_nested_packed_layers_is_calibrated_without_density():
+    import keras
+
+    from packnet_tf import layers
+
+    inner = keras.Sequential([keras.Input((4,)), layers.PackedDense(3)],
+                             name="inner")
+    trunk = keras.Sequential([keras.Input((4,)), inner], name="outer")
+    model = pn.PackNetModel(trunk, max_tasks=2)
+    model.add_task("a", num_classes=2)
+    model.end_task(recalibrate=False)
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    calibrate(model, "a", x)
+    task = model.tasks[0]
+    assert task.input_density is None
+    assert set(task.score_reference) == {"entropy", "confidence"}
+    with pytest.raises(ValueError, match="have none"):
+        pn.infer_task(model, x, score="statistics")

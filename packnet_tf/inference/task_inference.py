@@ -278,23 +278,30 @@ def calibrate(model, task, x, examples=CALIBRATION_EXAMPLES,
     inputs = _first_examples(x, int(examples))
     if len(inputs) < 2:
         _fail("x", "at least 2 inputs", f"{len(inputs)} input")
-    layers = [layer.name for layer in density_lib.statistic_layers(
-        model.trunk, int(density_layers))]
+    try:
+        layers = [layer.name for layer in density_lib.statistic_layers(
+            model.trunk, int(density_layers))]
+    except ValueError:
+        # A trunk whose packed layers are nested: no density, the head
+        # rules are still calibrated (score="statistics" then says so).
+        layers = None
     active = model.active_task.name if model.active_task else None
     model.use_task(task)
     try:
         outputs = model.predict(inputs, batch_size=DEFAULT_BATCH_SIZE,
                                 verbose=0)
-        statistics = density_lib.task_statistics(
+        statistics = None if layers is None else density_lib.task_statistics(
             model, layers, inputs, DEFAULT_BATCH_SIZE)
     finally:
         if active is not None:
             model.use_task(active)
-    density = density_lib.fit(statistics, layers)
     answers = probabilities(outputs, info)
     own = {rule: task_scores(answers, rule).numpy() for rule in HEAD_SCORES}
-    own["statistics"] = density_lib.density_scores(statistics,
-                                                   density).numpy()
+    density = None
+    if statistics is not None:
+        density = density_lib.fit(statistics, layers)
+        own["statistics"] = density_lib.density_scores(statistics,
+                                                       density).numpy()
     reference = {rule: np.quantile(values, QUANTILES).tolist()
                  for rule, values in own.items()}
     model.set_input_density(task, density)
