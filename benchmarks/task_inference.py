@@ -424,6 +424,10 @@ def print_table(out):
               f" us, a task's signature "
               f"{us['saved_model_one_task']['mean']:.0f} us: "
               f"{timing['any_task_over_one_task_signature']['mean']:.2f}x")
+        print(f"infer_task(score='statistics') "
+              f"{us['infer_task_statistics']['mean']:.0f} us: "
+              f"{timing['infer_task_statistics_over_one_predict']['mean']:.2f}"
+              "x one predict")
 
 
 def main(argv=None):
