@@ -10,8 +10,8 @@ PackNet model its run config trains with that seed (what `packnet-tf train`
 writes; trained here first when `runs/task_inference/<workload>_seed<S>.keras`
 is missing). Every finished task's whole test split goes once through
 `infer_task` (all tasks in one traced function), which gives every task's
-class probabilities for every example, and once more with
-`score="statistics"` for every task's density score; then, for each
+class probabilities and (`score="statistics"`) every task's density score
+for every example; then, for each
 scoring rule (normalized entropy, confidence, statistics):
 
 - task-inference accuracy per example and per batch of 4, 16 and 64
@@ -153,12 +153,12 @@ def inference_table(model, workload, seed, reference=None):
     for task in workload.tasks:
         order = rng.permutation(len(task["y_test"]))
         x = task["x_test"][order]
-        result = pn.infer_task(model, x,
+        # One pass gives every task's probabilities (the head rules'
+        # scores) and its statistics score.
+        result = pn.infer_task(model, x, score="statistics",
                                batch_size=continual.INFERENCE_BATCH)
         assert result.tasks == tuple(names), result.tasks
-        statistics.append(pn.infer_task(
-            model, x, score="statistics",
-            batch_size=continual.INFERENCE_BATCH).task_scores)
+        statistics.append(result.task_scores)
         # The class infer_task ranks first is predict's, exactly.
         model.use_task(task["name"])
         logits = model.predict(x[:256], verbose=0)
@@ -297,9 +297,9 @@ def main_seed(workload, seed):
         model, workload, seed, calibration(model, workload, seed))
     names = [t["name"] for t in workload.tasks]
     flowers = held_out_images(workload, 512 if workload.quick else None)
-    outside = pn.infer_task(model, flowers, batch_size=256)
-    outside_statistics = pn.infer_task(model, flowers, batch_size=256,
-                                       score="statistics").task_scores
+    outside = pn.infer_task(model, flowers, batch_size=256,
+                            score="statistics")
+    outside_statistics = outside.task_scores
     rejection = {}
     for rule in RULES:
         from packnet_tf.inference.task_inference import task_scores
