@@ -59,7 +59,10 @@ points: the stages resume the same seeded phases).
 PackNet with those config values changed, for measured investigations,
 into `results/<workload>_<NAME>/`; the baselines are the workload's own
 (aggregate with `--aggregate --variant NAME`: the variant's PackNet files
-beside the workload's baseline files).
+beside the workload's baseline files). `--order gtsrb,cifar10,...` (with
+`--variant`) trains the tasks in another order, the base task still first;
+its aggregate lists the tasks in that order and keeps only the baselines
+that do not depend on it (individual, joint), their tasks reordered by name.
 
 `--quick` trains on 5 batches per task and epoch and writes under
 `results/<workload>_quick/` (ignored by git): every code path, no result.
@@ -100,6 +103,41 @@ def stem(workload, quick=False):
 # -- the workload, from its run config -----------------------------------
 
 
+def reordered(tasks, order):
+    """The config's task entries in `order` (names), a base task first.
+
+    Raises:
+        SystemExit: when `order` is not a permutation of the tasks with data.
+    """
+    base = [t for t in tasks if "data" not in t]
+    trained = {t["name"]: t for t in tasks if "data" in t}
+    if sorted(order) != sorted(trained):
+        raise SystemExit(
+            f"--order: expected each of {', '.join(trained)} once. "
+            f"Received: {','.join(order)}")
+    return base + [trained[n] for n in order]
+
+
+#: Baselines whose results do not depend on the task order.
+ORDER_FREE = ("individual", "joint")
+
+
+def in_order(run, names):
+    """An order-free baseline's per-seed file with its tasks in `names`."""
+    index = [run["tasks"].index(n) for n in names]
+    result = dict(run["result"])
+    for key in ("final_acc", "acc_after_learning"):
+        if result.get(key) is not None:
+            result[key] = [result[key][i] for i in index]
+    if result.get("accuracy_matrix") is not None:
+        # A network per task: task j is as it was learned, from step j on.
+        after = result["acc_after_learning"]
+        result["accuracy_matrix"] = [
+            [after[j] if j <= i else None for j in range(len(names))]
+            for i in range(len(names))]
+    return dict(run, tasks=list(names), result=result)
+
+
 class Workload:
     """A workload's run config, parsed by the library, and its tasks' data.
 
@@ -112,7 +150,7 @@ class Workload:
         base: whether the first task is a headless pretrained base task.
     """
 
-    def __init__(self, name, quick=False, changes=()):
+    def __init__(self, name, quick=False, changes=(), order=None):
         import yaml
 
         from packnet_tf.cli.config import parse_config
@@ -131,6 +169,9 @@ class Workload:
                 target = target.setdefault(part, {})
             target[last] = value
         self.changes = [list(c) for c in changes]
+        if order is not None:
+            self.raw["tasks"] = reordered(self.raw["tasks"], order)
+            self.changes.append(["order", list(order)])
         self.config = parse_config(self.raw, self.path, EXAMPLES,
                                    model="unused.keras")
         # Paths (`weights`) resolved from the config's folder.
@@ -596,6 +637,17 @@ def write_aggregate(workload, folder, quick, variant=None):
         raise SystemExit(f"No results in {folder}: run some methods first.")
     any_run = next(iter(next(iter(runs.values())).values()))
     names = any_run["tasks"]
+    if "packnet" in runs:
+        names = next(iter(runs["packnet"].values()))["tasks"]
+        for method in list(runs):
+            if next(iter(runs[method].values()))["tasks"] == names:
+                continue
+            if method not in ORDER_FREE:
+                print(f"{method}: trained in another task order; left out.")
+                del runs[method]
+                continue
+            runs[method] = {s: in_order(r, names)
+                            for s, r in runs[method].items()}
     summary = aggregate(runs, names)
     final_png = plot_final(summary, names, RESULTS / f"{name}_final.png",
                            f"{workload}: final accuracy per task "
@@ -745,6 +797,9 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[],
                         metavar="KEY=VALUE", help="a config value of the "
                         "variant, e.g. defaults.prune_fraction=equal")
+    parser.add_argument("--order", metavar="NAMES",
+                        help="a PackNet variant (with --variant) training "
+                        "the tasks in this order: comma-separated names")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_STEPS} batches per epoch: a smoke run")
     args = parser.parse_args(argv)
@@ -763,8 +818,10 @@ def main(argv=None):
             if not sep or not key:
                 parser.error(f"--set: expected KEY=VALUE. Received: {item!r}")
             changes.append((key, yaml.safe_load(value)))
-    elif args.set:
-        parser.error("--set changes a --variant: name it.")
+    elif args.set or args.order:
+        parser.error("--set and --order change a --variant: name it.")
+    order = None if args.order is None else [
+        n.strip() for n in args.order.split(",") if n.strip()]
     if args.aggregate:
         write_aggregate(args.workload, base, args.quick, args.variant)
         return
@@ -785,7 +842,8 @@ def main(argv=None):
     if not todo:
         print("Every (method, seed) asked for is written; --force reruns.")
         return
-    workload = Workload(args.workload, quick=args.quick, changes=changes)
+    workload = Workload(args.workload, quick=args.quick, changes=changes,
+                        order=order)
     workload.run_name = folder.name
     names = [t["name"] for t in workload.tasks]
     for seed, method in todo:
