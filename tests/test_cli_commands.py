@@ -183,3 +183,38 @@ def test_export_errors(saved, tmp_path):
     code, _, err = run_cli("export", model, "--tflite", tmp_path / "q",
                            "--quantize", "int8")
     assert code == 2 and "pass --data" in err
+
+
+def test_export_any_task_score(saved, tmp_path):
+    model = saved / "model.keras"
+    code, _, err = run_cli("export", model, "--saved-model", tmp_path / "s",
+                           "--any-task-score", "statistics")
+    assert code == 2 and "add --layout multi or --tflite FILE" in err
+    # Tasks without an input density: the library's error, nothing written.
+    code, _, err = run_cli("export", model, "--saved-model", tmp_path / "s",
+                           "--layout", "multi", "--any-task-score",
+                           "statistics")
+    assert code == 2 and "have none" in err and "calibrate" in err
+    assert not (tmp_path / "s").exists()
+    from packnet_tf.inference.task_inference import calibrate
+
+    packed = checkpoint.load_model(model)
+    rng = np.random.default_rng(0)
+    for name, shift in (("a", 0.0), ("b", 3.0)):
+        calibrate(packed, name, rng.normal(
+            shift, 1.0, size=(64, 8, 8, 1)).astype("float32"))
+    checkpoint.save_model(packed, tmp_path / "calibrated.keras")
+    code, out, err = run_cli(
+        "export", tmp_path / "calibrated.keras", "--saved-model",
+        tmp_path / "s", "--layout", "multi", "--any-task-score",
+        "statistics")
+    assert code == 0, err
+    served = tf.saved_model.load(out.split("SavedModel: ")[1].strip())
+    assert served.any_task_score().numpy() == b"statistics"
+    x = rng.normal(3.0, 1.0, size=(4, 8, 8, 1)).astype("float32")
+    answer = served.signatures["any_task"](inputs=x)
+    import packnet_tf as pn
+
+    expected = pn.infer_task(packed, x, score="statistics")
+    np.testing.assert_array_equal(
+        [t.decode() for t in answer["task"].numpy()], expected.task)

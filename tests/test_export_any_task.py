@@ -53,6 +53,7 @@ def test_the_multi_layout_serves_any_task_and_per_task_does_not(exported):
     assert KEYS <= set(multi.signatures)
     assert [t.decode() for t in multi.any_task_tasks().numpy()] == [
         "a", "b", "c"]
+    assert multi.any_task_score().numpy() == b"entropy"
     alone = tf.saved_model.load(str(exported / "a" / "1"))
     assert not KEYS & set(alone.signatures)
 
@@ -190,3 +191,94 @@ def test_one_task_and_int8_files_have_no_any_task(model, tmp_path):
     assert not any("any_task" in key for key in Interpreter(
         model_path=str(path)).get_signature_list())
     assert not (tmp_path / "a.tasks.txt").exists()
+
+
+# -- any_task_score="statistics": each task's input density ----------------
+
+
+def _two_data_sets(n, seed):
+    """Task "a" sees centred noise; task "b" bright, flat images."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 6, 6, 2)).astype("float32")
+    b = (2.0 + 0.2 * rng.normal(size=(n, 6, 6, 2))).astype("float32")
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def densities():
+    """Two tasks of a conv-BN trunk, each with its input density (over
+    the conv and the depthwise conv, batch norm between them)."""
+    from conftest import conv_bn_trunk
+
+    from packnet_tf.inference.task_inference import calibrate
+
+    model = packed_model(conv_bn_trunk(), classes=(2, 3))
+    a, b = _two_data_sets(256, seed=0)
+    calibrate(model, "a", a, density_layers=2)
+    calibrate(model, "b", b, density_layers=2)
+    # Mixed examples near both tasks: every score matters, not only its sign.
+    a, b = _two_data_sets(12, seed=3)
+    return model, np.concatenate([a, b, 0.5 * (a + b)])
+
+
+def test_a_multi_savedmodel_chooses_by_statistics(densities, tmp_path):
+    model, x = densities
+    export.saved_model(model, tmp_path, layout="multi",
+                       any_task_score="statistics")
+    multi = tf.saved_model.load(str(tmp_path / "multi_model" / "1"))
+    assert multi.any_task_score().numpy() == b"statistics"
+    expected = pn.infer_task(model, x, score="statistics")
+    entropy = pn.infer_task(model, x)
+    assert not np.array_equal(expected.task, entropy.task)  # a real choice
+    out = multi.signatures["any_task"](inputs=x)
+    np.testing.assert_array_equal(
+        [t.decode() for t in out["task"].numpy()], expected.task)
+    np.testing.assert_allclose(out["task_scores"].numpy(),
+                               expected.task_scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out["class_ids"].numpy()[:, 0],
+                                  expected.class_ids)
+    # The task's own signatures are untouched by the rule.
+    np.testing.assert_allclose(
+        multi.signatures["task_a"](inputs=x)["logits"].numpy(),
+        model_outputs(model, "a", x), atol=1e-5)
+
+
+def test_a_shared_tflite_file_chooses_by_statistics(densities, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, x = densities
+    path = export.tflite(model, tmp_path / "ab.tflite",
+                         any_task_score="statistics")
+    expected = pn.infer_task(model, x, score="statistics")
+    out = Interpreter(model_path=str(path)).get_signature_runner(
+        "any_task")(inputs=x)
+    np.testing.assert_array_equal(
+        np.array(["a", "b"])[out["task_index"]], expected.task)
+    np.testing.assert_allclose(out["task_scores"], expected.task_scores,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_statistics_exports_refuse_what_cannot_carry_them(densities, model,
+                                                          tmp_path):
+    calibrated, _ = densities
+    with pytest.raises(ValueError, match=r"tasks \['a', 'b', 'c'\] have "
+                       "none.*calibrate\\(model, task, x\\)"):
+        export.saved_model(model, tmp_path / "s", layout="multi",
+                           any_task_score="statistics")
+    with pytest.raises(ValueError, match="only layout='multi' has them"):
+        export.saved_model(calibrated, tmp_path / "s",
+                           any_task_score="statistics")
+    with pytest.raises(ValueError, match="Expected `any_task_score` in "
+                       r"\('entropy', 'statistics'\). Received: "
+                       "any_task_score='density'"):
+        export.saved_model(calibrated, tmp_path / "s", layout="multi",
+                           any_task_score="density")
+    with pytest.raises(ValueError, match="needs layout='shared'.*"
+                       "Received: layout='stacked'"):
+        export.tflite(calibrated, tmp_path / "ab.tflite", layout="stacked",
+                      any_task_score="statistics")
+    with pytest.raises(ValueError, match="this file has none.*Received: 1 "
+                       "task"):
+        export.tflite(calibrated, tmp_path / "a.tflite", task="a",
+                      any_task_score="statistics")
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -243,6 +243,13 @@ def export(args, out):
     if args.tflite and args.tflite_dir:
         raise UsageError("use --tflite FILE (one file) or --tflite-dir DIR "
                          "(one file per task), not both.")
+    score = args.any_task_score
+    if score != "entropy" and not (
+            (args.saved_model and args.layout == "multi") or args.tflite):
+        raise UsageError(
+            f"--any-task-score {score} sets the any_task signatures, which "
+            "only a --layout multi SavedModel and a multi-task --tflite "
+            "file have: add --layout multi or --tflite FILE.")
     from packnet_tf import export as exporter
 
     model = load(args.model)
@@ -263,7 +270,8 @@ def export(args, out):
                         ("max_image_pixels", args.max_image_pixels),
                         ("max_batch_size", args.max_batch_size),
                         ("max_request_bytes", args.max_request_bytes))
-                    if value is not None})
+                    if value is not None},
+                any_task_score=score if args.layout == "multi" else "entropy")
             folders = (written.values() if isinstance(written, dict)
                        else [written])
             for folder in folders:
@@ -274,7 +282,7 @@ def export(args, out):
                 model, args.tflite, task=single,
                 tasks=None if single else tasks, quantize=args.quantize,
                 representative_data=representative, sparse=args.sparse,
-                inputs=inputs)
+                inputs=inputs, any_task_score=score)
             print(f"TFLite: {path}", file=out)
         if args.tflite_dir:
             names = tasks or [t.name for t in model.tasks

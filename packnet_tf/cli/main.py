@@ -200,6 +200,11 @@ def build_parser():
                         "floats, or uint8 pixels at the trunk's size "
                         "preprocessed inside the file (integer-only with "
                         "--quantize int8)")
+    export.add_argument("--any-task-score", choices=("entropy", "statistics"),
+                        default="entropy", help="how the any_task "
+                        "signatures (--layout multi, a multi-task --tflite "
+                        "file) choose the task: the heads' entropy, or each "
+                        "task's input statistics (recorded when it ended)")
     limits = export.add_argument_group(
         "limits of every SavedModel request besides --max-image-pixels, "
         "checked before decoding (recorded in "

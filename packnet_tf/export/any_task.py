@@ -2,7 +2,12 @@
 
 A multi-task SavedModel (`layout="multi"`) serves, beside each task's own
 signatures, the answer of the task `packnet_tf.infer_task` would choose
-(per example, its default scoring rule, normalized entropy):
+per example, by the export's `any_task_score`: `"entropy"` (the default,
+`infer_task`'s default: the heads' normalized entropy) or `"statistics"`
+(each task's input density, `packnet_tf.inference.density`: the early
+layers' activation statistics under each task's mask, scored by the
+Gaussian `calibrate` recorded when the task ended; every exported task
+needs one):
 
 - `any_task`: the trunk-ready float batch `inputs` (only when the tasks
   agree on their preprocessing, so that one float batch is every task's
@@ -17,9 +22,9 @@ k = min(5, widest head) `class_ids`, `class_names` and `scores` (class
 probabilities) within the chosen task (padded with -1, "" and 0 past a
 narrower head's width), and `task_scores` `[batch, tasks]`: every exported
 task's score, in the order the loaded SavedModel's `any_task_tasks()`
-function returns (no inputs; the task names). A client that knows its batch
-comes from one task sums `task_scores` over the batch (`infer_task`'s
-`per="batch"`).
+function returns (no inputs; the task names; `any_task_score()` returns
+the rule). A client that knows its batch comes from one task sums
+`task_scores` over the batch (`infer_task`'s `per="batch"`).
 """
 
 import tensorflow as tf
@@ -29,6 +34,7 @@ from packnet_tf.export.signatures import (CLASS_IDS, CLASS_NAMES, IMAGES_NAME,
                                           PIXELS_NAME, SCORES, TOP_K,
                                           image_shape, images_to_inputs,
                                           pixels_to_inputs)
+from packnet_tf.inference import density
 from packnet_tf.inference.task_inference import probabilities, task_scores
 
 #: Signature keys.
@@ -39,8 +45,40 @@ ANY_TASK_IMAGES = "any_task_images"
 TASK = "task"
 TASK_INDEX = "task_index"
 TASK_SCORES = "task_scores"
-#: The scoring rule the signatures use (`infer_task`'s default).
+#: The scoring rule the signatures use by default (`infer_task`'s default).
 SCORE = "entropy"
+#: The scoring rules an export can choose.
+SCORE_RULES = ("entropy", "statistics")
+
+
+def check_score(score, tasks):
+    """Checks an export's `any_task_score` against the exported tasks.
+
+    Args:
+        score: one of `SCORE_RULES`.
+        tasks: the exported tasks' `TaskInfo`s.
+
+    Returns:
+        `score`.
+
+    Raises:
+        ValueError: for an unknown rule, or `"statistics"` where a task has
+            no input density or the densities read different layers.
+    """
+    if not isinstance(score, str) or score not in SCORE_RULES:
+        raise ValueError(
+            f"Expected `any_task_score` in {SCORE_RULES}. Received: "
+            f"any_task_score={score!r}")
+    if score == "statistics":
+        density.check_densities(tasks)
+    return score
+
+
+def statistic_layer_names(tasks, score):
+    """The layers whose outputs the `any_task` signatures read besides the
+    heads' (`"statistics"`), or None."""
+    return (tuple(tasks[0].input_density["layers"])
+            if score == "statistics" else None)
 
 
 def _padded(values, width, fill):
@@ -56,12 +94,15 @@ def top_k(tasks):
     return min(TOP_K, max(t.num_classes for t in tasks))
 
 
-def choose_numbers(outputs, tasks):
+def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None):
     """The chosen task and its top k, in numbers only (builtin TFLite ops).
 
     Args:
         outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
         tasks: the tasks' `TaskInfo`s.
+        score: the scoring rule, one of `SCORE_RULES`.
+        layer_outputs: with `"statistics"`, per task (in `tasks`' order)
+            the outputs of its density's layers under its mask.
 
     Returns:
         A dict of `task_index` (int32 `[batch]`, the chosen task's position
@@ -72,9 +113,14 @@ def choose_numbers(outputs, tasks):
     """
     k = top_k(tasks)
     ids, top_probabilities, scores = [], [], []
-    for out, task in zip(outputs, tasks):
+    for index, (out, task) in enumerate(zip(outputs, tasks)):
         p = probabilities(out, task)
-        scores.append(task_scores(p, SCORE))
+        if score == "statistics":
+            scores.append(density.density_scores(
+                density.example_statistics(layer_outputs[index]),
+                task.input_density))
+        else:
+            scores.append(task_scores(p, score))
         # Ranked by the head's own outputs, as every signature's top k.
         _, top = tf.math.top_k(tf.cast(out, tf.float32),
                                k=min(TOP_K, task.num_classes))
@@ -93,18 +139,21 @@ def choose_numbers(outputs, tasks):
             SCORES: pick(top_probabilities), TASK_SCORES: every}
 
 
-def choose(outputs, tasks):
+def choose(outputs, tasks, score=SCORE, layer_outputs=None):
     """The `any_task` outputs of a SavedModel from every task's outputs.
 
     Args:
         outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
         tasks: the tasks' `TaskInfo`s.
+        score: the scoring rule, one of `SCORE_RULES`.
+        layer_outputs: with `"statistics"`, per task its density's layers'
+            outputs (see `choose_numbers`).
 
     Returns:
         A dict of `task`, `class_ids`, `class_names`, `scores` and
         `task_scores` (see the module docstring).
     """
-    answer = choose_numbers(outputs, tasks)
+    answer = choose_numbers(outputs, tasks, score, layer_outputs)
     chosen, ids = answer.pop(TASK_INDEX), answer[CLASS_IDS]
     widest = max(t.num_classes for t in tasks)
     # Each task's class names, padded to the widest head, and "" last:
@@ -134,16 +183,20 @@ def _grouped(tasks):
     return groups
 
 
-def any_task_functions(tasks, forwards, input_spec, limits=None):
+def any_task_functions(tasks, forwards, input_spec, limits=None,
+                       score=SCORE):
     """The `tf.function`s of the `any_task` signatures.
 
     Args:
         tasks: the exported tasks' `TaskInfo`s (finished, with heads).
         forwards: one function per task (a float batch of trunk inputs ->
-            the head's outputs), in `tasks`' order.
+            the head's outputs; with `"statistics"`, a pair of the density
+            layers' outputs and the head's outputs), in `tasks`' order.
         input_spec: the `tf.TensorSpec` of the float batch.
         limits: the `ImageLimits` every signature checks (default: the
             defaults).
+        score: the scoring rule, one of `SCORE_RULES` (checked by
+            `check_score`).
 
     Returns:
         `{signature key: tf.function}`: `any_task` when the tasks agree on
@@ -162,7 +215,11 @@ def any_task_functions(tasks, forwards, input_spec, limits=None):
         for key, indices in groups.items():
             for index in indices:
                 by_task[index] = forwards[index](inputs[key])
-        return choose([by_task[i] for i in range(len(tasks))], tasks)
+        ordered = [by_task[i] for i in range(len(tasks))]
+        if score == "statistics":
+            return choose([out for _, out in ordered], tasks, score,
+                          [layers for layers, _ in ordered])
+        return choose(ordered, tasks, score)
 
     preprocessing = {key[0] if key else None for key in groups}
     if len(preprocessing) == 1:

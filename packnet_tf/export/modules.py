@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.data import image_limits
-from packnet_tf.export.any_task import any_task_functions
+from packnet_tf.export.any_task import (SCORE, any_task_functions, check_score,
+                                        statistic_layer_names)
 from packnet_tf.export.checks import signature_name
 from packnet_tf.export.plain import (call_head_copy, expand_groups, groups_of,
                                      plain_model, plain_trunk,
@@ -130,15 +131,24 @@ class SharedTasksModule(tf.Module):
             kernels per task (see `packnet_tf.export.tflite`).
         limits: the `ImageLimits` its signatures check (default: the
             defaults).
+        any_task_score: the scoring rule of the `any_task` signatures
+            (`packnet_tf.export.any_task.SCORE_RULES`).
+
+    Raises:
+        ValueError: for a bad `any_task_score`, or `"statistics"` where an
+            exported task has no input density.
     """
 
-    def __init__(self, model, tasks, run_time_task=False, limits=None):
+    def __init__(self, model, tasks, run_time_task=False, limits=None,
+                 any_task_score=SCORE):
         super().__init__(name="tasks")
         self.limits = image_limits.check_limits(limits)
+        self._score = check_score(any_task_score, tasks)
         self._run_time_task = run_time_task
         top = max(t.task_id for t in tasks)
         trunk, twins = plain_trunk(model.trunk, fold_batch_norm=False)
-        self._keras = _Untracked(trunk=trunk, sources=[], heads={})
+        self._keras = _Untracked(trunk=trunk, sources=[], heads={},
+                                 extractors={})
         self.kernels, self.owners, self.slots = [], [], []
         for layer, twin, _ in twins:
             source = {}
@@ -207,10 +217,35 @@ class SharedTasksModule(tf.Module):
                 mapping.append((variable, value))
         return mapping
 
-    def forward(self, name):
-        """The function from a float batch to task `name`'s head outputs."""
+    @property
+    def statistic_layers(self):
+        """The layers the `any_task` signatures read (`"statistics"`), or
+        None."""
+        return statistic_layer_names(list(self._keras.infos.values()),
+                                     self._score)
+
+    def _extractor(self, layers):
+        """The trunk twin with the named layers' outputs before its own."""
+        if layers not in self._keras.extractors:
+            trunk = self._keras.trunk
+            self._keras.extractors[layers] = keras.Model(
+                trunk.inputs[0],
+                [trunk.get_layer(n).output for n in layers]
+                + list(trunk.outputs))
+        return self._keras.extractors[layers]
+
+    def forward(self, name, layers=None):
+        """The function from a float batch to task `name`'s head outputs.
+
+        Args:
+            name: an exported task.
+            layers: names of trunk layers: the function then returns a
+                pair, `(those layers' outputs, the head's outputs)`.
+        """
         task = self._keras.infos[name]
         head = self._keras.heads[name]
+        trunk = (self._keras.trunk if layers is None
+                 else self._extractor(tuple(layers)))
 
         def forward(inputs):
             zero = tf.constant(0, tf.int32)
@@ -220,8 +255,11 @@ class SharedTasksModule(tf.Module):
             task_id = tf.constant(task.task_id, tf.int32) + zero
             with keras.StatelessScope(
                     state_mapping=self._state_mapping(task_id, zero)):
-                features = self._keras.trunk(inputs, training=False)
-            return head(features, training=False)
+                features = trunk(inputs, training=False)
+            if layers is None:
+                return head(features, training=False)
+            *layer_outputs, features = features
+            return layer_outputs, head(features, training=False)
 
         return forward
 
@@ -249,11 +287,14 @@ class SharedTasksModule(tf.Module):
                     "layout='per_task', or rename one.")
             self.serving.update(functions)
         infos = list(self._keras.infos.values())
+        layers = self.statistic_layers
         self.serving.update(any_task_functions(
-            infos, [self.forward(t.name) for t in infos], self.input_spec,
-            self.limits))
-        names = [t.name for t in infos]
+            infos, [self.forward(t.name, layers) for t in infos],
+            self.input_spec, self.limits, self._score))
+        names, score = [t.name for t in infos], self._score
         self.any_task_tasks = tf.function(
             lambda: tf.constant(names, tf.string), input_signature=[])
+        self.any_task_score = tf.function(
+            lambda: tf.constant(score, tf.string), input_signature=[])
         return {key: function.get_concrete_function()
                 for key, function in self.serving.items()}

@@ -30,7 +30,8 @@ inside the file. A file of several tasks also answers without a task id:
 `any_task_pixels` returns `task_index` (the chosen task's position in the
 file's `<file>.tasks.txt`), the top-k `class_ids` and `scores` within it
 and every task's `task_scores` (`packnet_tf.export.any_task`; not in int8
-files). With "int8" quantization a pixel file is integer-only:
+files), choosing by `any_task_score` ("statistics" reads the early layers'
+activations under each task's mask, so it needs a "shared" file). With "int8" quantization a pixel file is integer-only:
 the float pixel input passes a fake-quant node over [0, 255], which gives
 the uint8 input the quantization (scale 1, zero point 0), so the app feeds
 raw pixels; the output is int8 logits (scale and zero point in the output
@@ -44,19 +45,11 @@ import numpy as np
 import tensorflow as tf
 
 from packnet_tf.export import checks
-from packnet_tf.export.any_task import (
-    ANY_TASK,
-    ANY_TASK_PIXELS,
-    choose_numbers,
-)
+from packnet_tf.export.any_task import (ANY_TASK, ANY_TASK_PIXELS, SCORE,
+                                        check_score, choose_numbers)
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
-from packnet_tf.export.signatures import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    PIXELS_NAME,
-    image_shape,
-    pixels_key,
-)
+from packnet_tf.export.signatures import (INPUT_NAME, OUTPUT_NAME, PIXELS_NAME,
+                                          image_shape, pixels_key)
 
 #: `quantize` values: float32, dynamic-range int8 weights, float16 weights,
 #: full int8 (weights and activations, calibrated on representative data).
@@ -152,26 +145,60 @@ def _function(forward, spec, info, inputs, quantize):
     return from_pixels
 
 
-def lite_module(model, infos, layout, inputs, quantize):
+def check_any_task_score(score, infos, layout, inputs, quantize):
+    """Checks a file's `any_task_score` against what the file will hold.
+
+    Raises:
+        ValueError: for a bad rule, "statistics" for a file without an
+            `any_task` signature or with the "stacked" layout, or for a
+            task without an input density.
+    """
+    check_score(score, infos)
+    if score == SCORE:
+        return score
+    if any_task_key(infos, inputs, quantize) is None:
+        raise ValueError(
+            f"any_task_score={score!r} sets how a file's `any_task` "
+            "signature chooses a task; this file has none (it needs several "
+            "tasks, no int8 quantization, and for float inputs one "
+            f"preprocessing). Received: {len(infos)} task(s), "
+            f"quantize={quantize!r}, inputs={inputs!r}.")
+    if layout == "stacked":
+        raise ValueError(
+            "any_task_score='statistics' reads the early layers' "
+            "activations under each task's mask, before any batch norm is "
+            "folded: it needs layout='shared' (float32 or float16). "
+            f"Received: layout='stacked' (quantize={quantize!r}).")
+    return score
+
+
+def lite_module(model, infos, layout, inputs, quantize, any_task_score=SCORE):
     """The module to convert: its signatures are the file's."""
     single = len(infos) == 1
+    layers = None
     if single or layout == "stacked":
         modules = [TaskModule(model, info) for info in infos]
         forwards = {m.task_name: m.forward for m in modules}
         spec = modules[0].input_spec
     else:
-        shared = SharedTasksModule(model, infos, run_time_task=True)
+        shared = SharedTasksModule(model, infos, run_time_task=True,
+                                   any_task_score=any_task_score)
         modules = [shared]
         forwards = {info.name: shared.forward(info.name) for info in infos}
         spec = shared.input_spec
+        layers = shared.statistic_layers
     functions = {
         signature_key(info.name, inputs): _function(
             forwards[info.name], spec, info, inputs, quantize)
         for info in infos}
     key = any_task_key(infos, inputs, quantize)
     if key is not None:
+        if layers is not None:
+            forwards = {info.name: shared.forward(info.name, layers)
+                        for info in infos}
         functions[key] = _any_task_function(
-            [forwards[info.name] for info in infos], spec, infos, inputs)
+            [forwards[info.name] for info in infos], spec, infos, inputs,
+            any_task_score)
     return _LiteModule(modules, functions)
 
 
@@ -192,14 +219,21 @@ def any_task_key(infos, inputs, quantize):
     return ANY_TASK if len(preprocessing) == 1 else None
 
 
-def _any_task_function(forwards, spec, infos, inputs):
-    """`any_task(_pixels)`: the most confident task's answer, in numbers
+def _any_task_function(forwards, spec, infos, inputs, score=SCORE):
+    """`any_task(_pixels)`: the best-scoring task's answer, in numbers
     (`task_index`, `class_ids`, `scores`, `task_scores`; see
     `packnet_tf.export.any_task.choose_numbers`)."""
+
+    def choose(results):
+        if score == "statistics":  # (layer outputs, head outputs) pairs
+            return choose_numbers([out for _, out in results], infos,
+                                  score, [layers for layers, _ in results])
+        return choose_numbers(results, infos, score)
+
     if inputs == "float":
         @tf.function(input_signature=[spec])
         def from_inputs(inputs):
-            return choose_numbers([f(inputs) for f in forwards], infos)
+            return choose([f(inputs) for f in forwards])
 
         return from_inputs
 
@@ -213,9 +247,8 @@ def _any_task_function(forwards, spec, infos, inputs):
             if kind not in prepared:  # each preprocessing once
                 prepared[kind] = info.input_contract.preprocess_function()(
                     pixels)
-        return choose_numbers(
-            [f(prepared[info.input_contract.preprocess])
-             for f, info in zip(forwards, infos)], infos)
+        return choose([f(prepared[info.input_contract.preprocess])
+                       for f, info in zip(forwards, infos)])
 
     return from_pixels
 
@@ -273,7 +306,8 @@ def _representative(data, infos, spec, single, inputs):
 
 
 def convert(model, infos, layout=None, quantize=None,
-            representative_data=None, sparse=False, inputs="float"):
+            representative_data=None, sparse=False, inputs="float",
+            any_task_score=SCORE):
     """Converts tasks of `model` to TFLite bytes.
 
     Args:
@@ -282,15 +316,21 @@ def convert(model, infos, layout=None, quantize=None,
             one-task file.
         layout: multi-task layout, one of `LAYOUTS`; default
             `default_layout(quantize)`.
-        quantize, representative_data, sparse, inputs: as in
-            `packnet_tf.export.tflite`.
+        quantize, representative_data, sparse, inputs, any_task_score: as
+            in `packnet_tf.export.tflite`.
 
     Returns:
         The flatbuffer bytes.
+
+    Raises:
+        ValueError: for an `any_task_score` the file cannot have
+            (`check_any_task_score`).
     """
     single = len(infos) == 1
     layout = layout or default_layout(quantize)
-    module = lite_module(model, infos, layout, inputs, quantize)
+    check_any_task_score(any_task_score, infos, layout, inputs, quantize)
+    module = lite_module(model, infos, layout, inputs, quantize,
+                         any_task_score)
     signatures = module.signatures()
     with tempfile.TemporaryDirectory() as folder:
         tf.saved_model.save(module, folder, signatures=signatures)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from packnet_tf.data.image_limits import check_limits, record_limits
 from packnet_tf.export import checks
+from packnet_tf.export.any_task import SCORE, check_score
 from packnet_tf.export.modules import SharedTasksModule, TaskModule
 from packnet_tf.export.serving import write_models_config
 from packnet_tf.io import atomic
@@ -17,7 +18,7 @@ LAYOUTS = ("per_task", "multi")
 
 
 def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
-                limits=None):
+                limits=None, any_task_score="entropy"):
     """Exports finished tasks as SavedModels in the TF Serving layout.
 
     `layout="per_task"` writes `<base_dir>/<task>/<version>/` for every task:
@@ -26,7 +27,9 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
     `layout="multi"` writes one SavedModel, `<base_dir>/<model.name>/<version>/`,
     with one signature `task_<name>` per task sharing one copy of the
     weights and their uint8 owner masks (a task's signature masks the
-    kernels when it runs).
+    kernels when it runs), and the `any_task` signatures, which choose the
+    task from the input itself (`packnet_tf.export.any_task`) by
+    `any_task_score`.
 
     `task_<name>` reads a float batch named `inputs`; a task with an input
     contract for pixels also gets `task_<name>_pixels` (uint8 `pixels` of
@@ -55,6 +58,11 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
         limits: an `ImageLimits` (or a dict of its fields); default
             `ImageLimits()`: 16 megapixels per image, 256 images and 64 MiB
             per request.
+        any_task_score: how "multi"'s `any_task` signatures choose the
+            task: "entropy" (`infer_task`'s default) or "statistics" (each
+            task's input density, recorded by `calibrate` when it ended;
+            `infer_task(score="statistics")`). "statistics" needs
+            layout="multi".
 
     Returns:
         For "per_task", a dict `{task name: version folder}`; for "multi",
@@ -62,8 +70,10 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
 
     Raises:
         ValueError: for an unknown task, a bad version or layout, a model
-            name that cannot name a served model, or (multi) two tasks whose
-            signature keys collide (`x` and `x_pixels`).
+            name that cannot name a served model, (multi) two tasks whose
+            signature keys collide (`x` and `x_pixels`), a bad
+            `any_task_score`, or "statistics" with layout="per_task" or for
+            a task without an input density.
         TaskStateError: for a task that has not finished.
         FileExistsError: if `base_dir` exists and is not an export
             directory, or the version exists already.
@@ -79,6 +89,12 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
     checks.validate_version(version)
     limits = check_limits(limits)
     infos = checks.select_tasks(model, tasks)
+    check_score(any_task_score, infos)
+    if any_task_score != SCORE and layout != "multi":
+        raise ValueError(
+            f"any_task_score={any_task_score!r} sets how the `any_task` "
+            "signatures choose a task; only layout='multi' has them. "
+            f"Received: layout={layout!r}. Pass layout='multi'.")
     base_dir = checks.check_export_dir(base_dir)
     if layout == "multi":
         name = checks.validate_model_name(
@@ -88,7 +104,8 @@ def saved_model(model, base_dir, tasks=None, version=1, layout="per_task",
                 f"The model's name {name!r} is also a task's name; in one "
                 "export directory they would share a folder. Build the "
                 "model with another `name=`.")
-        modules = {name: SharedTasksModule(model, infos, limits=limits)}
+        modules = {name: SharedTasksModule(model, infos, limits=limits,
+                                           any_task_score=any_task_score)}
     else:
         modules = {info.name: TaskModule(model, info, limits)
                    for info in infos}

@@ -100,7 +100,7 @@ def _check_layout(layout, quantize):
 
 def tflite(model, path, task=None, tasks=None, quantize=None,
            representative_data=None, sparse=False, layout=None,
-           inputs="float"):
+           inputs="float", any_task_score="entropy"):
     """Exports finished tasks to a LiteRT (TFLite) file.
 
     With `task`, the file holds that task's plain network (masks baked in,
@@ -146,6 +146,10 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
             pixels at the trunk's size; needs each task's input contract).
             With quantize="int8", a pixel file's input is uint8 and its
             output int8, for integer-only accelerators.
+        any_task_score: how a file of several tasks' `any_task` signature
+            chooses the task: "entropy" (`infer_task`'s default) or
+            "statistics" (each task's input density, recorded by
+            `calibrate`; needs the "shared" layout).
 
     Returns:
         The absolute path written.
@@ -154,8 +158,10 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
         ValueError: for an unknown task, a bad `quantize` or `layout`,
             "int8" without `representative_data`, `layout="shared"` with
             "dynamic" or "int8", both `task` and `tasks`, a bad `inputs`,
-            or `inputs="pixels"` for a task without an input contract or a
-            trunk that does not read images.
+            `inputs="pixels"` for a task without an input contract or a
+            trunk that does not read images, or an `any_task_score` the
+            file cannot have (a bad rule; "statistics" for one task, int8,
+            the "stacked" layout, or a task without an input density).
         TaskStateError: for a task that has not finished.
         FileExistsError: if `path` is a folder or a file that is not TFLite.
 
@@ -194,7 +200,8 @@ def tflite(model, path, task=None, tasks=None, quantize=None,
     path = _check_path(path)
     content = convert(model, infos, layout=layout, quantize=quantize,
                       representative_data=representative_data,
-                      sparse=bool(sparse), inputs=inputs)
+                      sparse=bool(sparse), inputs=inputs,
+                      any_task_score=any_task_score)
     atomic.write_bytes(path, content, suffix=os.path.splitext(path)[1])
     write_labels(path, infos)
     if any_task_key(infos, inputs, quantize) is not None:

@@ -144,6 +144,32 @@ def fit(statistics, layer_names, shrinkage=SHRINKAGE):
             "precision": precision.astype(np.float32).tolist()}
 
 
+def check_densities(candidates):
+    """Checks that tasks can be compared by `score="statistics"`.
+
+    Args:
+        candidates: the tasks' `TaskInfo`s.
+
+    Raises:
+        ValueError: if a task has no input density, or the densities read
+            different layers.
+    """
+    missing = [t.name for t in candidates if not t.input_density]
+    if missing:
+        raise ValueError(
+            f"score='statistics' reads each task's input density; tasks "
+            f"{missing} have none (trained before it was recorded). "
+            "Record it from each task's training inputs: "
+            "packnet_tf.inference.task_inference.calibrate(model, task, x).")
+    layers = {tuple(t.input_density["layers"]) for t in candidates}
+    if len(layers) > 1:
+        raise ValueError(
+            "score='statistics' compares tasks on the same layers' "
+            "statistics; the candidates' densities read different layers "
+            f"({ {t.name: t.input_density['layers'] for t in candidates} }). "
+            "Calibrate them with one `density_layers`.")
+
+
 def density_scores(statistics, density):
     """Each example's score under one task's density (traceable).
 

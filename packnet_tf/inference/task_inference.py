@@ -439,25 +439,6 @@ def choose_tasks(task_scores, per="example", group_size=None,
     return chosen, chosen_score, rejected
 
 
-def _check_densities(candidates):
-    """Raises unless every candidate has an input density over the same
-    layers (`score="statistics"`)."""
-    missing = [t.name for t in candidates if not t.input_density]
-    if missing:
-        raise ValueError(
-            f"score='statistics' reads each task's input density; tasks "
-            f"{missing} have none (trained before it was recorded). "
-            "Record it from each task's training inputs: "
-            "packnet_tf.inference.task_inference.calibrate(model, task, x).")
-    layers = {tuple(t.input_density["layers"]) for t in candidates}
-    if len(layers) > 1:
-        raise ValueError(
-            "score='statistics' compares tasks on the same layers' "
-            "statistics; the candidates' densities read different layers "
-            f"({ {t.name: t.input_density['layers'] for t in candidates} }). "
-            "Calibrate them with one `density_layers`.")
-
-
 def infer_task(model, x, per="example", tasks=None, score="entropy",
                reject_threshold=None, batch_size=None, calibrated=False):
     """Chooses, without a task id, which finished task answers `x`.
@@ -522,7 +503,7 @@ def infer_task(model, x, per="example", tasks=None, score="entropy",
                 "packnet_tf.inference.task_inference.calibrate(model, task, x).")
     statistics = score == "statistics"
     if statistics:
-        _check_densities(candidates)
+        density_lib.check_densities(candidates)
     run = _all_tasks(model, candidates, statistics)
     parts = [run(batch) for batch in _batches(x, int(batch_size))]
     if not parts:
