@@ -227,6 +227,10 @@ def test_a_multi_savedmodel_chooses_by_statistics(densities, tmp_path):
                        any_task_score="statistics")
     multi = tf.saved_model.load(str(tmp_path / "multi_model" / "1"))
     assert multi.any_task_score().numpy() == b"statistics"
+    # Each density stored once, as variables every signature reads.
+    for stored, task in zip(multi.densities, model.tasks):
+        np.testing.assert_array_equal(stored["precision"].numpy(), np.float32(
+            task.input_density["precision"]))
     expected = pn.infer_task(model, x, score="statistics")
     entropy = pn.infer_task(model, x)
     assert not np.array_equal(expected.task, entropy.task)  # a real choice

@@ -94,7 +94,8 @@ def top_k(tasks):
     return min(TOP_K, max(t.num_classes for t in tasks))
 
 
-def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None):
+def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None,
+                   densities=None):
     """The chosen task and its top k, in numbers only (builtin TFLite ops).
 
     Args:
@@ -103,6 +104,9 @@ def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None):
         score: the scoring rule, one of `SCORE_RULES`.
         layer_outputs: with `"statistics"`, per task (in `tasks`' order)
             the outputs of its density's layers under its mask.
+        densities: with `"statistics"`, per task its density's `mean` and
+            `precision` (variables of the exported module); default the
+            tasks' recorded `input_density`.
 
     Returns:
         A dict of `task_index` (int32 `[batch]`, the chosen task's position
@@ -118,7 +122,8 @@ def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None):
         if score == "statistics":
             scores.append(density.density_scores(
                 density.example_statistics(layer_outputs[index]),
-                task.input_density))
+                task.input_density if densities is None
+                else densities[index]))
         else:
             scores.append(task_scores(p, score))
         # Ranked by the head's own outputs, as every signature's top k.
@@ -139,21 +144,22 @@ def choose_numbers(outputs, tasks, score=SCORE, layer_outputs=None):
             SCORES: pick(top_probabilities), TASK_SCORES: every}
 
 
-def choose(outputs, tasks, score=SCORE, layer_outputs=None):
+def choose(outputs, tasks, score=SCORE, layer_outputs=None, densities=None):
     """The `any_task` outputs of a SavedModel from every task's outputs.
 
     Args:
         outputs: one `[batch, classes]` tensor per task, in `tasks`' order.
         tasks: the tasks' `TaskInfo`s.
         score: the scoring rule, one of `SCORE_RULES`.
-        layer_outputs: with `"statistics"`, per task its density's layers'
-            outputs (see `choose_numbers`).
+        layer_outputs, densities: with `"statistics"`, per task its
+            density's layers' outputs and its density (see
+            `choose_numbers`).
 
     Returns:
         A dict of `task`, `class_ids`, `class_names`, `scores` and
         `task_scores` (see the module docstring).
     """
-    answer = choose_numbers(outputs, tasks, score, layer_outputs)
+    answer = choose_numbers(outputs, tasks, score, layer_outputs, densities)
     chosen, ids = answer.pop(TASK_INDEX), answer[CLASS_IDS]
     widest = max(t.num_classes for t in tasks)
     # Each task's class names, padded to the widest head, and "" last:
@@ -184,7 +190,7 @@ def _grouped(tasks):
 
 
 def any_task_functions(tasks, forwards, input_spec, limits=None,
-                       score=SCORE):
+                       score=SCORE, densities=None):
     """The `tf.function`s of the `any_task` signatures.
 
     Args:
@@ -197,6 +203,8 @@ def any_task_functions(tasks, forwards, input_spec, limits=None,
             defaults).
         score: the scoring rule, one of `SCORE_RULES` (checked by
             `check_score`).
+        densities: with `"statistics"`, per task its density's `mean` and
+            `precision` (see `choose_numbers`).
 
     Returns:
         `{signature key: tf.function}`: `any_task` when the tasks agree on
@@ -218,7 +226,7 @@ def any_task_functions(tasks, forwards, input_spec, limits=None,
         ordered = [by_task[i] for i in range(len(tasks))]
         if score == "statistics":
             return choose([out for _, out in ordered], tasks, score,
-                          [layers for layers, _ in ordered])
+                          [layers for layers, _ in ordered], densities)
         return choose(ordered, tasks, score)
 
     preprocessing = {key[0] if key else None for key in groups}

@@ -184,6 +184,13 @@ class SharedTasksModule(tf.Module):
             self.head_weights.extend(_variables(head))
         self.input_spec = input_spec(model)
         self._keras.infos = {task.name: task for task in tasks}
+        # Each task's density stored once, read by every any_task signature.
+        self.densities = [
+            {key: tf.Variable(np.asarray(task.input_density[key], np.float32),
+                              trainable=False,
+                              name=f"{task.name}_density_{key}")
+             for key in ("mean", "precision")}
+            for task in tasks] if self._score == "statistics" else []
 
     def _visible(self, index, task_id, zero):
         owner = self.owners[index]
@@ -290,7 +297,8 @@ class SharedTasksModule(tf.Module):
         layers = self.statistic_layers
         self.serving.update(any_task_functions(
             infos, [self.forward(t.name, layers) for t in infos],
-            self.input_spec, self.limits, self._score))
+            self.input_spec, self.limits, self._score,
+            self.densities or None))
         names, score = [t.name for t in infos], self._score
         self.any_task_tasks = tf.function(
             lambda: tf.constant(names, tf.string), input_signature=[])

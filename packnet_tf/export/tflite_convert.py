@@ -31,7 +31,8 @@ inside the file. A file of several tasks also answers without a task id:
 file's `<file>.tasks.txt`), the top-k `class_ids` and `scores` within it
 and every task's `task_scores` (`packnet_tf.export.any_task`; not in int8
 files), choosing by `any_task_score` ("statistics" reads the early layers'
-activations under each task's mask, so it needs a "shared" file). With "int8" quantization a pixel file is integer-only:
+activations under each task's mask, so it needs a "shared" file). With
+"int8" quantization a pixel file is integer-only:
 the float pixel input passes a fake-quant node over [0, 255], which gives
 the uint8 input the quantization (scale 1, zero point 0), so the app feeds
 raw pixels; the output is int8 logits (scale and zero point in the output
@@ -198,7 +199,7 @@ def lite_module(model, infos, layout, inputs, quantize, any_task_score=SCORE):
                         for info in infos}
         functions[key] = _any_task_function(
             [forwards[info.name] for info in infos], spec, infos, inputs,
-            any_task_score)
+            any_task_score, shared.densities if layers else None)
     return _LiteModule(modules, functions)
 
 
@@ -219,7 +220,8 @@ def any_task_key(infos, inputs, quantize):
     return ANY_TASK if len(preprocessing) == 1 else None
 
 
-def _any_task_function(forwards, spec, infos, inputs, score=SCORE):
+def _any_task_function(forwards, spec, infos, inputs, score=SCORE,
+                       densities=None):
     """`any_task(_pixels)`: the best-scoring task's answer, in numbers
     (`task_index`, `class_ids`, `scores`, `task_scores`; see
     `packnet_tf.export.any_task.choose_numbers`)."""
@@ -227,7 +229,8 @@ def _any_task_function(forwards, spec, infos, inputs, score=SCORE):
     def choose(results):
         if score == "statistics":  # (layer outputs, head outputs) pairs
             return choose_numbers([out for _, out in results], infos,
-                                  score, [layers for layers, _ in results])
+                                  score, [layers for layers, _ in results],
+                                  densities)
         return choose_numbers(results, infos, score)
 
     if inputs == "float":

@@ -175,16 +175,18 @@ def density_scores(statistics, density):
 
     Args:
         statistics: `[N, D]` from `example_statistics`.
-        density: the task's recorded density.
+        density: the task's recorded density, or a mapping of its `mean`
+            and `precision` as tensors or variables (an export stores each
+            once as a variable instead of as a constant per signature).
 
     Returns:
         `[N]` float32 in (0, 1]: `exp(-d^2 / (2 D))`.
     """
-    mean = tf.constant(np.asarray(density["mean"], np.float32))
-    precision = tf.constant(np.asarray(density["precision"], np.float32))
+    mean = tf.convert_to_tensor(density["mean"], tf.float32)
+    precision = tf.convert_to_tensor(density["precision"], tf.float32)
     z = tf.cast(statistics, tf.float32) - mean
     squared = tf.reduce_sum(tf.matmul(z, precision) * z, axis=-1)
-    dims = float(len(density["mean"]))
+    dims = float(mean.shape[-1])
     return tf.exp(-0.5 * tf.maximum(squared, 0.0) / dims)
 
 
