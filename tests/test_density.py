@@ -122,6 +122,11 @@ def test_recalibrating_a_task_changes_its_scores():
     after = pn.infer_task(model, x, score="statistics").task_scores
     np.testing.assert_array_equal(before[:, 1], after[:, 1])
     assert np.all(after[:, 0] < before[:, 0])
+    # The old trace is dropped, not kept beside the new one.
+    from packnet_tf.inference import task_inference
+
+    assert [key[1] for key in task_inference._TRACED[model]].count(
+        True) == 1
 
 
 def test_statistics_without_a_density_names_the_fix():

@@ -272,7 +272,7 @@ def test_repeated_calls_trace_once():
     first = pn.infer_task(model, x)
     from packnet_tf.inference import task_inference
 
-    (traced,) = task_inference._TRACED[model].values()
+    ((_, traced),) = task_inference._TRACED[model].values()
     before = traced._function.experimental_get_tracing_count()
     for _ in range(3):
         again = pn.infer_task(model, x)

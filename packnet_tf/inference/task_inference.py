@@ -332,15 +332,17 @@ _TRACED = weakref.WeakKeyDictionary()
 
 def _all_tasks(model, candidates, statistics=False):
     key = (tuple((t.name, t.task_id) for t in candidates), statistics)
-    if statistics:
-        # The densities are constants of the trace: a recalibrated task
-        # (a new record, `set_input_density`) traces anew. The cached
-        # function holds the records, so their ids are not reused.
-        key += (tuple(id(t.input_density) for t in candidates),)
     traced = _TRACED.setdefault(model, {})
+    records = tuple(id(t.input_density) for t in candidates)
+    if statistics and key in traced and traced[key][0] != records:
+        # The densities are constants of the trace: a recalibrated task
+        # (a new record, `set_input_density`) traces anew, and the old
+        # trace goes. The cached function holds the records, so their ids
+        # are not reused while it lives.
+        del traced[key]
     if key not in traced:
-        traced[key] = _AllTasks(model, candidates, statistics)
-    return traced[key]
+        traced[key] = (records, _AllTasks(model, candidates, statistics))
+    return traced[key][1]
 
 
 def probabilities(outputs, task):
