@@ -76,7 +76,15 @@ def check_score(score, tasks):
 
 def statistic_layer_names(tasks, score):
     """The layers whose outputs the `any_task` signatures read besides the
-    heads' (`"statistics"`), or None."""
+    heads'.
+
+    Args:
+        tasks: the exported tasks' `TaskInfo`s (checked by `check_score`).
+        score: the export's rule.
+
+    Returns:
+        A tuple of trunk layer names for `"statistics"`, else None.
+    """
     return (tuple(tasks[0].input_density["layers"])
             if score == "statistics" else None)
 

@@ -149,6 +149,15 @@ def _function(forward, spec, info, inputs, quantize):
 def check_any_task_score(score, infos, layout, inputs, quantize):
     """Checks a file's `any_task_score` against what the file will hold.
 
+    Args:
+        score: the rule asked for (`packnet_tf.export.any_task.SCORE_RULES`).
+        infos: the file's tasks' `TaskInfo`s.
+        layout: the file's layout, resolved ("shared" or "stacked").
+        inputs, quantize: as in `packnet_tf.export.tflite`.
+
+    Returns:
+        `score`.
+
     Raises:
         ValueError: for a bad rule, "statistics" for a file without an
             `any_task` signature or with the "stacked" layout, or for a
