@@ -265,3 +265,25 @@ def _no_op_determinism_left_behind():
     assert not tf_config.is_op_determinism_enabled(), (
         "this test left TensorFlow's op determinism on; run "
         "`train --deterministic` in a subprocess (cli_support.run_subprocess)")
+
+
+def two_data_sets(n, seed):
+    """Inputs of `conv_bn_trunk` from two unlike data sets: task "a" sees
+    centred noise, task "b" bright, flat images."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 6, 6, 2)).astype("float32")
+    b = (2.0 + 0.2 * rng.normal(size=(n, 6, 6, 2))).astype("float32")
+    return a, b
+
+
+def density_model():
+    """Tasks "a" (2 classes) and "b" (3) of a conv-BN trunk, each with its
+    input density over the conv and the depthwise conv, fitted on 256 of
+    its `two_data_sets` inputs."""
+    from packnet_tf.inference.task_inference import calibrate
+
+    model = packed_model(conv_bn_trunk(), classes=(2, 3))
+    a, b = two_data_sets(256, seed=0)
+    calibrate(model, "a", a, density_layers=2)
+    calibrate(model, "b", b, density_layers=2)
+    return model

@@ -4,7 +4,7 @@ statistics (`packnet_tf.inference.density`)."""
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import conv_bn_trunk, packed_model
+from conftest import conv_bn_trunk, density_model, packed_model, two_data_sets
 
 import packnet_tf as pn
 from packnet_tf.inference import density
@@ -52,24 +52,8 @@ def test_fit_refuses_too_few_or_non_finite_statistics(statistics):
         density.fit(statistics, ["conv"])
 
 
-def _two_data_sets(n, seed):
-    """Task "a" sees centred noise; task "b" bright, flat images."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(n, 6, 6, 2)).astype("float32")
-    b = (2.0 + 0.2 * rng.normal(size=(n, 6, 6, 2))).astype("float32")
-    return a, b
-
-
-def _calibrated_model():
-    model = packed_model(conv_bn_trunk(), classes=(2, 3))
-    a, b = _two_data_sets(256, seed=0)
-    calibrate(model, "a", a, density_layers=2)
-    calibrate(model, "b", b, density_layers=2)
-    return model
-
-
 def test_calibrate_records_the_density_of_the_first_packed_layers():
-    model = _calibrated_model()
+    model = density_model()
     for task in model.tasks:
         record = task.input_density
         # conv (4 channels: means and spreads), then dw (4 channels).
@@ -81,8 +65,8 @@ def test_calibrate_records_the_density_of_the_first_packed_layers():
 
 
 def test_statistics_tell_the_data_sets_apart_per_example_and_per_batch():
-    model = _calibrated_model()
-    a, b = _two_data_sets(40, seed=5)
+    model = density_model()
+    a, b = two_data_sets(40, seed=5)
     x = np.concatenate([a, b])
     truth = np.array(["a"] * 40 + ["b"] * 40, dtype=object)
     result = pn.infer_task(model, x, score="statistics", batch_size=16)
@@ -98,8 +82,8 @@ def test_statistics_tell_the_data_sets_apart_per_example_and_per_batch():
 
 
 def test_statistics_scores_are_each_tasks_density_of_its_own_statistics():
-    model = _calibrated_model()
-    x = np.concatenate(_two_data_sets(12, seed=7))
+    model = density_model()
+    x = np.concatenate(two_data_sets(12, seed=7))
     result = pn.infer_task(model, x, score="statistics")
     for column, task in enumerate(model.tasks):
         model.use_task(task.name)
@@ -115,10 +99,10 @@ def test_statistics_scores_are_each_tasks_density_of_its_own_statistics():
 
 
 def test_recalibrating_a_task_changes_its_scores():
-    model = _calibrated_model()
-    x = _two_data_sets(8, seed=9)[0]
+    model = density_model()
+    x = two_data_sets(8, seed=9)[0]
     before = pn.infer_task(model, x, score="statistics").task_scores
-    calibrate(model, "a", _two_data_sets(256, seed=3)[1], density_layers=2)
+    calibrate(model, "a", two_data_sets(256, seed=3)[1], density_layers=2)
     after = pn.infer_task(model, x, score="statistics").task_scores
     np.testing.assert_array_equal(before[:, 1], after[:, 1])
     assert np.all(after[:, 0] < before[:, 0])
@@ -131,7 +115,7 @@ def test_recalibrating_a_task_changes_its_scores():
 
 def test_statistics_without_a_density_names_the_fix():
     model = packed_model(conv_bn_trunk(), classes=(2, 3))
-    x = _two_data_sets(4, seed=0)[0]
+    x = two_data_sets(4, seed=0)[0]
     with pytest.raises(ValueError, match=r"tasks \['a', 'b'\] have none.*"
                        r"calibrate\(model, task, x\)"):
         pn.infer_task(model, x, score="statistics")
@@ -139,7 +123,7 @@ def test_statistics_without_a_density_names_the_fix():
 
 def test_densities_over_different_layers_are_refused():
     model = packed_model(conv_bn_trunk(), classes=(2, 3))
-    a, b = _two_data_sets(64, seed=0)
+    a, b = two_data_sets(64, seed=0)
     calibrate(model, "a", a, density_layers=1)
     calibrate(model, "b", b, density_layers=2)
     with pytest.raises(ValueError, match="read different layers"):
@@ -171,8 +155,8 @@ def test_calibrate_density_layers_must_be_a_positive_int(value):
 
 
 def test_trunk_layers_give_the_statistics_in_graph_as_eagerly():
-    model = _calibrated_model()
-    x = tf.constant(_two_data_sets(6, seed=2)[1])
+    model = density_model()
+    x = tf.constant(two_data_sets(6, seed=2)[1])
     model.use_task("b")
     layers = model.tasks[1].input_density["layers"]
     eager = density.task_statistics(model, layers, x.numpy(), batch_size=6)

@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import model_outputs, packed_model, wide_trunk
+from conftest import (density_model, model_outputs, packed_model,
+                      two_data_sets, wide_trunk)
 
 import packnet_tf as pn
 from packnet_tf import export
@@ -196,29 +197,13 @@ def test_one_task_and_int8_files_have_no_any_task(model, tmp_path):
 # -- any_task_score="statistics": each task's input density ----------------
 
 
-def _two_data_sets(n, seed):
-    """Task "a" sees centred noise; task "b" bright, flat images."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(n, 6, 6, 2)).astype("float32")
-    b = (2.0 + 0.2 * rng.normal(size=(n, 6, 6, 2))).astype("float32")
-    return a, b
-
-
 @pytest.fixture(scope="module")
 def densities():
-    """Two tasks of a conv-BN trunk, each with its input density (over
-    the conv and the depthwise conv, batch norm between them)."""
-    from conftest import conv_bn_trunk
-
-    from packnet_tf.inference.task_inference import calibrate
-
-    model = packed_model(conv_bn_trunk(), classes=(2, 3))
-    a, b = _two_data_sets(256, seed=0)
-    calibrate(model, "a", a, density_layers=2)
-    calibrate(model, "b", b, density_layers=2)
+    """Two tasks with their input densities (`conftest.density_model`) and
+    inputs near both."""
+    a, b = two_data_sets(12, seed=3)
     # Mixed examples near both tasks: every score matters, not only its sign.
-    a, b = _two_data_sets(12, seed=3)
-    return model, np.concatenate([a, b, 0.5 * (a + b)])
+    return density_model(), np.concatenate([a, b, 0.5 * (a + b)])
 
 
 def test_a_multi_savedmodel_chooses_by_statistics(densities, tmp_path):
